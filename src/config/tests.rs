@@ -1,0 +1,395 @@
+use std::io::Write as _;
+
+use super::*;
+
+fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+    move |name| {
+        pairs
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
+    }
+}
+
+fn errors_of(text: &str, env: &[(&'static str, &'static str)]) -> Vec<String> {
+    let env: &'static [(&str, &str)] = Box::leak(env.to_vec().into_boxed_slice());
+    match from_str("test.yaml", text, &env_of(env)) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+const MINIMAL: &str = "clusters:\n  - name: dev\n    bootstrap_servers: localhost:9092\n";
+
+#[test]
+fn minimal_config_takes_every_default() {
+    let c = from_str("t", MINIMAL, &|_| None).unwrap();
+    assert_eq!(c.clusters[0].bootstrap_servers, ["localhost:9092"]);
+    assert_eq!(c.clusters[0].security_protocol, SecurityProtocol::Plaintext);
+    assert!(c.clusters[0].tls.verify);
+    assert_eq!(c.heartbeat.topic, DEFAULT_TOPIC);
+    assert_eq!(c.heartbeat.interval, DEFAULT_HEARTBEAT_INTERVAL);
+    assert_eq!(c.heartbeat.loss_timeout, DEFAULT_LOSS_TIMEOUT);
+    assert_eq!(c.heartbeat.message_timeout, DEFAULT_MESSAGE_TIMEOUT);
+    assert!(c.heartbeat.create_topic);
+    assert_eq!(c.heartbeat.replication_factor, 3);
+    assert_eq!(
+        c.checks.connectivity.interval,
+        DEFAULT_CONNECTIVITY_INTERVAL
+    );
+    assert_eq!(c.checks.metadata.interval, DEFAULT_METADATA_INTERVAL);
+    assert_eq!(c.checks.topic.interval, DEFAULT_TOPIC_INTERVAL);
+    assert!(c.export.otlp.enabled);
+    assert_eq!(c.export.otlp.endpoint, DEFAULT_OTLP_GRPC_ENDPOINT);
+    assert_eq!(c.export.otlp.protocol, OtlpProtocol::Grpc);
+    assert_eq!(c.export.otlp.interval, DEFAULT_EXPORT_INTERVAL);
+    assert_eq!(c.export.otlp.compression, Compression::Gzip);
+    assert_eq!(c.export.otlp.temporality, Temporality::Cumulative);
+    assert_eq!(c.export.otlp.histogram, HistogramKind::Explicit);
+    assert_eq!(c.http.listen.to_string(), DEFAULT_HTTP_LISTEN);
+    assert_eq!(c.log.format, LogFormat::Text);
+}
+
+/// Case name, config text, environment, and exactly the errors expected.
+type Case = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static [&'static str],
+);
+
+/// Each bad config and exactly the errors it must produce, all at once.
+#[test]
+fn bad_configs_report_every_problem_with_its_key() {
+    let cases: &[Case] = &[
+        (
+            "empty file",
+            "",
+            &[],
+            &["the config is empty; expected a mapping with at least a `clusters` list"],
+        ),
+        (
+            "not a mapping",
+            "- a\n- b\n",
+            &[],
+            &[
+                "line 1: expected a mapping of keys to values, found a list",
+                "clusters: required; expected a list of clusters, each with a name and bootstrap_servers",
+            ],
+        ),
+        (
+            "missing clusters",
+            "heartbeat: {interval: 1s}\n",
+            &[],
+            &[
+                "clusters: required; expected a list of clusters, each with a name and bootstrap_servers",
+            ],
+        ),
+        (
+            "missing required cluster keys",
+            "clusters:\n  - security_protocol: PLAINTEXT\n",
+            &[],
+            &[
+                "clusters[0].name (line 2): required; expected the name that labels this cluster's metrics",
+                "clusters[0].bootstrap_servers (line 2): required; expected host:port, or a list of them",
+            ],
+        ),
+        (
+            "unknown keys at several levels, bad values, undefined env",
+            "clusters:\n  - name: dev\n    bootstrap_servers: ${BOOTSTRAP}\n    colour: blue\nheartbeat:\n  interval: 5\n  intervall: 1s\nexport:\n  otlp: {protocol: carrier-pigeon}\nlogging: {}\n",
+            &[],
+            &[
+                "clusters[0].bootstrap_servers (line 3): environment variable BOOTSTRAP is not set (referenced as ${BOOTSTRAP})",
+                "clusters[0].colour (line 4): unknown key; expected one of: bootstrap_servers, librdkafka, name, sasl, security_protocol, tls",
+                "heartbeat.interval (line 6): \"5\" has no unit; expected a duration like 500ms, 5s, 1m or 1h",
+                "heartbeat.intervall (line 7): unknown key; expected one of: create_topic, interval, loss_timeout, message_timeout, partitions, replication_factor, retention, topic",
+                "export.otlp.protocol (line 9): \"carrier-pigeon\" is not valid; expected one of: grpc, http/protobuf, http",
+                "logging (line 10): unknown key; expected one of: checks, clusters, export, heartbeat, http, log",
+            ],
+        ),
+        (
+            "bad bootstrap server and protocol",
+            "clusters:\n  - name: dev\n    bootstrap_servers: [broker1, 'b2:99999']\n    security_protocol: TLS\n",
+            &[],
+            &[
+                "clusters[0].bootstrap_servers (line 3): \"broker1\" is not host:port; expected e.g. pkc-xxxxx.us-east-1.aws.confluent.cloud:9092",
+                "clusters[0].bootstrap_servers (line 3): \"b2:99999\" is not host:port; expected e.g. pkc-xxxxx.us-east-1.aws.confluent.cloud:9092",
+                "clusters[0].security_protocol (line 4): \"TLS\" is not valid; expected one of: PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL",
+            ],
+        ),
+        (
+            "SASL protocol without credentials",
+            "clusters:\n  - name: cc\n    bootstrap_servers: x:9092\n    security_protocol: SASL_SSL\n",
+            &[],
+            &[
+                "clusters[0].sasl: required with security_protocol SASL_SSL; expected mechanism and credentials",
+            ],
+        ),
+        (
+            "PLAIN without password",
+            "clusters:\n  - name: cc\n    bootstrap_servers: x:9092\n    security_protocol: SASL_SSL\n    sasl: {mechanism: PLAIN, username: key}\n",
+            &[],
+            &[
+                "clusters[0].sasl.password: required with mechanism PLAIN; expected password (or password_file) holding the secret",
+            ],
+        ),
+        (
+            "unknown mechanism",
+            "clusters:\n  - name: cc\n    bootstrap_servers: x:9092\n    security_protocol: SASL_SSL\n    sasl: {mechanism: GSSAPI, username: a, password: b}\n",
+            &[],
+            &[
+                "clusters[0].sasl.mechanism (line 5): \"GSSAPI\" is not valid; expected one of: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER",
+            ],
+        ),
+        (
+            "OAUTHBEARER missing parts",
+            "clusters:\n  - name: cc\n    bootstrap_servers: x:9092\n    security_protocol: SASL_SSL\n    sasl:\n      mechanism: OAUTHBEARER\n      oauthbearer: {client_id: id}\n",
+            &[],
+            &[
+                "clusters[0].sasl.oauthbearer.token_endpoint_url: required; expected the OIDC token endpoint URL",
+                "clusters[0].sasl.oauthbearer.client_secret: required; expected client_secret (or client_secret_file)",
+            ],
+        ),
+        (
+            "sasl with a plaintext protocol",
+            "clusters:\n  - name: cc\n    bootstrap_servers: x:9092\n    sasl: {mechanism: PLAIN, username: a, password: b}\n",
+            &[],
+            &[
+                "clusters[0].sasl: not used with security_protocol PLAINTEXT; use SASL_SSL or SASL_PLAINTEXT, or remove sasl",
+            ],
+        ),
+        (
+            "missing secret file and CA file",
+            "clusters:\n  - name: cc\n    bootstrap_servers: x:9092\n    security_protocol: SASL_SSL\n    sasl: {username: a, password_file: /nonexistent/secret}\n    tls: {ca_file: /nonexistent/ca.pem}\n",
+            &[],
+            &[
+                "clusters[0].sasl.password_file (line 5): cannot read file /nonexistent/secret: No such file or directory (os error 2)",
+                "clusters[0].tls.ca_file (line 6): file /nonexistent/ca.pem does not exist or is not a file",
+            ],
+        ),
+        (
+            "reserved and unknown librdkafka properties",
+            "clusters:\n  - name: dev\n    bootstrap_servers: x:9092\n    librdkafka: {acks: '1', socket.keepalive.enable: 'true', no.such.property: x}\n",
+            &[],
+            &[
+                "clusters[0].librdkafka.acks (line 4): set by cc-heartbeat and cannot be overridden: heartbeats are always sent with acks=all",
+            ],
+        ),
+        (
+            "unknown librdkafka property",
+            "clusters:\n  - name: dev\n    bootstrap_servers: x:9092\n    librdkafka: {socket.keepalive.enable: 'true', no.such.property: x}\n",
+            &[],
+            &[
+                "clusters[0].librdkafka.no.such.property (line 4): librdkafka rejected this property: No such configuration property: \"no.such.property\"",
+            ],
+        ),
+        (
+            "duplicate cluster names",
+            "clusters:\n  - {name: a, bootstrap_servers: 'x:1'}\n  - {name: a, bootstrap_servers: 'y:1'}\n",
+            &[],
+            &[
+                "clusters[1].name: \"a\" is used by another cluster; names label the metrics and must be unique",
+            ],
+        ),
+        (
+            "timeouts that contradict each other",
+            "clusters: [{name: a, bootstrap_servers: 'x:1'}]\nheartbeat: {loss_timeout: 2s, message_timeout: 5s}\nchecks: {connectivity: {interval: 1s, timeout: 2s}}\n",
+            &[],
+            &[
+                "heartbeat.loss_timeout: 2s must be longer than heartbeat.message_timeout (5s), or an unacked heartbeat would count as lost",
+                "checks.connectivity.timeout: 2s must be shorter than checks.connectivity.interval (1s)",
+            ],
+        ),
+        (
+            "bad export values",
+            "clusters: [{name: a, bootstrap_servers: 'x:1'}]\nexport:\n  otlp: {endpoint: 'localhost:4317', temporality: sometimes, histogram: log, compression: zip}\nhttp: {listen: 'everywhere'}\nlog: {level: loud, format: xml}\n",
+            &[],
+            &[
+                "export.otlp.compression (line 3): \"zip\" is not valid; expected one of: gzip, none",
+                "export.otlp.temporality (line 3): \"sometimes\" is not valid; expected one of: cumulative, delta",
+                "export.otlp.histogram (line 3): \"log\" is not valid; expected one of: explicit, exponential",
+                "export.otlp.endpoint: \"localhost:4317\" is not an OTLP endpoint; expected a URL like http://collector:4317",
+                "http.listen (line 4): \"everywhere\" is not an address; expected ip:port like 0.0.0.0:8080",
+                "log.level (line 5): \"loud\" is not a log level; expected error, warn, info, debug or trace",
+                "log.format (line 5): \"xml\" is not valid; expected one of: text, json",
+            ],
+        ),
+        (
+            "bad OTEL environment variables",
+            MINIMAL,
+            &[
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+                ("OTEL_METRIC_EXPORT_INTERVAL", "ten"),
+            ],
+            &[
+                "OTEL_EXPORTER_OTLP_PROTOCOL: \"http/json\" is not valid; expected one of: grpc, http/protobuf, http",
+                "OTEL_METRIC_EXPORT_INTERVAL: \"ten\" is not valid; expected a whole number of milliseconds",
+            ],
+        ),
+        (
+            "invalid YAML",
+            "clusters:\n  - name: a\n   bootstrap_servers: x\n",
+            &[],
+            &[
+                "line 3: not valid YAML: while parsing a block collection, did not find expected '-' indicator",
+            ],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, text, env, expected) in cases {
+        let got = errors_of(text, env);
+        if got != *expected {
+            failures.push(format!(
+                "case {name:?}:\n  expected {expected:#?}\n  got {got:#?}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn env_references_and_otel_variables_resolve() {
+    let text = "clusters:\n  - name: cc\n    bootstrap_servers: ${BOOT}\n    security_protocol: SASL_SSL\n    sasl: {username: '${KEY}', password: '${SECRET}'}\n";
+    let env = env_of(&[
+        ("BOOT", "a:9092,b:9092"),
+        ("KEY", "ABC"),
+        ("SECRET", "s3cr3t"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=abc%3D%3D,other=1"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "2500"),
+        ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta"),
+    ]);
+    let c = from_str("t", text, &env).unwrap();
+    let cluster = &c.clusters[0];
+    assert_eq!(cluster.bootstrap_servers, ["a:9092", "b:9092"]);
+    let sasl = cluster.sasl.as_ref().unwrap();
+    assert_eq!(sasl.username.as_deref(), Some("ABC"));
+    assert_eq!(sasl.password.as_ref().unwrap().expose(), "s3cr3t");
+    let otlp = &c.export.otlp;
+    assert_eq!(otlp.protocol, OtlpProtocol::HttpProtobuf);
+    assert_eq!(otlp.endpoint, "http://collector:4318/v1/metrics");
+    assert_eq!(otlp.interval, Duration::from_millis(2500));
+    assert_eq!(otlp.temporality, Temporality::Delta);
+    assert_eq!(otlp.headers["x-api-key"].expose(), "abc==");
+    assert_eq!(otlp.headers["other"].expose(), "1");
+}
+
+#[test]
+fn the_config_file_wins_over_otel_variables() {
+    let text =
+        format!("{MINIMAL}export:\n  otlp: {{endpoint: 'http://file:4317', interval: 3s}}\n");
+    let env = env_of(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4317"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "1000"),
+    ]);
+    let c = from_str("t", &text, &env).unwrap();
+    assert_eq!(c.export.otlp.endpoint, "http://file:4317");
+    assert_eq!(c.export.otlp.interval, Duration::from_secs(3));
+}
+
+#[test]
+fn otel_metrics_exporter_none_switches_export_off() {
+    let c = from_str("t", MINIMAL, &env_of(&[("OTEL_METRICS_EXPORTER", "none")])).unwrap();
+    assert!(!c.export.otlp.enabled);
+}
+
+#[test]
+fn secrets_are_read_from_files_and_never_rendered() {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    writeln!(file, "from-a-file-secret").unwrap();
+    let text = format!(
+        "clusters:\n  - name: cc\n    bootstrap_servers: x:9092\n    security_protocol: SASL_SSL\n    sasl: {{mechanism: SCRAM-SHA-512, username: u, password_file: {}}}\n    librdkafka: {{ssl.key.password: librdkafka-secret, client.id: visible-id}}\nexport:\n  otlp: {{headers: {{x-honeycomb-team: '${{HC_KEY}}'}}}}\n",
+        file.path().display()
+    );
+    let c = from_str("t", &text, &env_of(&[("HC_KEY", "header-secret")])).unwrap();
+    let sasl = c.clusters[0].sasl.as_ref().unwrap();
+    assert_eq!(
+        sasl.password.as_ref().unwrap().expose(),
+        "from-a-file-secret"
+    );
+    let rendered = render_redacted(&c);
+    for secret in ["from-a-file-secret", "librdkafka-secret", "header-secret"] {
+        assert!(
+            !rendered.contains(secret),
+            "{secret} leaked into:\n{rendered}"
+        );
+        assert!(
+            !format!("{c:?}").contains(secret),
+            "{secret} leaked into Debug"
+        );
+    }
+    assert!(rendered.contains("visible-id"), "{rendered}");
+    assert!(
+        rendered.contains("x-honeycomb-team: \"<redacted>\""),
+        "{rendered}"
+    );
+    assert!(rendered.contains("password: \"<redacted>\""), "{rendered}");
+}
+
+#[test]
+fn errors_never_echo_secret_values() {
+    // A secret that fails validation (empty after interpolation) is named, not shown.
+    let text = "clusters:\n  - name: cc\n    bootstrap_servers: x:9092\n    security_protocol: SASL_SSL\n    sasl: {username: u, password: '${EMPTY}'}\n    librdkafka: {ssl.key.password: [not, scalar]}\n";
+    let errors = errors_of(text, &[("EMPTY", "")]).join("\n");
+    assert!(
+        errors.contains("clusters[0].sasl.password (line 5): must not be empty"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn rendered_config_reads_back_to_the_same_config() {
+    let c = from_str("t", MINIMAL, &|_| None).unwrap();
+    let rendered = render_redacted(&c);
+    let again = from_str("rendered", &rendered, &|_| None).unwrap();
+    assert_eq!(render_redacted(&again), rendered);
+}
+
+const EXAMPLE: &str = include_str!("../../config.example.yaml");
+
+#[test]
+fn the_example_config_is_valid() {
+    let env = env_of(&[("CC_API_KEY", "key"), ("CC_API_SECRET", "secret")]);
+    let c = from_str("config.example.yaml", EXAMPLE, &env).unwrap();
+    assert_eq!(c.clusters[0].name, "prod-east");
+    assert_eq!(c.clusters[0].security_protocol, SecurityProtocol::SaslSsl);
+}
+
+/// Every key the agent knows shows up in the example (commented out or not).
+#[test]
+fn the_example_config_documents_every_key() {
+    let oauth = "clusters:\n  - name: a\n    bootstrap_servers: x:1\n    security_protocol: SASL_SSL\n    sasl:\n      mechanism: OAUTHBEARER\n      oauthbearer: {token_endpoint_url: u, client_id: i, client_secret: s, scope: k, extensions: {a: b}}\nheartbeat: {partitions: 3}\n";
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    writeln!(file, "pem").unwrap();
+    let tls = format!(
+        "clusters:\n  - name: a\n    bootstrap_servers: x:1\n    security_protocol: SSL\n    tls: {{ca_file: {p}, cert_file: {p}, key_file: {p}, key_password: k}}\n",
+        p = file.path().display()
+    );
+    let mut keys = std::collections::BTreeSet::new();
+    for text in [MINIMAL, oauth, tls.as_str()] {
+        let rendered = render_redacted(&from_str("t", text, &|_| None).unwrap());
+        for line in rendered.lines() {
+            let line = line.trim_start().trim_start_matches("- ");
+            let key = line
+                .split_once(": ")
+                .map(|(k, _)| k)
+                .or_else(|| line.strip_suffix(':'));
+            if let Some(key) = key {
+                keys.insert(key.to_owned());
+            }
+        }
+    }
+    keys.remove("a"); // the extension name used above
+    let missing: Vec<&String> = keys
+        .iter()
+        .filter(|k| !EXAMPLE.contains(&format!("{k}:")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "config.example.yaml does not document {missing:?}"
+    );
+    for key in ["password_file", "client_secret_file"] {
+        assert!(EXAMPLE.contains(&format!("{key}:")), "{key}");
+    }
+}

@@ -1,0 +1,9 @@
+//! cc-heartbeat: a Kafka heartbeat agent, native to OpenTelemetry.
+//!
+//! It tells teams running Kafka clients whether their cluster is reachable and working end to
+//! end from where their clients run: it sends a heartbeat through every partition of a
+//! heartbeat topic and reads it back (ack and end-to-end latency; lost, duplicated and
+//! out-of-order heartbeats), watches cluster metadata, and pushes it all over OTLP.
+
+pub mod config;
+pub mod error;
