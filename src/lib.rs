@@ -4,6 +4,6 @@
 //! end from where their clients run: it sends a heartbeat through every partition of a
 //! heartbeat topic and reads it back (ack and end-to-end latency; lost, duplicated and
 //! out-of-order heartbeats), watches cluster metadata, and pushes it all over OTLP.
-
 pub mod config;
 pub mod error;
+pub mod telemetry;

@@ -1,0 +1,233 @@
+//! Everything OpenTelemetry: the resource, the meter provider and its OTLP reader, the
+//! instruments, and the log subscriber.
+
+mod export;
+pub mod instruments;
+pub mod logging;
+
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::MeterProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::{
+    Aggregation, InstrumentKind, MeterProviderBuilder, PeriodicReader, SdkMeterProvider, Stream,
+};
+use tracing::{info, warn};
+
+pub use instruments::{ClusterAttributes, Instruments, SkipReason};
+
+use crate::config::{HistogramKind, OtlpConfig};
+use crate::error::BuildError;
+
+pub const SERVICE_NAME: &str = "cc-heartbeat";
+pub const SERVICE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Who this agent is: exported as the resource, and written into every heartbeat.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// `service.instance.id`: from `OTEL_RESOURCE_ATTRIBUTES`, else a fresh UUID.
+    pub instance_id: String,
+    pub resource: Resource,
+}
+
+impl Identity {
+    /// Resolves the resource from the process environment.
+    pub fn from_env() -> Self {
+        Self::resolve(&|name| std::env::var(name).ok())
+    }
+
+    /// Resolves the resource: `OTEL_SERVICE_NAME` over `OTEL_RESOURCE_ATTRIBUTES` over defaults.
+    pub fn resolve(env: &dyn Fn(&str) -> Option<String>) -> Self {
+        let mut attributes: Vec<(String, String)> = env("OTEL_RESOURCE_ATTRIBUTES")
+            .map(|text| parse_resource_attributes(&text))
+            .unwrap_or_default();
+        let mut take = |key: &str| {
+            attributes
+                .iter()
+                .position(|(k, _)| k == key)
+                .map(|i| attributes.remove(i).1)
+        };
+        let service_name = env("OTEL_SERVICE_NAME")
+            .filter(|s| !s.trim().is_empty())
+            .or_else(|| take("service.name"))
+            .unwrap_or_else(|| SERVICE_NAME.to_owned());
+        let instance_id =
+            take("service.instance.id").unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let version = take("service.version").unwrap_or_else(|| SERVICE_VERSION.to_owned());
+        let mut builder = Resource::builder_empty()
+            .with_detector(Box::new(
+                opentelemetry_sdk::resource::TelemetryResourceDetector,
+            ))
+            .with_attributes(attributes.into_iter().map(|(k, v)| KeyValue::new(k, v)))
+            .with_attribute(KeyValue::new("service.name", service_name))
+            .with_attribute(KeyValue::new("service.version", version))
+            .with_attribute(KeyValue::new("service.instance.id", instance_id.clone()));
+        builder = builder.with_attribute(KeyValue::new("host.name", hostname()));
+        Self {
+            instance_id,
+            resource: builder.build(),
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// Parses `key=value,key2=value2` with percent-encoded values, skipping malformed pairs.
+fn parse_resource_attributes(text: &str) -> Vec<(String, String)> {
+    text.split(',')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            let k = k.trim();
+            (!k.is_empty()).then(|| (k.to_owned(), crate::config::percent_decode(v.trim())))
+        })
+        .collect()
+}
+
+/// Installs ring as the process's TLS crypto provider (once; later calls are no-ops).
+pub(crate) fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The meter provider and the instruments built from it.
+pub struct Telemetry {
+    provider: SdkMeterProvider,
+    pub instruments: Instruments,
+}
+
+/// How long shutdown waits for the final export.
+const SHUTDOWN_EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Telemetry {
+    /// Builds the provider with the OTLP reader when export is enabled; `configure` may add
+    /// readers (tests, the Prometheus endpoint). Must run inside the tokio runtime.
+    pub fn build(
+        identity: &Identity,
+        otlp: &OtlpConfig,
+        configure: impl FnOnce(MeterProviderBuilder) -> MeterProviderBuilder,
+    ) -> Result<Self, BuildError> {
+        let mut builder = SdkMeterProvider::builder().with_resource(identity.resource.clone());
+        if otlp.histogram == HistogramKind::Exponential {
+            builder = builder.with_view(|instrument: &opentelemetry_sdk::metrics::Instrument| {
+                (instrument.kind() == InstrumentKind::Histogram).then(|| {
+                    Stream::builder()
+                        .with_aggregation(Aggregation::Base2ExponentialHistogram {
+                            max_size: 160,
+                            max_scale: 20,
+                            record_min_max: true,
+                        })
+                        .build()
+                        .ok()
+                })?
+            });
+        }
+        if otlp.enabled {
+            let exporter = export::build_otlp_exporter(otlp)?;
+            let reader = PeriodicReader::builder(exporter)
+                .with_interval(otlp.interval)
+                .build();
+            builder = builder.with_reader(reader);
+            info!(
+                endpoint = %otlp.endpoint,
+                protocol = ?otlp.protocol,
+                interval = %humantime::format_duration(otlp.interval),
+                temporality = ?otlp.temporality,
+                histogram = ?otlp.histogram,
+                "OTLP metric export configured.",
+            );
+        } else {
+            info!(
+                "OTLP metric export is off (export.otlp.enabled: false or OTEL_METRICS_EXPORTER=none)."
+            );
+        }
+        Ok(Self::from_provider(configure(builder).build()))
+    }
+
+    /// Wraps an existing provider (tests build one with an in-memory reader).
+    pub fn from_provider(provider: SdkMeterProvider) -> Self {
+        let meter = provider.meter_with_scope(
+            opentelemetry::InstrumentationScope::builder(SERVICE_NAME)
+                .with_version(SERVICE_VERSION)
+                .build(),
+        );
+        let instruments = Instruments::new(&meter);
+        Self {
+            provider,
+            instruments,
+        }
+    }
+
+    pub fn provider(&self) -> &SdkMeterProvider {
+        &self.provider
+    }
+
+    pub fn meter(&self) -> opentelemetry::metrics::Meter {
+        self.provider.meter(SERVICE_NAME)
+    }
+
+    /// Exports what is pending now.
+    pub async fn flush(&self) {
+        let provider = self.provider.clone();
+        if let Ok(Err(error)) = tokio::task::spawn_blocking(move || provider.force_flush()).await {
+            warn!(%error, "Flushing metrics failed.");
+        }
+    }
+
+    /// Sends the final export and stops the reader; blocking work runs off the async threads.
+    pub async fn shutdown(self) {
+        let provider = self.provider;
+        let result = tokio::task::spawn_blocking(move || {
+            provider.shutdown_with_timeout(SHUTDOWN_EXPORT_TIMEOUT)
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => info!("Final metric export done."),
+            Ok(Err(error)) => warn!(%error, "Final metric export failed."),
+            Err(error) => warn!(%error, "Metric shutdown task failed."),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(identity: &Identity, key: &'static str) -> Option<String> {
+        identity
+            .resource
+            .get(&opentelemetry::Key::from_static_str(key))
+            .map(|v| v.to_string())
+    }
+
+    #[test]
+    fn resource_defaults_name_version_and_a_fresh_instance_id() {
+        let a = Identity::resolve(&|_| None);
+        let b = Identity::resolve(&|_| None);
+        assert_eq!(get(&a, "service.name").as_deref(), Some("cc-heartbeat"));
+        assert_eq!(get(&a, "service.version").as_deref(), Some(SERVICE_VERSION));
+        assert_ne!(a.instance_id, b.instance_id);
+        assert_eq!(get(&a, "service.instance.id"), Some(a.instance_id.clone()));
+    }
+
+    #[test]
+    fn resource_honours_otel_variables() {
+        let env = |name: &str| match name {
+            "OTEL_RESOURCE_ATTRIBUTES" => Some(
+                "service.instance.id=node-7,k8s.node.name=worker%201,service.name=ignored".into(),
+            ),
+            "OTEL_SERVICE_NAME" => Some("heartbeat-east".into()),
+            _ => None,
+        };
+        let id = Identity::resolve(&env);
+        assert_eq!(id.instance_id, "node-7");
+        assert_eq!(get(&id, "service.name").as_deref(), Some("heartbeat-east"));
+        assert_eq!(get(&id, "k8s.node.name").as_deref(), Some("worker 1"));
+    }
+}
