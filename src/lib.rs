@@ -6,4 +6,8 @@
 //! out-of-order heartbeats), watches cluster metadata, and pushes it all over OTLP.
 pub mod config;
 pub mod error;
+pub mod health;
+pub mod kafka;
+pub mod probe;
 pub mod telemetry;
+pub mod tracker;

@@ -1,0 +1,138 @@
+//! Health endpoints for Kubernetes probes, on the configured listener:
+//!
+//! - `GET /healthz`: 200 while the process serves requests.
+//! - `GET /readyz`: 200 once every cluster's metadata was fetched and its first heartbeat
+//!   made the round trip; 503 before, with what is still pending in the body.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::error::BuildError;
+
+/// The set of conditions still pending before the agent is ready.
+#[derive(Clone, Debug, Default)]
+pub struct Readiness {
+    pending: Arc<Mutex<BTreeSet<String>>>,
+}
+
+impl Readiness {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A new pending condition, named for the `/readyz` body.
+    pub fn latch(&self, what: impl Into<String>) -> Latch {
+        let what = what.into();
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.insert(what.clone());
+        }
+        Latch {
+            readiness: self.clone(),
+            what,
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.pending.lock().map(|p| p.is_empty()).unwrap_or(false)
+    }
+
+    /// Conditions still pending.
+    pub fn pending(&self) -> Vec<String> {
+        self.pending
+            .lock()
+            .map(|p| p.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// One pending condition; [`Latch::release`] marks it met. Dropping it unreleased keeps the
+/// agent unready: a probe that died before its first result must not look ready.
+#[derive(Debug)]
+pub struct Latch {
+    readiness: Readiness,
+    what: String,
+}
+
+impl Latch {
+    pub fn release(self) {
+        if let Ok(mut pending) = self.readiness.pending.lock() {
+            pending.remove(&self.what);
+        }
+    }
+}
+
+/// Binds the listener now (so a busy port fails start-up) and serves until `cancel`.
+pub async fn serve(
+    addr: SocketAddr,
+    readiness: Readiness,
+    cancel: CancellationToken,
+) -> Result<HealthServer, BuildError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| BuildError::HealthListener { addr, source })?;
+    let local = listener.local_addr().unwrap_or(addr);
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(readiness);
+    info!(listen = %local, "Health endpoints listening: /healthz, /readyz.");
+    let task = tokio::spawn(async move {
+        let shutdown = async move { cancel.cancelled().await };
+        if let Err(error) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            warn!(%error, "Health listener stopped.");
+        }
+    });
+    Ok(HealthServer { local, task })
+}
+
+/// A running health listener.
+pub struct HealthServer {
+    pub local: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HealthServer {
+    pub async fn stopped(self) {
+        let _ = self.task.await;
+    }
+}
+
+async fn readyz(State(readiness): State<Readiness>) -> (StatusCode, String) {
+    let pending = readiness.pending();
+    if pending.is_empty() {
+        (StatusCode::OK, "ready\n".to_owned())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("waiting for: {}\n", pending.join(", ")),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_when_every_latch_is_released() {
+        let r = Readiness::new();
+        let a = r.latch("a metadata");
+        let b = r.latch("a first heartbeat");
+        assert!(!r.is_ready());
+        a.release();
+        assert_eq!(r.pending(), ["a first heartbeat"]);
+        drop(b);
+        assert!(!r.is_ready(), "a dropped latch does not count as released");
+    }
+}

@@ -1,0 +1,203 @@
+//! Cluster-level requests: metadata snapshots and creating the heartbeat topic.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::error::RDKafkaErrorCode;
+
+use super::metadata::{ClusterView, view_from};
+use super::{AgentContext, Role, client_config};
+use crate::config::{ClusterConfig, HeartbeatConfig};
+use crate::error::{BuildError, ErrorKind, ProbeError};
+
+/// The admin client of one cluster; cheap to clone.
+#[derive(Clone)]
+pub struct Admin {
+    client: Arc<AdminClient<AgentContext>>,
+}
+
+impl Admin {
+    pub fn new(cluster: &ClusterConfig, heartbeat: &HeartbeatConfig) -> Result<Self, BuildError> {
+        let client = client_config(cluster, Role::Admin, heartbeat.message_timeout)
+            .create_with_context(AgentContext::new(&cluster.name, Role::Admin))
+            .map_err(|source| BuildError::KafkaClient {
+                cluster: cluster.name.clone(),
+                role: Role::Admin.as_str(),
+                source,
+            })?;
+        Ok(Self {
+            client: Arc::new(client),
+        })
+    }
+
+    /// A metadata snapshot for `topic`, fetched off the async threads.
+    pub async fn metadata(
+        &self,
+        topic: &str,
+        timeout: Duration,
+    ) -> Result<ClusterView, ProbeError> {
+        let client = Arc::clone(&self.client);
+        let topic = topic.to_owned();
+        let task = tokio::task::spawn_blocking(move || {
+            let inner = client.inner();
+            let metadata = inner
+                .fetch_metadata(Some(&topic), timeout)
+                .map_err(|source| ProbeError::Kafka {
+                    operation: "metadata request",
+                    source,
+                })?;
+            // The metadata response carried the cluster id; librdkafka has it cached by now.
+            let cluster_id = inner.fetch_cluster_id(Duration::from_millis(500));
+            Ok(view_from(&metadata, cluster_id, &topic))
+        });
+        task.await.unwrap_or(Err(ProbeError::Cancelled {
+            operation: "metadata",
+        }))
+    }
+
+    /// Creates the heartbeat topic as `plan` says; an existing topic counts as success.
+    pub async fn create_topic(
+        &self,
+        topic: &str,
+        plan: &TopicPlan,
+        timeout: Duration,
+    ) -> Result<(), ProbeError> {
+        let retention = plan.retention.as_millis().to_string();
+        let new_topic = NewTopic::new(
+            topic,
+            plan.partitions,
+            TopicReplication::Fixed(i32::from(plan.replication_factor)),
+        )
+        .set("retention.ms", &retention);
+        let options = AdminOptions::new()
+            .request_timeout(Some(timeout))
+            .operation_timeout(Some(timeout));
+        let results = tokio::time::timeout(
+            timeout + Duration::from_secs(1),
+            self.client.create_topics([&new_topic], &options),
+        )
+        .await
+        .map_err(|_| ProbeError::Timeout {
+            operation: "create topic",
+            timeout,
+        })?
+        .map_err(|source| ProbeError::Kafka {
+            operation: "create topic",
+            source,
+        })?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => return Err(create_error(topic, plan, code)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How a missing heartbeat topic is created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicPlan {
+    pub partitions: i32,
+    pub replication_factor: i16,
+    pub retention: Duration,
+}
+
+impl TopicPlan {
+    /// Partitions default to one per broker so every broker can lead one; the replication
+    /// factor is capped at the broker count so a small dev cluster can still host the topic.
+    pub fn new(config: &HeartbeatConfig, broker_count: usize) -> Self {
+        let brokers = i32::try_from(broker_count.max(1)).unwrap_or(i32::MAX);
+        Self {
+            partitions: config.partitions.unwrap_or(brokers),
+            replication_factor: config
+                .replication_factor
+                .min(i16::try_from(brokers).unwrap_or(i16::MAX)),
+            retention: config.retention,
+        }
+    }
+
+    /// The settings in words, for the message that asks an operator to create the topic.
+    pub fn describe(&self, topic: &str) -> String {
+        format!(
+            "{topic} with {} partitions, replication factor {} and retention.ms={}",
+            self.partitions,
+            self.replication_factor,
+            self.retention.as_millis()
+        )
+    }
+}
+
+fn create_error(topic: &str, plan: &TopicPlan, code: RDKafkaErrorCode) -> ProbeError {
+    let (kind, message) = match code {
+        RDKafkaErrorCode::TopicAuthorizationFailed
+        | RDKafkaErrorCode::ClusterAuthorizationFailed => (
+            ErrorKind::Auth,
+            format!(
+                "this agent is not allowed to create it ({code}); create {} or grant CREATE on the topic",
+                plan.describe(topic)
+            ),
+        ),
+        other => (
+            ErrorKind::BrokerError,
+            format!(
+                "the cluster refused to create {} ({other})",
+                plan.describe(topic)
+            ),
+        ),
+    };
+    ProbeError::Topic {
+        topic: topic.to_owned(),
+        message,
+        kind,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn heartbeat(partitions: Option<i32>, rf: i16) -> HeartbeatConfig {
+        let mut c = crate::config::from_str(
+            "t",
+            "clusters: [{name: a, bootstrap_servers: 'x:1'}]\n",
+            &|_| None,
+        )
+        .unwrap()
+        .heartbeat;
+        c.partitions = partitions;
+        c.replication_factor = rf;
+        c
+    }
+
+    #[test]
+    fn plan_defaults_to_one_partition_per_broker_and_caps_replication() {
+        let plan = TopicPlan::new(&heartbeat(None, 3), 6);
+        assert_eq!((plan.partitions, plan.replication_factor), (6, 3));
+        let small = TopicPlan::new(&heartbeat(None, 3), 1);
+        assert_eq!((small.partitions, small.replication_factor), (1, 1));
+        let explicit = TopicPlan::new(&heartbeat(Some(12), 2), 6);
+        assert_eq!((explicit.partitions, explicit.replication_factor), (12, 2));
+        assert_eq!(explicit.retention, Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn permission_errors_say_what_to_create() {
+        let plan = TopicPlan::new(&heartbeat(None, 3), 3);
+        let err = create_error(
+            "cc-heartbeat",
+            &plan,
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+        );
+        assert_eq!(err.kind(), ErrorKind::Auth);
+        let text = err.to_string();
+        assert!(text.contains("not allowed to create it"), "{text}");
+        assert!(
+            text.contains(
+                "cc-heartbeat with 3 partitions, replication factor 3 and retention.ms=86400000"
+            ),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! A snapshot of cluster metadata: cluster id, brokers, and the heartbeat topic's partitions.
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::metadata::Metadata;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerInfo {
+    pub id: i32,
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
+}
+
+impl BrokerInfo {
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub id: i32,
+    /// Leader broker id; -1 while the partition has none.
+    pub leader: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
+/// What the cluster reported about the heartbeat topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TopicState {
+    Present(Vec<PartitionInfo>),
+    Missing,
+    /// The broker answered for the topic with an error (e.g. not authorized).
+    Error(RDKafkaErrorCode),
+}
+
+/// One metadata snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterView {
+    pub cluster_id: String,
+    pub brokers: Vec<BrokerInfo>,
+    pub topic: TopicState,
+}
+
+impl ClusterView {
+    pub fn partitions(&self) -> &[PartitionInfo] {
+        match &self.topic {
+            TopicState::Present(p) => p,
+            _ => &[],
+        }
+    }
+
+    pub fn leader_of(&self, partition: i32) -> Option<i32> {
+        self.partitions()
+            .iter()
+            .find(|p| p.id == partition)
+            .map(|p| p.leader)
+            .filter(|l| *l >= 0)
+    }
+
+    pub fn broker(&self, id: i32) -> Option<&BrokerInfo> {
+        self.brokers.iter().find(|b| b.id == id)
+    }
+}
+
+/// Cluster id used in metric attributes when the cluster does not report one.
+pub const UNKNOWN_CLUSTER_ID: &str = "unknown";
+
+/// Builds a snapshot from a metadata response for `topic`.
+pub(crate) fn view_from(
+    metadata: &Metadata,
+    cluster_id: Option<String>,
+    topic: &str,
+) -> ClusterView {
+    let mut brokers: Vec<BrokerInfo> = metadata
+        .brokers()
+        .iter()
+        .map(|b| BrokerInfo {
+            id: b.id(),
+            host: b.host().to_owned(),
+            port: u16::try_from(b.port()).unwrap_or_default(),
+            rack: None,
+        })
+        .collect();
+    brokers.sort_by_key(|b| b.id);
+    let topic_state = match metadata.topics().iter().find(|t| t.name() == topic) {
+        None => TopicState::Missing,
+        Some(t) => match t.error().map(RDKafkaErrorCode::from) {
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
+                TopicState::Missing
+            }
+            Some(code) => TopicState::Error(code),
+            None => {
+                let mut partitions: Vec<PartitionInfo> = t
+                    .partitions()
+                    .iter()
+                    .map(|p| PartitionInfo {
+                        id: p.id(),
+                        leader: p.leader(),
+                        replicas: p.replicas().to_vec(),
+                        isr: p.isr().to_vec(),
+                    })
+                    .collect();
+                partitions.sort_by_key(|p| p.id);
+                if partitions.is_empty() {
+                    TopicState::Missing
+                } else {
+                    TopicState::Present(partitions)
+                }
+            }
+        },
+    };
+    ClusterView {
+        cluster_id: cluster_id.unwrap_or_else(|| UNKNOWN_CLUSTER_ID.to_owned()),
+        brokers,
+        topic: topic_state,
+    }
+}
+
+/// Whether a metadata failure means "not allowed" rather than "not reachable".
+pub fn is_auth_failure(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::Authentication
+        )
+    )
+}

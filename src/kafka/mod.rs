@@ -1,0 +1,275 @@
+//! Kafka clients: librdkafka settings per role, and the context that routes librdkafka's logs.
+//!
+//! The measurement rules live here as settings: the producer sends with acks=all, no retries
+//! and no linger; the consumer has no group (it reads by assignment and never commits); no
+//! client ever auto-creates a topic.
+
+pub mod admin;
+pub mod metadata;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::KafkaError;
+use tracing::{debug, info, warn};
+
+use crate::config::{ClusterConfig, SaslMechanism};
+
+/// What a client is for; names it in logs and in `client.id`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Producer,
+    Consumer,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Producer => "producer",
+            Self::Consumer => "consumer",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// librdkafka settings for one role of one cluster.
+pub fn client_config(
+    cluster: &ClusterConfig,
+    role: Role,
+    message_timeout: Duration,
+) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", cluster.bootstrap_servers.join(","));
+    c.set("client.id", format!("cc-heartbeat-{}", role.as_str()));
+    c.set("security.protocol", cluster.security_protocol.as_str());
+    // The agent creates the heartbeat topic itself, with the settings it was given.
+    c.set("allow.auto.create.topics", "false");
+    if let Some(sasl) = &cluster.sasl {
+        c.set("sasl.mechanism", sasl.mechanism.as_str());
+        if let Some(username) = &sasl.username {
+            c.set("sasl.username", username);
+        }
+        if let Some(password) = &sasl.password {
+            c.set("sasl.password", password.expose());
+        }
+        if let (SaslMechanism::OAuthBearer, Some(oauth)) = (sasl.mechanism, &sasl.oauthbearer) {
+            c.set("sasl.oauthbearer.method", "oidc");
+            c.set(
+                "sasl.oauthbearer.token.endpoint.url",
+                &oauth.token_endpoint_url,
+            );
+            c.set("sasl.oauthbearer.client.id", &oauth.client_id);
+            c.set(
+                "sasl.oauthbearer.client.secret",
+                oauth.client_secret.expose(),
+            );
+            if let Some(scope) = &oauth.scope {
+                c.set("sasl.oauthbearer.scope", scope);
+            }
+            if !oauth.extensions.is_empty() {
+                let extensions: Vec<String> = oauth
+                    .extensions
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                c.set("sasl.oauthbearer.extensions", extensions.join(","));
+            }
+        }
+    }
+    let tls = &cluster.tls;
+    if let Some(ca) = &tls.ca_file {
+        c.set("ssl.ca.location", ca.display().to_string());
+    }
+    if let Some(cert) = &tls.cert_file {
+        c.set("ssl.certificate.location", cert.display().to_string());
+    }
+    if let Some(key) = &tls.key_file {
+        c.set("ssl.key.location", key.display().to_string());
+    }
+    if let Some(password) = &tls.key_password {
+        c.set("ssl.key.password", password.expose());
+    }
+    if !tls.verify {
+        c.set("enable.ssl.certificate.verification", "false");
+        c.set("ssl.endpoint.identification.algorithm", "none");
+    }
+    let timeout_ms = message_timeout.as_millis().to_string();
+    match role {
+        Role::Producer => {
+            c.set("acks", "all");
+            c.set("enable.idempotence", "false");
+            c.set("message.send.max.retries", "0");
+            c.set("linger.ms", "0");
+            c.set("message.timeout.ms", &timeout_ms);
+            c.set("request.timeout.ms", &timeout_ms);
+        }
+        Role::Consumer => {
+            c.set("enable.auto.commit", "false");
+            c.set("enable.auto.offset.store", "false");
+            c.set("enable.partition.eof", "false");
+            // Fetches return as soon as a heartbeat arrives; this only bounds an idle wait.
+            c.set("fetch.wait.max.ms", "100");
+        }
+        Role::Admin => {}
+    }
+    for (k, v) in &cluster.librdkafka {
+        c.set(k, v.expose());
+    }
+    c
+}
+
+/// Routes librdkafka's log lines and errors into `tracing` (target `librdkafka`).
+///
+/// librdkafka repeats a warning every reconnect attempt while a broker is away, and reports
+/// most of them twice (log line and error event). The first of a kind is logged at WARN and
+/// its repeats within [`REPEAT_WINDOW`] at DEBUG: the probes' metrics carry the ongoing state.
+#[derive(Clone, Debug)]
+pub struct LibrdkafkaLog {
+    cluster: String,
+    role: Role,
+    recent: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+/// How long a repeated librdkafka warning stays at DEBUG after it was logged at WARN.
+pub const REPEAT_WINDOW: Duration = Duration::from_secs(300);
+
+impl LibrdkafkaLog {
+    pub fn new(cluster: &str, role: Role) -> Self {
+        Self {
+            cluster: cluster.to_owned(),
+            role,
+            recent: Arc::default(),
+        }
+    }
+
+    /// Whether this warning was not logged at WARN within the window. Digits are ignored, so
+    /// "after 3ms" and "after 5ms" are the same warning.
+    fn first_in_window(&self, text: &str) -> bool {
+        let key: String = text.chars().filter(|c| !c.is_ascii_digit()).collect();
+        let now = Instant::now();
+        let Ok(mut recent) = self.recent.lock() else {
+            return true;
+        };
+        if recent.len() > 256 {
+            recent.retain(|_, at| now.duration_since(*at) < REPEAT_WINDOW);
+        }
+        match recent.get(&key) {
+            Some(at) if now.duration_since(*at) < REPEAT_WINDOW => false,
+            _ => {
+                recent.insert(key, now);
+                true
+            }
+        }
+    }
+
+    pub fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        let (cluster, client) = (self.cluster.as_str(), self.role.as_str());
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error
+            | RDKafkaLogLevel::Warning => {
+                // One librdkafka map goes to every client, so a property of the other role is expected.
+                let other_role = fac == "CONFWARN" && message.contains("will be ignored by this");
+                if !other_role && self.first_in_window(message) {
+                    warn!(target: "librdkafka", cluster, client, facility = fac, "{message}");
+                } else {
+                    debug!(target: "librdkafka", cluster, client, facility = fac, "{message}");
+                }
+            }
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                info!(target: "librdkafka", cluster, client, facility = fac, "{message}")
+            }
+            RDKafkaLogLevel::Debug => {
+                debug!(target: "librdkafka", cluster, client, facility = fac, "{message}")
+            }
+        }
+    }
+
+    /// Client-level errors (broker down, auth failed). The probes measure and report these,
+    /// so this is a WARN, not an ERROR that pages someone.
+    pub fn error(&self, error: &KafkaError, reason: &str) {
+        let (cluster, client) = (self.cluster.as_str(), self.role.as_str());
+        if self.first_in_window(reason) {
+            warn!(target: "librdkafka", cluster, client, %error, "{reason}");
+        } else {
+            debug!(target: "librdkafka", cluster, client, %error, "{reason}");
+        }
+    }
+}
+
+/// Client context of the admin client and the heartbeat consumer.
+#[derive(Clone, Debug)]
+pub struct AgentContext {
+    log: LibrdkafkaLog,
+}
+
+impl AgentContext {
+    pub fn new(cluster: &str, role: Role) -> Self {
+        Self {
+            log: LibrdkafkaLog::new(cluster, role),
+        }
+    }
+}
+
+impl ClientContext for AgentContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.log.log(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.log.error(&error, reason);
+    }
+}
+
+impl ConsumerContext for AgentContext {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::from_str;
+
+    #[test]
+    fn repeated_warnings_are_logged_once_per_window() {
+        let log = LibrdkafkaLog::new("c", Role::Consumer);
+        assert!(log.first_in_window("Connect to ipv4#127.0.0.1:41953 failed (after 0ms)"));
+        assert!(!log.first_in_window("Connect to ipv4#127.0.0.1:41953 failed (after 12ms)"));
+        assert!(log.first_in_window("SASL authentication failed"));
+    }
+
+    #[test]
+    fn producer_settings_follow_the_measurement_rules() {
+        let config = from_str(
+            "t",
+            "clusters:\n  - name: a\n    bootstrap_servers: [x:1, y:2]\n    security_protocol: SASL_SSL\n    sasl: {username: u, password: p}\n    librdkafka: {socket.keepalive.enable: 'true'}\n",
+            &|_| None,
+        )
+        .unwrap();
+        let c = client_config(&config.clusters[0], Role::Producer, Duration::from_secs(5));
+        assert_eq!(c.get("bootstrap.servers"), Some("x:1,y:2"));
+        assert_eq!(c.get("acks"), Some("all"));
+        assert_eq!(c.get("message.send.max.retries"), Some("0"));
+        assert_eq!(c.get("linger.ms"), Some("0"));
+        assert_eq!(c.get("message.timeout.ms"), Some("5000"));
+        assert_eq!(c.get("sasl.mechanism"), Some("PLAIN"));
+        assert_eq!(c.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(c.get("socket.keepalive.enable"), Some("true"));
+        assert_eq!(c.get("allow.auto.create.topics"), Some("false"));
+        c.create_native_config()
+            .expect("librdkafka accepts the producer settings");
+
+        let consumer = client_config(&config.clusters[0], Role::Consumer, Duration::from_secs(5));
+        assert_eq!(consumer.get("group.id"), None);
+        assert_eq!(consumer.get("enable.auto.commit"), Some("false"));
+        consumer
+            .create_native_config()
+            .expect("librdkafka accepts the consumer settings");
+    }
+}

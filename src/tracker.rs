@@ -1,0 +1,378 @@
+//! Sequence and loss bookkeeping for heartbeats: what was sent, acked, consumed back or lost.
+//!
+//! Pure and clock-free: callers pass monotonic [`Instant`]s, so the rules are unit-tested
+//! without a broker. Each partition keeps a ring of the last `window` sequence numbers; the
+//! window spans several loss timeouts, so every heartbeat is resolved before its slot is reused.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Handed to the producer, no ack yet.
+    InFlight,
+    /// Acked by the broker, not consumed back yet: the only state that can become lost.
+    Acked,
+    /// The send failed; not expected back, but welcome if it shows up.
+    Failed,
+    /// Not consumed back within the loss timeout after its ack.
+    Lost,
+    /// Consumed back.
+    Received,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    seq: u64,
+    sent_at: Instant,
+    acked_at: Option<Instant>,
+    state: State,
+}
+
+#[derive(Debug)]
+struct Ledger {
+    next_seq: u64,
+    slots: Vec<Option<Slot>>,
+    highest_received: Option<u64>,
+}
+
+impl Ledger {
+    fn new(window: usize) -> Self {
+        Self {
+            next_seq: 0,
+            slots: vec![None; window],
+            highest_received: None,
+        }
+    }
+}
+
+/// What a consumed heartbeat turned out to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Receipt {
+    /// First time seen. `late` when it had already been counted lost; `out_of_order` when a
+    /// higher sequence number was seen before it.
+    Received {
+        end_to_end: Duration,
+        out_of_order: bool,
+        late: bool,
+    },
+    /// Seen before.
+    Duplicate,
+    /// Older than the window remembers, so it cannot be classified.
+    Stale,
+    /// A sequence number this run never sent on that partition.
+    Unexpected,
+}
+
+/// Per-partition heartbeat bookkeeping.
+#[derive(Debug)]
+pub struct Tracker {
+    window: usize,
+    loss_timeout: Duration,
+    ledgers: BTreeMap<i32, Ledger>,
+}
+
+/// A heartbeat that has just been counted lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lost {
+    pub partition: i32,
+    pub seq: u64,
+}
+
+impl Tracker {
+    /// Sized so the window spans at least four loss timeouts of heartbeats.
+    pub fn new(interval: Duration, loss_timeout: Duration) -> Self {
+        let per_timeout = loss_timeout.as_secs_f64() / interval.as_secs_f64().max(1e-3);
+        let window = ((per_timeout * 4.0).ceil() as usize)
+            .clamp(64, 16_384)
+            .next_power_of_two();
+        Self {
+            window,
+            loss_timeout,
+            ledgers: BTreeMap::new(),
+        }
+    }
+
+    pub fn window(&self) -> usize {
+        self.window
+    }
+
+    /// Starts tracking `partition` (no-op when already tracked).
+    pub fn add_partition(&mut self, partition: i32) {
+        let window = self.window;
+        self.ledgers
+            .entry(partition)
+            .or_insert_with(|| Ledger::new(window));
+    }
+
+    pub fn partitions(&self) -> impl Iterator<Item = i32> + '_ {
+        self.ledgers.keys().copied()
+    }
+
+    fn index(&self, seq: u64) -> usize {
+        (seq % self.window as u64) as usize
+    }
+
+    /// The sequence number the next [`Tracker::register`] on `partition` returns.
+    pub fn next_seq(&self, partition: i32) -> u64 {
+        self.ledgers.get(&partition).map_or(0, |l| l.next_seq)
+    }
+
+    /// Records a heartbeat about to be sent on `partition` and returns its sequence number.
+    pub fn register(&mut self, partition: i32, sent_at: Instant) -> u64 {
+        let window = self.window;
+        let ledger = self
+            .ledgers
+            .entry(partition)
+            .or_insert_with(|| Ledger::new(window));
+        let seq = ledger.next_seq;
+        ledger.next_seq += 1;
+        ledger.slots[(seq % window as u64) as usize] = Some(Slot {
+            seq,
+            sent_at,
+            acked_at: None,
+            state: State::InFlight,
+        });
+        seq
+    }
+
+    fn slot_mut(&mut self, partition: i32, seq: u64) -> Option<&mut Slot> {
+        let index = self.index(seq);
+        self.ledgers
+            .get_mut(&partition)?
+            .slots
+            .get_mut(index)?
+            .as_mut()
+            .filter(|slot| slot.seq == seq)
+    }
+
+    /// The send time of a tracked heartbeat.
+    pub fn sent_at(&self, partition: i32, seq: u64) -> Option<Instant> {
+        let slot = self
+            .ledgers
+            .get(&partition)?
+            .slots
+            .get(self.index(seq))?
+            .as_ref()?;
+        (slot.seq == seq).then_some(slot.sent_at)
+    }
+
+    /// The broker acked (or refused) the heartbeat.
+    pub fn acked(&mut self, partition: i32, seq: u64, at: Instant, success: bool) {
+        if let Some(slot) = self.slot_mut(partition, seq) {
+            // A heartbeat may be consumed before its ack arrives: keep it Received.
+            if slot.state == State::InFlight {
+                slot.state = if success { State::Acked } else { State::Failed };
+                slot.acked_at = Some(at);
+            }
+        }
+    }
+
+    /// A heartbeat of this run was consumed back at `at`.
+    pub fn received(&mut self, partition: i32, seq: u64, at: Instant) -> Receipt {
+        let window = self.window as u64;
+        let index = self.index(seq);
+        let Some(ledger) = self.ledgers.get_mut(&partition) else {
+            return Receipt::Unexpected;
+        };
+        if seq >= ledger.next_seq {
+            return Receipt::Unexpected;
+        }
+        if seq + window < ledger.next_seq {
+            return Receipt::Stale;
+        }
+        let Some(slot) = ledger.slots[index].as_mut().filter(|s| s.seq == seq) else {
+            return Receipt::Stale;
+        };
+        if slot.state == State::Received {
+            return Receipt::Duplicate;
+        }
+        let late = slot.state == State::Lost;
+        slot.state = State::Received;
+        let out_of_order = ledger.highest_received.is_some_and(|h| h > seq);
+        ledger.highest_received = Some(ledger.highest_received.map_or(seq, |h| h.max(seq)));
+        Receipt::Received {
+            end_to_end: at.saturating_duration_since(slot.sent_at),
+            out_of_order,
+            late,
+        }
+    }
+
+    /// Marks acked heartbeats not consumed back within the loss timeout (counted from the
+    /// ack) as lost, and returns them.
+    pub fn sweep(&mut self, now: Instant) -> Vec<Lost> {
+        let mut lost = Vec::new();
+        for (partition, ledger) in &mut self.ledgers {
+            for slot in ledger.slots.iter_mut().flatten() {
+                if slot.state == State::Acked
+                    && slot.acked_at.is_some_and(|acked| {
+                        now.saturating_duration_since(acked) >= self.loss_timeout
+                    })
+                {
+                    slot.state = State::Lost;
+                    lost.push(Lost {
+                        partition: *partition,
+                        seq: slot.seq,
+                    });
+                }
+            }
+        }
+        lost.sort_by_key(|l| (l.partition, l.seq));
+        lost
+    }
+
+    /// Heartbeats sent but not yet resolved (in flight, or acked and awaited).
+    pub fn pending(&self) -> usize {
+        self.ledgers
+            .values()
+            .flat_map(|l| l.slots.iter().flatten())
+            .filter(|s| matches!(s.state, State::InFlight | State::Acked))
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    fn tracker() -> (Tracker, Instant) {
+        let mut t = Tracker::new(SEC, 20 * SEC);
+        t.add_partition(0);
+        (t, Instant::now())
+    }
+
+    #[test]
+    fn window_covers_several_loss_timeouts() {
+        assert_eq!(Tracker::new(SEC, 20 * SEC).window(), 128);
+        assert_eq!(
+            Tracker::new(Duration::from_millis(100), 20 * SEC).window(),
+            1024
+        );
+        assert_eq!(Tracker::new(10 * SEC, 20 * SEC).window(), 64);
+    }
+
+    #[test]
+    fn round_trip_reports_end_to_end_from_the_send_time() {
+        let (mut t, t0) = tracker();
+        let seq = t.register(0, t0);
+        t.acked(0, seq, t0 + Duration::from_millis(3), true);
+        let r = t.received(0, seq, t0 + Duration::from_millis(7));
+        assert_eq!(
+            r,
+            Receipt::Received {
+                end_to_end: Duration::from_millis(7),
+                out_of_order: false,
+                late: false
+            }
+        );
+        assert_eq!(t.pending(), 0);
+    }
+
+    #[test]
+    fn consumed_before_ack_is_not_later_counted_lost() {
+        let (mut t, t0) = tracker();
+        let seq = t.register(0, t0);
+        assert!(matches!(
+            t.received(0, seq, t0 + SEC),
+            Receipt::Received { .. }
+        ));
+        t.acked(0, seq, t0 + 2 * SEC, true);
+        assert!(t.sweep(t0 + 60 * SEC).is_empty());
+    }
+
+    #[test]
+    fn acked_but_never_consumed_is_lost_after_the_timeout_from_the_ack() {
+        let (mut t, t0) = tracker();
+        let seq = t.register(0, t0);
+        t.acked(0, seq, t0 + 5 * SEC, true);
+        assert!(
+            t.sweep(t0 + 24 * SEC).is_empty(),
+            "19 s after the ack is not yet lost"
+        );
+        assert_eq!(t.sweep(t0 + 25 * SEC), [Lost { partition: 0, seq }]);
+        assert!(t.sweep(t0 + 26 * SEC).is_empty(), "counted once");
+        // A late arrival counts as received, flagged late, and is not un-lost.
+        assert!(matches!(
+            t.received(0, seq, t0 + 30 * SEC),
+            Receipt::Received { late: true, .. }
+        ));
+    }
+
+    #[test]
+    fn failed_sends_are_never_lost_but_may_arrive() {
+        let (mut t, t0) = tracker();
+        let seq = t.register(0, t0);
+        t.acked(0, seq, t0 + 5 * SEC, false);
+        assert!(t.sweep(t0 + 100 * SEC).is_empty());
+        assert!(matches!(
+            t.received(0, seq, t0 + 6 * SEC),
+            Receipt::Received { late: false, .. }
+        ));
+    }
+
+    #[test]
+    fn duplicates_and_out_of_order_are_told_apart() {
+        let (mut t, t0) = tracker();
+        let a = t.register(0, t0);
+        let b = t.register(0, t0 + SEC);
+        assert!(matches!(
+            t.received(0, b, t0 + 2 * SEC),
+            Receipt::Received {
+                out_of_order: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            t.received(0, a, t0 + 2 * SEC),
+            Receipt::Received {
+                out_of_order: true,
+                ..
+            }
+        ));
+        assert_eq!(t.received(0, b, t0 + 3 * SEC), Receipt::Duplicate);
+        assert_eq!(t.received(0, a, t0 + 3 * SEC), Receipt::Duplicate);
+    }
+
+    #[test]
+    fn unknown_future_and_stale_sequences_are_classified() {
+        let (mut t, t0) = tracker();
+        assert_eq!(
+            t.received(0, 0, t0),
+            Receipt::Unexpected,
+            "nothing sent yet"
+        );
+        assert_eq!(
+            t.received(9, 0, t0),
+            Receipt::Unexpected,
+            "untracked partition"
+        );
+        let window = t.window() as u64;
+        for i in 0..window + 5 {
+            let seq = t.register(0, t0 + Duration::from_millis(i));
+            t.acked(0, seq, t0, true);
+            t.received(0, seq, t0 + SEC);
+        }
+        assert_eq!(t.received(0, 0, t0 + SEC), Receipt::Stale);
+        assert_eq!(t.received(0, window + 4, t0 + SEC), Receipt::Duplicate);
+        assert_eq!(t.received(0, window + 5, t0 + SEC), Receipt::Unexpected);
+    }
+
+    #[test]
+    fn partitions_are_independent() {
+        let mut t = Tracker::new(SEC, 20 * SEC);
+        let t0 = Instant::now();
+        assert_eq!(t.register(0, t0), 0);
+        assert_eq!(t.register(1, t0), 0);
+        assert_eq!(t.register(1, t0), 1);
+        t.acked(1, 1, t0, true);
+        assert_eq!(
+            t.sweep(t0 + 30 * SEC),
+            [Lost {
+                partition: 1,
+                seq: 1
+            }]
+        );
+    }
+}
