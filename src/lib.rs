@@ -4,10 +4,17 @@
 //! end from where their clients run: it sends a heartbeat through every partition of a
 //! heartbeat topic and reads it back (ack and end-to-end latency; lost, duplicated and
 //! out-of-order heartbeats), watches cluster metadata, and pushes it all over OTLP.
+
+pub mod app;
+pub mod cli;
+pub mod cluster;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod health;
 pub mod kafka;
+pub mod output;
 pub mod probe;
+pub mod signal;
 pub mod telemetry;
 pub mod tracker;

@@ -1,0 +1,91 @@
+//! The agent: builds every cluster's probes, runs them until the shutdown trigger, then drains.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::cluster::ClusterRun;
+use crate::config::Config;
+use crate::error::BuildError;
+use crate::health::{self, Readiness};
+use crate::kafka::admin::Admin;
+use crate::probe::heartbeat::Tap;
+use crate::telemetry::{Identity, Instruments};
+
+/// How long probes get to stop after the shutdown trigger.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Options beyond the config file.
+#[derive(Default)]
+pub struct RunOptions {
+    /// Receives every heartbeat observation (the demo's summary, tests).
+    pub tap: Option<Tap>,
+    /// Serve `/healthz` and `/readyz` on `http.listen`.
+    pub health: bool,
+    /// Shared readiness; a fresh one when `None`.
+    pub readiness: Option<Readiness>,
+}
+
+/// Runs the agent until `shutdown` completes, then stops every probe within the grace period.
+/// Errors only when something cannot be built at start-up; at run time everything is retried.
+pub async fn run(
+    config: &Config,
+    identity: &Identity,
+    instruments: &Instruments,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), BuildError> {
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let readiness = options.readiness.unwrap_or_default();
+
+    // Build every client before anything runs, so a bad setting fails start-up at once.
+    let mut admins = Vec::with_capacity(config.clusters.len());
+    for cluster in &config.clusters {
+        admins.push(Admin::new(cluster, &config.heartbeat)?);
+    }
+    let health = if options.health {
+        Some(health::serve(config.http.listen, readiness.clone(), cancel.clone()).await?)
+    } else {
+        None
+    };
+
+    info!(
+        version = crate::telemetry::SERVICE_VERSION,
+        instance = %identity.instance_id,
+        clusters = config.clusters.len(),
+        "cc-heartbeat started.",
+    );
+    for (cluster, admin) in config.clusters.iter().zip(admins) {
+        let run = ClusterRun {
+            cluster: cluster.clone(),
+            heartbeat: config.heartbeat.clone(),
+            checks: config.checks.clone(),
+            instance_id: identity.instance_id.clone(),
+            instruments: instruments.clone(),
+            tap: options.tap.clone(),
+            metadata_ready: readiness.latch(format!("{} metadata", cluster.name)),
+            heartbeat_ready: readiness
+                .latch(format!("{} first heartbeat round trip", cluster.name)),
+        };
+        tasks.spawn(run.run(admin, cancel.clone(), tasks.clone()));
+    }
+
+    shutdown.await;
+    info!("Shutting down: stopping probes.");
+    cancel.cancel();
+    tasks.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
+        warn!(grace = ?SHUTDOWN_GRACE, "Probes did not stop within the grace period.");
+    }
+    if let Some(health) = health {
+        health.stopped().await;
+    }
+    Ok(())
+}

@@ -1,0 +1,469 @@
+//! `cc-heartbeat demo`: the real agent against an in-process mock cluster of three brokers,
+//! with a live summary on the terminal and optional faults injected mid-run.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::time::Duration;
+
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::app::{self, RunOptions};
+use crate::config::{self, Config};
+use crate::error::{BuildError, ErrorKind};
+use crate::output;
+use crate::probe::heartbeat::Observation;
+use crate::telemetry::{Identity, Telemetry};
+
+/// Brokers in the mock cluster.
+pub const BROKERS: i32 = 3;
+
+/// A fault to inject while the demo runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Fault {
+    /// The broker refuses connections.
+    BrokerDown { broker: i32 },
+    /// Every request to the broker takes this much longer.
+    Latency { broker: i32, added: Duration },
+}
+
+impl Fault {
+    fn describe(&self) -> String {
+        match self {
+            Self::BrokerDown { broker } => format!("broker {broker} down"),
+            Self::Latency { broker, added } => {
+                format!(
+                    "{} added round-trip time on broker {broker}",
+                    humantime::format_duration(*added)
+                )
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    /// Stop on its own after this long (else on Ctrl-C).
+    pub duration: Option<Duration>,
+    pub partitions: i32,
+    pub interval: Duration,
+    pub report_every: Duration,
+    pub fault: Option<Fault>,
+    pub fault_at: Duration,
+    pub fault_for: Duration,
+    /// Also push the metrics to this OTLP endpoint.
+    pub otlp_endpoint: Option<String>,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        Self {
+            duration: None,
+            partitions: BROKERS,
+            interval: Duration::from_secs(1),
+            report_every: Duration::from_secs(5),
+            fault: None,
+            fault_at: Duration::from_secs(10),
+            fault_for: Duration::from_secs(10),
+            otlp_endpoint: None,
+        }
+    }
+}
+
+/// The agent's config for the demo, built through the same validation as a config file.
+pub fn demo_config(bootstrap: &str, options: &DemoOptions) -> Result<Config, config::ConfigErrors> {
+    let export = match &options.otlp_endpoint {
+        Some(endpoint) => format!("{{enabled: true, endpoint: '{endpoint}', interval: 5s}}"),
+        None => "{enabled: false}".to_owned(),
+    };
+    let text = format!(
+        "clusters:\n  - name: demo\n    bootstrap_servers: '{bootstrap}'\n\
+         \x20   librdkafka: {{fetch.wait.max.ms: '10'}}\n\
+         heartbeat:\n  interval: {interval}\n  loss_timeout: 10s\n  message_timeout: 3s\n\
+         checks:\n  metadata: {{interval: 5s}}\n\
+         export:\n  otlp: {export}\n",
+        interval = humantime::format_duration(options.interval),
+    );
+    // The mock cluster answers an empty fetch only after the fetch wait, even when a message
+    // arrives meanwhile (a real broker answers at once), so a short wait keeps e2e honest here.
+    // The demo ignores OTEL_* variables: its export is what its options say.
+    config::from_str("demo", &text, &|_| None)
+}
+
+/// Runs the demo until its duration passes or `shutdown` completes.
+pub async fn run(
+    options: DemoOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Totals, BuildError> {
+    let mock: MockCluster<'static, DefaultProducerContext> =
+        MockCluster::new(BROKERS).map_err(BuildError::MockCluster)?;
+    let partitions = options.partitions.max(1);
+    mock.create_topic(config::DEFAULT_TOPIC, partitions, BROKERS)
+        .map_err(BuildError::MockCluster)?;
+    // Leaders in turn (partition 0 on broker 1, ...), so a broker fault hits its partitions
+    // and the others show what healthy looks like.
+    for p in 0..partitions {
+        mock.partition_leader(config::DEFAULT_TOPIC, p, Some(p % BROKERS + 1))
+            .map_err(BuildError::MockCluster)?;
+    }
+    let config =
+        demo_config(&mock.bootstrap_servers(), &options).map_err(BuildError::DemoSettings)?;
+
+    output::report(&header(&options, partitions));
+
+    let identity = Identity::from_env();
+    let telemetry = Telemetry::build(&identity, &config.export.otlp, |b| b)?;
+    let (tap, mut observations) = mpsc::channel(16_384);
+    let stop_agent = CancellationToken::new();
+    let agent = {
+        let config = config.clone();
+        let identity = identity.clone();
+        let instruments = telemetry.instruments.clone();
+        let stop = stop_agent.clone();
+        tokio::spawn(async move {
+            let options = RunOptions {
+                tap: Some(tap),
+                ..RunOptions::default()
+            };
+            app::run(
+                &config,
+                &identity,
+                &instruments,
+                options,
+                stop.cancelled_owned(),
+            )
+            .await
+        })
+    };
+
+    let start = Instant::now();
+    let mut summary = Summary::default();
+    let mut report = tokio::time::interval_at(start + options.report_every, options.report_every);
+    let end = options.duration.map(|d| start + d);
+    let fault_start = options.fault.map(|_| start + options.fault_at);
+    let fault_end = options
+        .fault
+        .map(|_| start + options.fault_at + options.fault_for);
+    let mut fault_active = false;
+    tokio::pin!(shutdown);
+    loop {
+        let next_fault = if fault_active {
+            fault_end
+        } else {
+            fault_start.filter(|_| summary.faults == 0)
+        };
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = sleep_until_opt(end) => break,
+            Some(observation) = observations.recv() => summary.add(observation),
+            _ = report.tick() => output::report(&summary.take_window(start.elapsed())),
+            () = sleep_until_opt(next_fault) => {
+                let (Some(fault), elapsed) = (options.fault, start.elapsed()) else { continue };
+                if fault_active {
+                    clear_fault(&mock, fault);
+                    output::report(&format!("[{}] fault cleared: {} is over", secs(elapsed), fault.describe()));
+                    fault_active = false;
+                } else {
+                    inject_fault(&mock, fault);
+                    output::report(&format!(
+                        "[{}] fault injected: {} for {}",
+                        secs(elapsed),
+                        fault.describe(),
+                        humantime::format_duration(options.fault_for)
+                    ));
+                    info!(fault = %fault.describe(), "Demo fault injected.");
+                    summary.faults += 1;
+                    fault_active = true;
+                }
+            }
+        }
+    }
+    stop_agent.cancel();
+    let result = agent.await.unwrap_or(Ok(()));
+    while let Ok(observation) = observations.try_recv() {
+        summary.add(observation);
+    }
+    telemetry.shutdown().await;
+    drop(mock);
+    result?;
+    let totals = summary.totals;
+    output::report(&totals.describe(start.elapsed()));
+    Ok(totals)
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn inject_fault(mock: &MockCluster<'static, DefaultProducerContext>, fault: Fault) {
+    let _ = match fault {
+        Fault::BrokerDown { broker } => mock.broker_down(broker),
+        Fault::Latency { broker, added } => mock.broker_round_trip_time(broker, added),
+    };
+}
+
+fn clear_fault(mock: &MockCluster<'static, DefaultProducerContext>, fault: Fault) {
+    let _ = match fault {
+        Fault::BrokerDown { broker } => mock.broker_up(broker),
+        Fault::Latency { broker, .. } => mock.broker_round_trip_time(broker, Duration::ZERO),
+    };
+}
+
+fn header(options: &DemoOptions, partitions: i32) -> String {
+    let mut text = format!(
+        "cc-heartbeat demo: mock cluster of {BROKERS} brokers, topic {} with {partitions} partitions, \
+         one heartbeat per partition every {}.\n",
+        config::DEFAULT_TOPIC,
+        humantime::format_duration(options.interval)
+    );
+    if let Some(fault) = options.fault {
+        let _ = writeln!(
+            text,
+            "Fault plan: {} from {} to {}.",
+            fault.describe(),
+            secs(options.fault_at),
+            secs(options.fault_at + options.fault_for)
+        );
+    }
+    let _ = write!(
+        text,
+        "A summary follows every {}: ack = produce latency (send until acks=all), \
+         e2e = send until consumed back.",
+        humantime::format_duration(options.report_every)
+    );
+    text
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:>3}s", d.as_secs())
+}
+
+/// Counts over the whole run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub sent: u64,
+    pub failed: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub out_of_order: u64,
+}
+
+impl Totals {
+    fn describe(&self, elapsed: Duration) -> String {
+        format!(
+            "Done after {}: sent {} (acked {}, failed {}), received {}, lost {}, duplicated {}, out of order {}.",
+            humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
+            self.sent,
+            self.sent - self.failed,
+            self.failed,
+            self.received,
+            self.lost,
+            self.duplicated,
+            self.out_of_order
+        )
+    }
+}
+
+#[derive(Debug, Default)]
+struct PartitionWindow {
+    leader: Option<i32>,
+    ack: Vec<Duration>,
+    e2e: Vec<Duration>,
+    sent: u64,
+    failed: u64,
+    received: u64,
+    lost: u64,
+    last_error: Option<ErrorKind>,
+}
+
+/// Observations of the current report window, per partition, plus the run's totals.
+#[derive(Debug, Default)]
+pub struct Summary {
+    window: BTreeMap<i32, PartitionWindow>,
+    totals: Totals,
+    faults: u32,
+}
+
+impl Summary {
+    pub fn add(&mut self, observation: Observation) {
+        match observation {
+            Observation::Acked {
+                partition,
+                leader,
+                latency,
+                error,
+            } => {
+                let w = self.window.entry(partition).or_default();
+                w.leader = leader.or(w.leader);
+                w.sent += 1;
+                self.totals.sent += 1;
+                match error {
+                    None => w.ack.push(latency),
+                    Some(kind) => {
+                        w.failed += 1;
+                        w.last_error = Some(kind);
+                        self.totals.failed += 1;
+                    }
+                }
+            }
+            Observation::RoundTrip {
+                partition,
+                end_to_end,
+                out_of_order,
+                ..
+            } => {
+                let w = self.window.entry(partition).or_default();
+                w.e2e.push(end_to_end);
+                w.received += 1;
+                self.totals.received += 1;
+                if out_of_order {
+                    self.totals.out_of_order += 1;
+                }
+            }
+            Observation::Lost { partition } => {
+                self.window.entry(partition).or_default().lost += 1;
+                self.totals.lost += 1;
+            }
+            Observation::Duplicated { .. } => self.totals.duplicated += 1,
+            Observation::Skipped { .. } => {}
+        }
+    }
+
+    /// Renders the window as a table and starts a new one (partitions stay listed).
+    pub fn take_window(&mut self, elapsed: Duration) -> String {
+        let mut text = format!(
+            "[{}] {:<9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>5} {:>6} {:>8} {:>5}  {}\n",
+            secs(elapsed),
+            "partition",
+            "leader",
+            "ack p50",
+            "ack p99",
+            "e2e p50",
+            "e2e p99",
+            "sent",
+            "failed",
+            "received",
+            "lost",
+            "note"
+        );
+        let (mut sent, mut failed, mut received, mut lost) = (0, 0, 0, 0);
+        for (partition, w) in &mut self.window {
+            let note = match w.last_error {
+                Some(kind) if w.failed > 0 => format!("produce failed: {kind}"),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                text,
+                "       {:<9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>5} {:>6} {:>8} {:>5}  {}",
+                partition,
+                w.leader.map_or("-".into(), |l| l.to_string()),
+                percentile(&mut w.ack, 50.0),
+                percentile(&mut w.ack, 99.0),
+                percentile(&mut w.e2e, 50.0),
+                percentile(&mut w.e2e, 99.0),
+                w.sent,
+                w.failed,
+                w.received,
+                w.lost,
+                note
+            );
+            sent += w.sent;
+            failed += w.failed;
+            received += w.received;
+            lost += w.lost;
+            *w = PartitionWindow {
+                leader: w.leader,
+                ..PartitionWindow::default()
+            };
+        }
+        let _ = write!(
+            text,
+            "       {:<9} {:>6} {:>39} {:>5} {:>6} {:>8} {:>5}",
+            "all", "", "", sent, failed, received, lost
+        );
+        text
+    }
+}
+
+/// Nearest-rank percentile, formatted in milliseconds; `-` without samples.
+fn percentile(samples: &mut [Duration], p: f64) -> String {
+    if samples.is_empty() {
+        return "-".into();
+    }
+    samples.sort_unstable();
+    let rank = ((p / 100.0) * samples.len() as f64).ceil().max(1.0) as usize;
+    let d = samples[rank.min(samples.len()) - 1];
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let mut s: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&mut s, 50.0), "50.0 ms");
+        assert_eq!(percentile(&mut s, 99.0), "99.0 ms");
+        assert_eq!(percentile(&mut [], 50.0), "-");
+    }
+
+    #[test]
+    fn window_table_labels_counts_and_resets() {
+        let mut summary = Summary::default();
+        summary.add(Observation::Acked {
+            partition: 0,
+            leader: Some(2),
+            latency: Duration::from_millis(4),
+            error: None,
+        });
+        summary.add(Observation::Acked {
+            partition: 0,
+            leader: Some(2),
+            latency: Duration::from_millis(3000),
+            error: Some(ErrorKind::Timeout),
+        });
+        summary.add(Observation::RoundTrip {
+            partition: 0,
+            end_to_end: Duration::from_millis(6),
+            out_of_order: false,
+            late: false,
+        });
+        summary.add(Observation::Lost { partition: 0 });
+        let table = summary.take_window(Duration::from_secs(5));
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[0].contains("ack p50")
+                && lines[0].contains("sent")
+                && lines[0].contains("received")
+                && lines[0].contains("lost")
+        );
+        let row: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(row[..6], ["0", "2", "4.0", "ms", "4.0", "ms"]);
+        assert!(lines[1].contains("produce failed: timeout"), "{table}");
+        assert!(
+            lines[2].split_whitespace().eq(["all", "2", "1", "1", "1"]),
+            "{table}"
+        );
+        assert_eq!(summary.totals.sent, 2);
+        assert_eq!(summary.totals.failed, 1);
+        let next = summary.take_window(Duration::from_secs(10));
+        assert!(
+            next.lines()
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .eq(["0", "2", "-", "-", "-", "-", "0", "0", "0", "0"]),
+            "{next}"
+        );
+    }
+}

@@ -1,0 +1,113 @@
+//! The `cc-heartbeat` binary: parses the command line, sets up logging and the runtime,
+//! dispatches, and turns the outcome into an exit code (0 ok, 1 failure, 2 bad config).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+
+use cc_heartbeat::cli::{Cli, Command, DemoArgs};
+use cc_heartbeat::config::{self, Config};
+use cc_heartbeat::telemetry::{Identity, Telemetry, logging};
+use cc_heartbeat::{app, demo, output, signal};
+
+const EXIT_FAILURE: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        None | Some(Command::Run) => run(cli.config.as_deref(), cli.log_level.as_deref()),
+        Some(Command::Validate) => validate(cli.config.as_deref()),
+        Some(Command::Demo(ref args)) => demo(args, cli.log_level.as_deref()),
+    }
+}
+
+/// Loads the config or explains why not; `None` means exit 2.
+fn load_config(path: Option<&Path>) -> Option<(PathBuf, Config)> {
+    let Some(path) = path else {
+        output::error(
+            "no config file: pass --config FILE or set CC_HEARTBEAT_CONFIG (config.example.yaml documents every key)",
+        );
+        return None;
+    };
+    match config::load(path) {
+        Ok(config) => Some((path.to_owned(), config)),
+        Err(errors) => {
+            output::error(&format!("invalid config {errors}"));
+            None
+        }
+    }
+}
+
+fn validate(path: Option<&Path>) -> ExitCode {
+    let Some((path, config)) = load_config(path) else {
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    output::report(&format!(
+        "# {} is valid. Effective settings, secrets redacted:\n{}",
+        path.display(),
+        config::render_redacted(&config)
+    ));
+    ExitCode::SUCCESS
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // Multi-threaded: the OTLP exporter's I/O runs here while the SDK's reader thread waits on it.
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("cc-heartbeat")
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn run(path: Option<&Path>, log_level: Option<&str>) -> ExitCode {
+    let Some((_, config)) = load_config(path) else {
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    logging::init(log_level.unwrap_or(&config.log.level), config.log.format);
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let identity = Identity::from_env();
+            let telemetry = Telemetry::build(&identity, &config.export.otlp, |b| b)?;
+            let options = app::RunOptions {
+                health: true,
+                ..app::RunOptions::default()
+            };
+            let outcome = app::run(
+                &config,
+                &identity,
+                &telemetry.instruments,
+                options,
+                signal::shutdown(),
+            )
+            .await;
+            telemetry.shutdown().await;
+            outcome?;
+            anyhow::Ok(())
+        })
+    });
+    finish(result)
+}
+
+fn demo(args: &DemoArgs, log_level: Option<&str>) -> ExitCode {
+    logging::init(log_level.unwrap_or("info"), config::LogFormat::Text);
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async {
+            demo::run(args.options(), signal::shutdown()).await?;
+            anyhow::Ok(())
+        })
+    });
+    finish(result)
+}
+
+fn finish(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            output::error(&format!("error: {error:#}"));
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
