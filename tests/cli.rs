@@ -1,0 +1,224 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // test code panics and prints on purpose
+
+//! The binary from outside: exit codes, `validate`, secrets in output, signals, the demo.
+
+mod support;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use support::process::{AgentProcess, config_file, run_to_end};
+use support::tansu::Tansu;
+use support::{free_port, unique_topic};
+
+const SECRETS: [&str; 4] = [
+    "sasl-secret-9f2c",
+    "header-secret-77aa",
+    "librdkafka-secret-31d0",
+    "oauth-secret-5e1b",
+];
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn validate_prints_the_effective_config_with_secrets_redacted() {
+    let config = config_file(
+        "clusters:\n\
+         \x20 - name: cc\n    bootstrap_servers: pkc-1.example:9092\n    security_protocol: SASL_SSL\n\
+         \x20   sasl: {username: KEY, password: '${SASL_SECRET}'}\n\
+         \x20   librdkafka: {ssl.key.password: librdkafka-secret-31d0}\n\
+         \x20 - name: oauth\n    bootstrap_servers: pkc-2.example:9092\n    security_protocol: SASL_SSL\n\
+         \x20   sasl:\n      mechanism: OAUTHBEARER\n      oauthbearer: {token_endpoint_url: 'https://idp/token', client_id: id, client_secret: oauth-secret-5e1b}\n\
+         export:\n  otlp: {headers: {x-api-key: header-secret-77aa}}\n",
+    );
+    let out = run_to_end(
+        &["validate", "--config", config.path().to_str().unwrap()],
+        &[("SASL_SECRET", "sasl-secret-9f2c")],
+        Duration::from_secs(10),
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("is valid"), "{stdout}");
+    assert!(stdout.contains("username: KEY"), "{stdout}");
+    assert!(stdout.contains("password: \"<redacted>\""), "{stdout}");
+    assert!(stdout.contains("client_secret: \"<redacted>\""), "{stdout}");
+    assert!(stdout.contains("x-api-key: \"<redacted>\""), "{stdout}");
+    for secret in SECRETS {
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{secret} leaked:\n{stdout}{stderr}"
+        );
+    }
+}
+
+#[test]
+fn validate_lists_every_problem_and_exits_2() {
+    let config = config_file(
+        "clusters:\n  - name: a\n    bootstrap_servers: nope\n    security_protocol: SASL_SSL\n\
+         heartbeat: {interval: soon}\nexport: {otlp: {endpoint: '${MISSING_ENDPOINT}'}}\nsurprise: 1\n",
+    );
+    let out = run_to_end(
+        &["validate", "-c", config.path().to_str().unwrap()],
+        &[],
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains(": 5 problems"), "{stderr}");
+    for expected in [
+        "clusters[0].bootstrap_servers (line 3): \"nope\" is not host:port",
+        "clusters[0].sasl: required with security_protocol SASL_SSL",
+        "heartbeat.interval (line 5): \"soon\" is not a duration",
+        "export.otlp.endpoint (line 6): environment variable MISSING_ENDPOINT is not set",
+        "surprise (line 7): unknown key",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn run_without_a_config_file_exits_2_and_says_how_to_give_one() {
+    let out = run_to_end(&["run"], &[], Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("pass --config FILE or set CC_HEARTBEAT_CONFIG"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_bad_config_exits_2_before_touching_the_cluster() {
+    let broker = TcpListener::bind("127.0.0.1:0").unwrap();
+    broker.set_nonblocking(true).unwrap();
+    let config = config_file(&format!(
+        "clusters:\n  - name: a\n    bootstrap_servers: '{}'\nheartbeat: {{loss_timeout: 1s}}\n",
+        broker.local_addr().unwrap()
+    ));
+    // The config file also comes from the environment variable.
+    let out = run_to_end(
+        &[],
+        &[("CC_HEARTBEAT_CONFIG", config.path().to_str().unwrap())],
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("heartbeat.loss_timeout"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(broker.accept().is_err(), "nothing connected to the cluster");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_agent_with_exit_0_and_secrets_never_reach_its_logs() {
+    let tansu = Tansu::start();
+    let http_port = free_port();
+    // A second cluster with credentials the broker will not accept: the failures get logged,
+    // at debug level, and the secrets must not be in them.
+    let config = format!(
+        "clusters:\n\
+         \x20 - name: plain\n    bootstrap_servers: '{bootstrap}'\n\
+         \x20 - name: with-credentials\n    bootstrap_servers: '{bootstrap}'\n    security_protocol: SASL_PLAINTEXT\n\
+         \x20   sasl: {{mechanism: SCRAM-SHA-512, username: someone, password: sasl-secret-9f2c}}\n\
+         \x20   librdkafka: {{ssl.key.password: librdkafka-secret-31d0}}\n\
+         heartbeat: {{topic: {topic}, interval: 200ms}}\n\
+         export:\n  otlp: {{endpoint: 'http://127.0.0.1:{dead}', interval: 1s, timeout: 500ms, headers: {{x-api-key: header-secret-77aa}}}}\n\
+         http: {{listen: '127.0.0.1:{http_port}'}}\nlog: {{level: debug}}\n",
+        bootstrap = tansu.bootstrap(),
+        topic = unique_topic("sigterm"),
+        dead = free_port(),
+    );
+    let mut agent = AgentProcess::start(&config, &[]);
+    // Readiness needs every cluster; the unauthenticated one never gets there, so wait on the
+    // log for the healthy one instead, then let the failing one retry a while.
+    support::eventually(
+        Duration::from_secs(30),
+        "first round trip of the plain cluster",
+        || {
+            agent
+                .output()
+                .contains("First heartbeat round trip done. cluster=plain")
+                .then_some(())
+        },
+    )
+    .await;
+    let readyz = support::process::http_get(&format!("http://127.0.0.1:{http_port}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(readyz.status(), 503);
+    let body = readyz.text().await.unwrap();
+    assert!(body.contains("with-credentials"), "{body}");
+    assert!(agent.is_running());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let started = std::time::Instant::now();
+    let (status, output) = agent.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status:?}:\n{output}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "stopped within the grace period"
+    );
+    assert!(output.contains("SIGTERM received."), "{output}");
+    assert!(output.contains("Final metric export"), "{output}");
+    for secret in SECRETS {
+        assert!(
+            !output.contains(secret),
+            "{secret} leaked into the logs:\n{output}"
+        );
+    }
+}
+
+#[test]
+fn demo_measures_heartbeats_and_shows_an_injected_fault() {
+    let out = run_to_end(
+        &[
+            "demo",
+            "--duration",
+            "10s",
+            "--report-every",
+            "3s",
+            "--broker-down",
+            "2",
+            "--fault-at",
+            "3s",
+            "--fault-for",
+            "4s",
+        ],
+        &[],
+        Duration::from_secs(40),
+    );
+    let stdout = text(&out.stdout);
+    println!("{stdout}");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let first_table = stdout.split("[  3s]").nth(1).expect("a summary after 3 s");
+    assert!(
+        first_table.contains("ack p50") && first_table.contains("received"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("fault injected: broker 2 down for 4s"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("produce failed: timeout"),
+        "the fault shows in the summary:\n{stdout}"
+    );
+    let done = stdout
+        .lines()
+        .find(|l| l.starts_with("Done after"))
+        .expect("totals line");
+    let received: u64 = done
+        .split("received ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .expect("received count");
+    assert!(received >= 15, "{done}");
+}

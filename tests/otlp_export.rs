@@ -1,0 +1,301 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // test code panics and prints on purpose
+
+//! What the agent binary really sends over OTLP/gRPC, decoded by a receiver in the test:
+//! the metric contract, the resource, and counts that match the topic, including across a
+//! collector outage.
+
+mod support;
+
+use std::time::Duration;
+
+use cc_heartbeat::config::DEFAULT_HISTOGRAM_BOUNDARIES;
+use cc_heartbeat::telemetry::instruments::name;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, metric};
+use support::otlp::{OtlpReceiver, attr, counter_value, find, matches_filter};
+use support::process::{AgentProcess, own_messages_on_topic};
+use support::tansu::Tansu;
+use support::{eventually, free_port, unique_topic};
+
+const PARTITIONS: i32 = 3;
+
+fn agent_config(tansu: &Tansu, topic: &str, endpoint: &str, http_port: u16) -> String {
+    format!(
+        "clusters:\n  - name: contract\n    bootstrap_servers: '{}'\n\
+         heartbeat: {{topic: {topic}, interval: 200ms, loss_timeout: 5s, message_timeout: 2s, partitions: {PARTITIONS}}}\n\
+         checks: {{metadata: {{interval: 2s}}}}\n\
+         export:\n  otlp: {{endpoint: '{endpoint}', interval: 1s, timeout: 800ms}}\n\
+         http: {{listen: '127.0.0.1:{http_port}'}}\n",
+        tansu.bootstrap()
+    )
+}
+
+fn last(receiver: &OtlpReceiver) -> ExportMetricsServiceRequest {
+    receiver.requests().pop().expect("at least one export")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_exports_the_metric_contract_over_otlp_grpc() {
+    let tansu = Tansu::start();
+    let receiver = OtlpReceiver::start(0).await;
+    let topic = unique_topic("contract");
+    let http_port = free_port();
+    let instance = "contract-test-instance";
+    let mut agent = AgentProcess::start(
+        &agent_config(&tansu, &topic, &receiver.endpoint(), http_port),
+        &[
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                &format!("service.instance.id={instance},deployment.environment=test"),
+            ),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-test-header=present"),
+        ],
+    );
+    agent.wait_ready(http_port, Duration::from_secs(30)).await;
+    eventually(Duration::from_secs(15), "three exports", || {
+        (receiver.requests().len() >= 3).then_some(())
+    })
+    .await;
+    let (status, output) = agent.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit status {status:?}:\n{output}");
+    assert!(output.contains("Final metric export done."), "{output}");
+
+    let request = last(&receiver);
+    // The resource.
+    let resource = request.resource_metrics[0]
+        .resource
+        .as_ref()
+        .expect("resource");
+    assert_eq!(
+        attr(&resource.attributes, "service.name").as_deref(),
+        Some("cc-heartbeat")
+    );
+    assert_eq!(
+        attr(&resource.attributes, "service.version").as_deref(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(
+        attr(&resource.attributes, "service.instance.id").as_deref(),
+        Some(instance)
+    );
+    assert_eq!(
+        attr(&resource.attributes, "deployment.environment").as_deref(),
+        Some("test")
+    );
+    let headers = receiver.headers();
+    assert!(
+        headers
+            .iter()
+            .all(|h| h.get("x-test-header").is_some_and(|v| v == "present")),
+        "OTEL_EXPORTER_OTLP_HEADERS sent with every export"
+    );
+
+    // Names, units, instrument kinds, attributes and boundaries, as the contract says.
+    let cluster = [
+        ("kafka.cluster.id", tansu.cluster_id.as_str()),
+        ("kafka.cluster.name", "contract"),
+    ];
+    for (metric_name, extra) in [
+        (
+            name::PRODUCE_DURATION,
+            &["messaging.destination.partition.id", "kafka.broker.id"][..],
+        ),
+        (
+            name::END_TO_END_DURATION,
+            &["messaging.destination.partition.id"][..],
+        ),
+    ] {
+        let m = find(&request, metric_name).unwrap_or_else(|| panic!("{metric_name} exported"));
+        assert_eq!(m.unit, "s", "{metric_name} unit");
+        let Some(metric::Data::Histogram(h)) = &m.data else {
+            panic!("{metric_name} is a histogram")
+        };
+        assert_eq!(
+            h.aggregation_temporality,
+            AggregationTemporality::Cumulative as i32
+        );
+        assert!(!h.data_points.is_empty());
+        for p in &h.data_points {
+            assert_eq!(
+                p.explicit_bounds, DEFAULT_HISTOGRAM_BOUNDARIES,
+                "{metric_name} boundaries"
+            );
+            assert!(
+                matches_filter(&p.attributes, &cluster),
+                "{metric_name}: {:?}",
+                p.attributes
+            );
+            for key in extra {
+                assert!(
+                    attr(&p.attributes, key).is_some(),
+                    "{metric_name} has {key}: {:?}",
+                    p.attributes
+                );
+            }
+        }
+    }
+    for metric_name in [
+        name::MESSAGES_SENT,
+        name::MESSAGES_RECEIVED,
+        name::MESSAGES_LOST,
+        name::MESSAGES_DUPLICATED,
+        name::MESSAGES_OUT_OF_ORDER,
+        name::MESSAGES_SKIPPED,
+    ] {
+        let m = find(&request, metric_name).unwrap_or_else(|| panic!("{metric_name} exported"));
+        assert_eq!(m.unit, "{message}", "{metric_name} unit");
+        let Some(metric::Data::Sum(sum)) = &m.data else {
+            panic!("{metric_name} is a sum")
+        };
+        assert!(sum.is_monotonic, "{metric_name} is a counter");
+        assert_eq!(
+            sum.aggregation_temporality,
+            AggregationTemporality::Cumulative as i32
+        );
+        for p in &sum.data_points {
+            assert!(
+                matches_filter(&p.attributes, &cluster),
+                "{metric_name}: {:?}",
+                p.attributes
+            );
+            assert!(attr(&p.attributes, "messaging.destination.partition.id").is_some());
+        }
+    }
+    for metric_name in [
+        name::MESSAGES_LOST,
+        name::MESSAGES_DUPLICATED,
+        name::MESSAGES_OUT_OF_ORDER,
+    ] {
+        assert_eq!(
+            counter_value(&request, metric_name, &[]),
+            0,
+            "{metric_name} is 0, and present"
+        );
+    }
+
+    // Counts match what is on the topic: every heartbeat the agent counts as sent is there.
+    let on_topic = own_messages_on_topic(&tansu.bootstrap(), &topic, PARTITIONS, instance).await;
+    for p in 0..PARTITIONS {
+        let part = p.to_string();
+        let sent = counter_value(
+            &request,
+            name::MESSAGES_SENT,
+            &[
+                ("messaging.destination.partition.id", &part),
+                ("error.type", "!"),
+            ],
+        );
+        let received = counter_value(
+            &request,
+            name::MESSAGES_RECEIVED,
+            &[("messaging.destination.partition.id", &part)],
+        );
+        let written = on_topic.get(&p).copied().unwrap_or(0);
+        println!(
+            "partition {p}: exported sent {sent}, received {received}; on the topic {written}"
+        );
+        assert!(sent >= 5, "partition {p} sent {sent}");
+        assert_eq!(
+            sent, written,
+            "partition {p}: exported sent count equals heartbeats on the topic"
+        );
+        assert!(
+            received <= sent && received + 2 >= sent,
+            "partition {p}: received {received} of {sent}"
+        );
+        let Some(metric::Data::Histogram(h)) =
+            &find(&request, name::PRODUCE_DURATION).unwrap().data
+        else {
+            unreachable!()
+        };
+        let timed: u64 = h
+            .data_points
+            .iter()
+            .filter(|d| {
+                matches_filter(
+                    &d.attributes,
+                    &[
+                        ("messaging.destination.partition.id", &part),
+                        ("error.type", "!"),
+                    ],
+                )
+            })
+            .map(|d| d.count)
+            .sum();
+        assert_eq!(
+            timed, sent,
+            "partition {p}: one produce latency per sent heartbeat"
+        );
+    }
+}
+
+/// The collector is down when the agent starts and comes up later: the agent keeps measuring,
+/// logs the failure once, logs the recovery, and the cumulative counts it then exports cover
+/// the whole run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_down_at_start_then_up_gets_the_whole_runs_counts() {
+    let tansu = Tansu::start();
+    let topic = unique_topic("outage");
+    let collector_port = free_port();
+    let http_port = free_port();
+    let instance = "outage-test-instance";
+    let mut agent = AgentProcess::start(
+        &agent_config(
+            &tansu,
+            &topic,
+            &format!("http://127.0.0.1:{collector_port}"),
+            http_port,
+        ),
+        &[(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            &format!("service.instance.id={instance}"),
+        )],
+    );
+    agent.wait_ready(http_port, Duration::from_secs(30)).await;
+    // Several export intervals with nothing listening.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        agent.is_running(),
+        "the agent survives the outage:\n{}",
+        agent.output()
+    );
+
+    let receiver = OtlpReceiver::start(collector_port).await;
+    eventually(
+        Duration::from_secs(20),
+        "exports after the collector came up",
+        || (receiver.requests().len() >= 2).then_some(()),
+    )
+    .await;
+    let first = receiver.requests().remove(0);
+    let (status, output) = agent.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit status {status:?}:\n{output}");
+
+    // The first export after the outage already holds the heartbeats sent during it
+    // (3 partitions, 5 per second, for more than 4 s).
+    let sent_at_first = counter_value(&first, name::MESSAGES_SENT, &[("error.type", "!")]);
+    assert!(
+        sent_at_first >= 45,
+        "cumulative count at the first export: {sent_at_first}"
+    );
+    let request = last(&receiver);
+    let sent = counter_value(&request, name::MESSAGES_SENT, &[("error.type", "!")]);
+    let on_topic: u64 = own_messages_on_topic(&tansu.bootstrap(), &topic, PARTITIONS, instance)
+        .await
+        .values()
+        .sum();
+    println!(
+        "sent at first export after the outage {sent_at_first}; final {sent}; on the topic {on_topic}"
+    );
+    assert_eq!(
+        sent, on_topic,
+        "the final cumulative count covers the whole run"
+    );
+
+    let failures = output.matches("OTLP export failed;").count();
+    assert_eq!(
+        failures, 1,
+        "the failure is logged once, not per export:\n{output}"
+    );
+    assert!(output.contains("OTLP export recovered"), "{output}");
+}

@@ -1,0 +1,218 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // test code panics and prints on purpose
+
+//! The agent against a real tansu broker process: topic creation, round trips, and messages
+//! injected by a second client (a duplicate, another agent's heartbeat, garbage).
+
+mod support;
+
+use std::time::Duration;
+
+use cc_heartbeat::probe::heartbeat::Observation;
+use cc_heartbeat::telemetry::SkipReason;
+use cc_heartbeat::telemetry::instruments::name;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use support::metrics::counter;
+use support::tansu::Tansu;
+use support::{TestAgent, config, eventually, round_trips, unique_topic};
+
+fn tansu_config(tansu: &Tansu, topic: &str, heartbeat_extra: &str) -> cc_heartbeat::config::Config {
+    config(&format!(
+        "clusters:\n  - name: tansu\n    bootstrap_servers: '{}'\n\
+         heartbeat: {{topic: {topic}, interval: 200ms, loss_timeout: 5s, message_timeout: 2s{heartbeat_extra}}}\n\
+         checks: {{metadata: {{interval: 1s}}}}\n\
+         export: {{otlp: {{enabled: false}}}}\n",
+        tansu.bootstrap()
+    ))
+}
+
+fn producer(tansu: &Tansu) -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", tansu.bootstrap())
+        .set("message.timeout.ms", "5000")
+        .create()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_topic_is_created_and_heartbeats_round_trip() {
+    let tansu = Tansu::start();
+    let topic = unique_topic("created");
+    let agent = TestAgent::start(tansu_config(&tansu, &topic, ", partitions: 3"));
+    agent
+        .wait_round_trips(&[0, 1, 2], 5, Duration::from_secs(30))
+        .await;
+
+    // The topic exists now, with the planned partitions, as another client sees it.
+    let check: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", tansu.bootstrap())
+        .create()
+        .unwrap();
+    let metadata = tokio::task::spawn_blocking({
+        let topic = topic.clone();
+        move || {
+            check
+                .fetch_metadata(Some(&topic), Duration::from_secs(5))
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let t = &metadata.topics()[0];
+    assert_eq!(t.name(), topic);
+    assert!(t.error().is_none(), "{:?}", t.error());
+    assert_eq!(t.partitions().len(), 3);
+
+    let (metrics, observations) = agent.stop().await;
+    for p in 0..3 {
+        let part = p.to_string();
+        let filter = [("messaging.destination.partition.id", part.as_str())];
+        let sent = counter(
+            &metrics,
+            name::MESSAGES_SENT,
+            &[filter[0], ("error.type", "!")],
+        );
+        let received = counter(&metrics, name::MESSAGES_RECEIVED, &filter);
+        assert!(
+            received >= 5 && sent >= received && sent - received <= 2,
+            "partition {p}: sent {sent}, received {received}"
+        );
+        assert_eq!(counter(&metrics, name::MESSAGES_LOST, &filter), 0);
+        let e2e = round_trips(&observations, p);
+        println!(
+            "tansu partition {p}: {} round trips, e2e median {:?}",
+            e2e.len(),
+            support::median(e2e.clone())
+        );
+    }
+    let cluster_ids = support::metrics::attribute_sets(&metrics, name::MESSAGES_RECEIVED);
+    assert!(
+        cluster_ids
+            .iter()
+            .all(|set| set.contains(&("kafka.cluster.id".into(), tansu.cluster_id.clone()))),
+        "cluster id {} on every point: {cluster_ids:?}",
+        tansu.cluster_id
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_and_foreign_messages_from_another_client_are_counted_as_such() {
+    let tansu = Tansu::start();
+    let topic = unique_topic("injected");
+    let agent = TestAgent::start(tansu_config(&tansu, &topic, ""));
+    agent
+        .wait_round_trips(&[0], 3, Duration::from_secs(30))
+        .await;
+
+    // A second client reads one of the agent's own heartbeats and writes it again, verbatim.
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", tansu.bootstrap())
+        .set("group.id", "test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let topic_for_reader = topic.clone();
+    let (key, payload) = tokio::task::spawn_blocking(move || {
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(&topic_for_reader, 0, Offset::Beginning)
+            .unwrap();
+        reader.assign(&list).unwrap();
+        loop {
+            if let Some(Ok(m)) = reader.poll(Duration::from_secs(10)) {
+                return (m.key().unwrap().to_vec(), m.payload().unwrap().to_vec());
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8(payload.clone()).unwrap();
+    assert!(
+        text.contains(&agent.identity.instance_id),
+        "read back one of the agent's heartbeats: {text}"
+    );
+
+    let other_agent = r#"{"cc_heartbeat":1,"instance":"another-agent","run":"0123456789abcdef","partition":0,"seq":3,"sent_at_ms":1}"#;
+    let producer = producer(&tansu);
+    for value in [
+        payload.as_slice(),
+        other_agent.as_bytes(),
+        b"\x00\x01 not a heartbeat".as_slice(),
+    ] {
+        producer
+            .send(
+                BaseRecord::<[u8], [u8]>::to(&topic)
+                    .partition(0)
+                    .key(&key)
+                    .payload(value),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(5)).unwrap();
+
+    eventually(
+        Duration::from_secs(20),
+        "duplicate, foreign and undecodable seen",
+        || {
+            let obs = agent.observations();
+            let has = |f: &dyn Fn(&Observation) -> bool| obs.iter().any(f);
+            (has(&|o| matches!(o, Observation::Duplicated { partition: 0 }))
+                && has(&|o| {
+                    matches!(
+                        o,
+                        Observation::Skipped {
+                            reason: SkipReason::Foreign,
+                            ..
+                        }
+                    )
+                })
+                && has(&|o| {
+                    matches!(
+                        o,
+                        Observation::Skipped {
+                            reason: SkipReason::Undecodable,
+                            ..
+                        }
+                    )
+                }))
+            .then_some(())
+        },
+    )
+    .await;
+    // The agent keeps measuring its own heartbeats afterwards.
+    let before = round_trips(&agent.observations(), 0).len();
+    eventually(
+        Duration::from_secs(10),
+        "round trips after the injection",
+        || (round_trips(&agent.observations(), 0).len() >= before + 3).then_some(()),
+    )
+    .await;
+    let (metrics, _) = agent.stop().await;
+
+    let p0 = ("messaging.destination.partition.id", "0");
+    assert_eq!(counter(&metrics, name::MESSAGES_DUPLICATED, &[p0]), 1);
+    assert_eq!(
+        counter(
+            &metrics,
+            name::MESSAGES_SKIPPED,
+            &[p0, ("reason", "foreign")]
+        ),
+        1
+    );
+    assert_eq!(
+        counter(
+            &metrics,
+            name::MESSAGES_SKIPPED,
+            &[p0, ("reason", "undecodable")]
+        ),
+        1
+    );
+    assert_eq!(counter(&metrics, name::MESSAGES_LOST, &[]), 0);
+    assert_eq!(
+        counter(&metrics, name::MESSAGES_OUT_OF_ORDER, &[]),
+        0,
+        "a duplicate is not also out of order"
+    );
+}
