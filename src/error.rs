@@ -153,8 +153,6 @@ pub enum ProbeError {
         operation: &'static str,
         timeout: std::time::Duration,
     },
-    #[error("topic {topic} is not in the cluster metadata")]
-    TopicMissing { topic: String },
     #[error("topic {topic}: {message}")]
     Topic {
         topic: String,
@@ -171,7 +169,6 @@ impl ProbeError {
         match self {
             Self::Kafka { source, .. } => ErrorKind::from_kafka_error(source),
             Self::Timeout { .. } => ErrorKind::Timeout,
-            Self::TopicMissing { .. } => ErrorKind::BrokerError,
             Self::Topic { kind, .. } => *kind,
             Self::Cancelled { .. } => ErrorKind::Other,
         }

@@ -146,17 +146,6 @@ impl Tracker {
             .filter(|slot| slot.seq == seq)
     }
 
-    /// The send time of a tracked heartbeat.
-    pub fn sent_at(&self, partition: i32, seq: u64) -> Option<Instant> {
-        let slot = self
-            .ledgers
-            .get(&partition)?
-            .slots
-            .get(self.index(seq))?
-            .as_ref()?;
-        (slot.seq == seq).then_some(slot.sent_at)
-    }
-
     /// The broker acked (or refused) the heartbeat.
     pub fn acked(&mut self, partition: i32, seq: u64, at: Instant, success: bool) {
         if let Some(slot) = self.slot_mut(partition, seq) {

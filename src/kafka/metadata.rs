@@ -1,6 +1,6 @@
 //! A snapshot of cluster metadata: cluster id, brokers, and the heartbeat topic's partitions.
 
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::metadata::Metadata;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,17 +116,4 @@ pub(crate) fn view_from(
         brokers,
         topic: topic_state,
     }
-}
-
-/// Whether a metadata failure means "not allowed" rather than "not reachable".
-pub fn is_auth_failure(error: &KafkaError) -> bool {
-    matches!(
-        error.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::TopicAuthorizationFailed
-                | RDKafkaErrorCode::ClusterAuthorizationFailed
-                | RDKafkaErrorCode::SaslAuthenticationFailed
-                | RDKafkaErrorCode::Authentication
-        )
-    )
 }

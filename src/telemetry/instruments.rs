@@ -136,10 +136,6 @@ impl ClusterAttributes {
         &self.cluster_id
     }
 
-    pub fn base(&self) -> &[KeyValue] {
-        &self.base
-    }
-
     /// Cluster attributes plus `extra`.
     pub fn with(&self, extra: impl IntoIterator<Item = KeyValue>) -> Vec<KeyValue> {
         let mut attrs = self.base.to_vec();

@@ -172,14 +172,6 @@ impl Telemetry {
         self.provider.meter(SERVICE_NAME)
     }
 
-    /// Exports what is pending now.
-    pub async fn flush(&self) {
-        let provider = self.provider.clone();
-        if let Ok(Err(error)) = tokio::task::spawn_blocking(move || provider.force_flush()).await {
-            warn!(%error, "Flushing metrics failed.");
-        }
-    }
-
     /// Sends the final export and stops the reader; blocking work runs off the async threads.
     pub async fn shutdown(self) {
         let provider = self.provider;
