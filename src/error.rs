@@ -142,7 +142,9 @@ pub enum BuildError {
 /// A Kafka request made by a probe failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error("{operation} failed")]
+    // The cause is part of the message: these errors end up in logs and reports, and the
+    // cause (timed out, refused, not authorized) is what the reader needs.
+    #[error("{operation} failed: {source}")]
     Kafka {
         operation: &'static str,
         #[source]

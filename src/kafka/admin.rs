@@ -6,6 +6,7 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::error::RDKafkaErrorCode;
 
+use super::describe::{self, ClusterDescription, DescribeError};
 use super::metadata::{ClusterView, view_from};
 use super::{AgentContext, Role, client_config};
 use crate::config::{ClusterConfig, HeartbeatConfig};
@@ -47,13 +48,24 @@ impl Admin {
                     operation: "metadata request",
                     source,
                 })?;
-            // The metadata response carried the cluster id; librdkafka has it cached by now.
+            // The metadata response carried the cluster id and controller; librdkafka has
+            // them cached by now.
             let cluster_id = inner.fetch_cluster_id(Duration::from_millis(500));
-            Ok(view_from(&metadata, cluster_id, &topic))
+            let controller = describe::controller_id(inner, Duration::from_millis(500));
+            Ok(view_from(&metadata, cluster_id, controller, &topic))
         });
         task.await.unwrap_or(Err(ProbeError::Cancelled {
             operation: "metadata",
         }))
+    }
+
+    /// DescribeCluster: every broker with its rack. Not every cluster answers it (librdkafka's
+    /// mock does not), so callers treat a failure as "racks unknown".
+    pub async fn describe(&self, timeout: Duration) -> Result<ClusterDescription, DescribeError> {
+        let client = Arc::clone(&self.client);
+        tokio::task::spawn_blocking(move || describe::describe_cluster(client.inner(), timeout))
+            .await
+            .unwrap_or_else(|e| Err(DescribeError::Failed(e.to_string())))
     }
 
     /// Creates the heartbeat topic as `plan` says; an existing topic counts as success.

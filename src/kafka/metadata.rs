@@ -38,12 +38,65 @@ pub enum TopicState {
 /// One metadata snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterView {
+    /// False until the first metadata answer: the view is a placeholder.
+    pub fetched: bool,
     pub cluster_id: String,
     pub brokers: Vec<BrokerInfo>,
+    /// The broker the cluster reports as controller (on KRaft, any live broker).
+    pub controller: Option<i32>,
     pub topic: TopicState,
 }
 
 impl ClusterView {
+    /// The view before the cluster has answered.
+    pub fn unknown() -> Self {
+        Self {
+            fetched: false,
+            cluster_id: UNKNOWN_CLUSTER_ID.to_owned(),
+            brokers: Vec::new(),
+            controller: None,
+            topic: TopicState::Missing,
+        }
+    }
+
+    /// Brokers that lead at least one heartbeat partition.
+    pub fn leader_brokers(&self) -> std::collections::BTreeSet<i32> {
+        self.partitions()
+            .iter()
+            .map(|p| p.leader)
+            .filter(|l| *l >= 0)
+            .collect()
+    }
+
+    /// Brokers in the metadata that lead no heartbeat partition: their produce path is not
+    /// exercised by heartbeats.
+    pub fn uncovered_brokers(&self) -> Vec<i32> {
+        let leaders = self.leader_brokers();
+        self.brokers
+            .iter()
+            .map(|b| b.id)
+            .filter(|id| !leaders.contains(id))
+            .collect()
+    }
+
+    /// Racks by broker id, where known.
+    pub fn racks(&self) -> std::collections::BTreeMap<i32, String> {
+        self.brokers
+            .iter()
+            .filter_map(|b| Some((b.id, b.rack.clone()?)))
+            .collect()
+    }
+
+    /// Copies racks from a DescribeCluster answer onto the brokers.
+    pub fn with_racks(mut self, racks: &std::collections::BTreeMap<i32, String>) -> Self {
+        for b in &mut self.brokers {
+            if let Some(rack) = racks.get(&b.id) {
+                b.rack = Some(rack.clone());
+            }
+        }
+        self
+    }
+
     pub fn partitions(&self) -> &[PartitionInfo] {
         match &self.topic {
             TopicState::Present(p) => p,
@@ -71,6 +124,7 @@ pub const UNKNOWN_CLUSTER_ID: &str = "unknown";
 pub(crate) fn view_from(
     metadata: &Metadata,
     cluster_id: Option<String>,
+    controller: Option<i32>,
     topic: &str,
 ) -> ClusterView {
     let mut brokers: Vec<BrokerInfo> = metadata
@@ -112,8 +166,10 @@ pub(crate) fn view_from(
         },
     };
     ClusterView {
+        fetched: true,
         cluster_id: cluster_id.unwrap_or_else(|| UNKNOWN_CLUSTER_ID.to_owned()),
         brokers,
+        controller,
         topic: topic_state,
     }
 }

@@ -5,7 +5,10 @@
 //! client ever auto-creates a topic.
 
 pub mod admin;
+pub mod describe;
 pub mod metadata;
+pub mod tls;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

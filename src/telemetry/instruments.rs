@@ -1,7 +1,10 @@
 //! Metric and attribute names of the contract, and the instruments built once from them.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram, Meter};
+use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableGauge};
 
 use crate::config::DEFAULT_HISTOGRAM_BOUNDARIES;
 
@@ -16,6 +19,12 @@ pub mod name {
     pub const MESSAGES_OUT_OF_ORDER: &str = "kafka.heartbeat.messages.out_of_order";
     /// Messages on the heartbeat topic that this agent did not send, or could not decode.
     pub const MESSAGES_SKIPPED: &str = "kafka.heartbeat.messages.skipped";
+    pub const BROKER_CONNECTION_DURATION: &str = "kafka.broker.connection.duration";
+    pub const BROKER_CONNECTION_CHECKS: &str = "kafka.broker.connection.checks";
+    pub const BROKER_UP: &str = "kafka.broker.up";
+    pub const CLUSTER_BROKERS: &str = "kafka.cluster.brokers";
+    pub const CLUSTER_CONTROLLER_ID: &str = "kafka.cluster.controller.id";
+    pub const HEARTBEAT_LEADER_BROKERS: &str = "kafka.heartbeat.leader.brokers";
 }
 
 /// Attribute keys.
@@ -24,6 +33,9 @@ pub mod attr {
     pub const CLUSTER_NAME: &str = "kafka.cluster.name";
     pub const PARTITION: &str = "messaging.destination.partition.id";
     pub const BROKER_ID: &str = "kafka.broker.id";
+    pub const BROKER_RACK: &str = "kafka.broker.rack";
+    pub const SERVER_ADDRESS: &str = "server.address";
+    pub const CONNECTION_STAGE: &str = "kafka.connection.stage";
     pub const ERROR_TYPE: &str = "error.type";
     /// Why a message was skipped: see [`super::SkipReason`].
     pub const REASON: &str = "reason";
@@ -61,10 +73,73 @@ pub struct Instruments {
     pub messages_duplicated: Counter<u64>,
     pub messages_out_of_order: Counter<u64>,
     pub messages_skipped: Counter<u64>,
+    pub broker_connection_duration: Histogram<f64>,
+    pub broker_connection_checks: Counter<u64>,
+    /// Values of the observable gauges, written by the probes and read at each export.
+    pub gauges: Arc<GaugeBoard>,
+    /// Keeps the observable gauges' callbacks registered.
+    _observable: Arc<Vec<ObservableGauge<i64>>>,
 }
 
 impl Instruments {
     pub fn new(meter: &Meter) -> Self {
+        let gauges = Arc::new(GaugeBoard::default());
+        let observable = |name: &'static str,
+                          unit: &'static str,
+                          description: &'static str,
+                          read: ReadGauge| {
+            let board = Arc::clone(&gauges);
+            meter
+                .i64_observable_gauge(name)
+                .with_unit(unit)
+                .with_description(description)
+                .with_callback(move |observer| {
+                    board.read(|cluster| read(cluster, &mut |v, attrs| observer.observe(v, attrs)))
+                })
+                .build()
+        };
+        let observable_gauges = vec![
+            observable(
+                name::BROKER_UP,
+                "1",
+                "1 if the last probe of the broker passed every stage (DNS, TCP, TLS, Kafka), else 0.",
+                |c, observe| {
+                    for (attrs, up) in c.broker_up.values() {
+                        observe(i64::from(*up), attrs);
+                    }
+                },
+            ),
+            observable(
+                name::CLUSTER_BROKERS,
+                "{broker}",
+                "Brokers in the latest metadata.",
+                |c, observe| {
+                    if let Some(n) = c.brokers {
+                        observe(n, &c.attrs);
+                    }
+                },
+            ),
+            observable(
+                name::CLUSTER_CONTROLLER_ID,
+                "1",
+                "Broker the cluster reports as controller (on KRaft clusters, any live broker).",
+                |c, observe| {
+                    if let Some(id) = c.controller {
+                        observe(i64::from(id), &c.attrs);
+                    }
+                },
+            ),
+            observable(
+                name::HEARTBEAT_LEADER_BROKERS,
+                "{broker}",
+                "Brokers that lead at least one heartbeat partition.",
+                |c, observe| {
+                    if let Some(n) = c.leader_brokers {
+                        observe(n, &c.attrs);
+                    }
+                },
+            ),
+        ];
         let seconds = |name: &'static str, description: &'static str| {
             meter
                 .f64_histogram(name)
@@ -110,7 +185,61 @@ impl Instruments {
                 name::MESSAGES_SKIPPED,
                 "Messages on the heartbeat topic skipped: another agent's (foreign), not a heartbeat (undecodable), or too old (stale).",
             ),
+            broker_connection_duration: seconds(
+                name::BROKER_CONNECTION_DURATION,
+                "Time spent in each stage of a broker probe: dns, tcp, tls, kafka (ApiVersions).",
+            ),
+            broker_connection_checks: meter
+                .u64_counter(name::BROKER_CONNECTION_CHECKS)
+                .with_unit("{check}")
+                .with_description(
+                    "Broker probes run, by outcome (failing stage and error.type on failure).",
+                )
+                .build(),
+            gauges,
+            _observable: Arc::new(observable_gauges),
         }
+    }
+}
+
+/// Reads one gauge's points from a cluster's values.
+type ReadGauge = fn(&ClusterGauges, &mut dyn FnMut(i64, &[KeyValue]));
+
+/// The gauge values of one cluster.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterGauges {
+    /// Cluster attributes every gauge point carries.
+    pub attrs: Vec<KeyValue>,
+    pub brokers: Option<i64>,
+    pub controller: Option<i32>,
+    pub leader_brokers: Option<i64>,
+    /// Per broker: its attributes and whether its last probe passed.
+    pub broker_up: BTreeMap<i32, (Vec<KeyValue>, bool)>,
+}
+
+/// Snapshot of every cluster's gauges: probes write, export callbacks only read.
+#[derive(Debug, Default)]
+pub struct GaugeBoard {
+    clusters: Mutex<BTreeMap<String, ClusterGauges>>,
+}
+
+impl GaugeBoard {
+    /// Updates the gauges of cluster `name` (created empty on first use).
+    pub fn update(&self, name: &str, change: impl FnOnce(&mut ClusterGauges)) {
+        if let Ok(mut clusters) = self.clusters.lock() {
+            change(clusters.entry(name.to_owned()).or_default());
+        }
+    }
+
+    fn read(&self, mut each: impl FnMut(&ClusterGauges)) {
+        if let Ok(clusters) = self.clusters.lock() {
+            clusters.values().for_each(&mut each);
+        }
+    }
+
+    /// A copy of one cluster's gauges (for tests and the status report).
+    pub fn get(&self, name: &str) -> Option<ClusterGauges> {
+        self.clusters.lock().ok()?.get(name).cloned()
     }
 }
 
@@ -134,6 +263,10 @@ impl ClusterAttributes {
 
     pub fn cluster_id(&self) -> &str {
         &self.cluster_id
+    }
+
+    pub fn base(&self) -> &[KeyValue] {
+        &self.base
     }
 
     /// Cluster attributes plus `extra`.
