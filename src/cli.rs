@@ -1,4 +1,4 @@
-//! Command line: `run` (the default), `validate`, `demo`.
+//! Command line: `run` (the default), `check`, `validate`, `demo`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -36,6 +36,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the agent until SIGTERM or SIGINT (the default).
     Run,
+    /// Run every probe once and print a report: exit 0 healthy, 1 unhealthy, 2 bad config.
+    Check {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the config and print it with every secret redacted; exit 2 when it is invalid.
     Validate,
     /// Run the agent against an embedded mock cluster of 3 brokers and show what it measures.

@@ -6,6 +6,7 @@
 //! out-of-order heartbeats), watches cluster metadata, and pushes it all over OTLP.
 
 pub mod app;
+pub mod check;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -13,12 +13,16 @@ use cc_heartbeat::telemetry::{Identity, Telemetry, logging};
 use cc_heartbeat::{app, demo, output, signal};
 
 const EXIT_FAILURE: u8 = 1;
+const EXIT_UNHEALTHY: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         None | Some(Command::Run) => run(cli.config.as_deref(), cli.log_level.as_deref()),
+        Some(Command::Check { json }) => {
+            check(cli.config.as_deref(), cli.log_level.as_deref(), json)
+        }
         Some(Command::Validate) => validate(cli.config.as_deref()),
         Some(Command::Demo(ref args)) => demo(args, cli.log_level.as_deref()),
     }
@@ -89,6 +93,36 @@ fn run(path: Option<&Path>, log_level: Option<&str>) -> ExitCode {
         })
     });
     finish(result)
+}
+
+fn check(path: Option<&Path>, log_level: Option<&str>, json: bool) -> ExitCode {
+    let Some((_, config)) = load_config(path) else {
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    // The report goes to stdout; logs only when asked for, so it stays readable.
+    logging::init(log_level.unwrap_or("error"), config.log.format);
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let identity = Identity::from_env();
+            anyhow::Ok(cc_heartbeat::check::run(&config, &identity.instance_id).await)
+        })
+    });
+    match result {
+        Ok(report) => {
+            let text = if json {
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            } else {
+                cc_heartbeat::check::render_text(&report)
+            };
+            output::report(&text);
+            if report.healthy {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_UNHEALTHY)
+            }
+        }
+        Err(error) => finish(Err(error)),
+    }
 }
 
 fn demo(args: &DemoArgs, log_level: Option<&str>) -> ExitCode {
