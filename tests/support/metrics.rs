@@ -163,3 +163,17 @@ pub fn exponential_median(
     }
     panic!("median not found");
 }
+
+/// Values of an i64 gauge, one per point matching `filter`.
+pub fn gauge(rm: &ResourceMetrics, name: &str, filter: &[(&str, &str)]) -> Vec<i64> {
+    let Some(metric) = find(rm, name) else {
+        return Vec::new();
+    };
+    let AggregatedMetrics::I64(MetricData::Gauge(g)) = metric.data() else {
+        panic!("{name} is not an i64 gauge: {:?}", metric.data());
+    };
+    g.data_points()
+        .filter(|p| matches(p.attributes(), filter))
+        .map(|p| p.value())
+        .collect()
+}

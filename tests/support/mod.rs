@@ -6,6 +6,7 @@ pub mod metrics;
 pub mod otlp;
 pub mod process;
 pub mod tansu;
+pub mod tls;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -230,6 +231,12 @@ impl TestAgent {
             },
         )
         .await;
+    }
+
+    /// Exports now and returns the latest metrics, if anything was recorded yet.
+    pub fn try_metrics(&self) -> Option<ResourceMetrics> {
+        self.provider.force_flush().ok()?;
+        self.exporter.get_finished_metrics().ok()?.pop()
     }
 
     /// Exports now and returns the latest (cumulative) metrics.

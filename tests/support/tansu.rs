@@ -28,8 +28,15 @@ fn binary() -> PathBuf {
 
 impl Tansu {
     pub fn start() -> Self {
+        Self::start_advertising(None)
+    }
+
+    /// Starts a broker that tells clients to connect to `advertised` (e.g. a TLS proxy in
+    /// front of it) instead of its own port.
+    pub fn start_advertising(advertised: Option<u16>) -> Self {
         let port = super::free_port();
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised_url = format!("tcp://127.0.0.1:{}", advertised.unwrap_or(port));
         let cluster_id = format!("tansu-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let child = Command::new(binary())
             .args([
@@ -37,7 +44,7 @@ impl Tansu {
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised_url,
             ])
             .args([
                 "--storage-engine",
