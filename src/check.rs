@@ -217,6 +217,7 @@ async fn check_cluster(
         admin,
         config: config.heartbeat.clone(),
         view: view_tx,
+        instruments: instruments.clone(),
     };
     match topic.check_once().await {
         TopicStatus::Ready {

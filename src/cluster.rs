@@ -96,6 +96,7 @@ impl ClusterRun {
             admin,
             config: self.heartbeat.clone(),
             view: view_tx,
+            instruments: self.instruments.clone(),
         };
         // Until the topic exists, look again at the metadata pace rather than hourly.
         if !topic.ensure(self.checks.metadata.interval, &cancel).await {

@@ -167,18 +167,23 @@ impl MetadataWatch {
                 );
             }
         }
-        let attrs = ClusterAttributes::new(&view.cluster_id, &self.cluster);
-        self.instruments.gauges.update(&self.cluster, |g| {
-            g.attrs = attrs.base().to_vec();
-            g.brokers = Some(view.brokers.len() as i64);
-            g.controller = view.controller;
-            g.leader_brokers =
-                (!view.partitions().is_empty()).then(|| view.leader_brokers().len() as i64);
-        });
+        record_gauges(&self.instruments, &self.cluster, &view);
         if *previous != view {
             self.view.send_replace(Arc::new(view));
         }
     }
+}
+
+/// Sets the cluster gauges from a view; every published view goes through here.
+pub fn record_gauges(instruments: &Instruments, cluster: &str, view: &ClusterView) {
+    let attrs = ClusterAttributes::new(&view.cluster_id, cluster);
+    instruments.gauges.update(cluster, |g| {
+        g.attrs = attrs.base().to_vec();
+        g.brokers = Some(view.brokers.len() as i64);
+        g.controller = view.controller;
+        g.leader_brokers =
+            (!view.partitions().is_empty()).then(|| view.leader_brokers().len() as i64);
+    });
 }
 
 /// The start-up lines about the cluster, in the spirit of the original app.

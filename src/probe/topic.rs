@@ -12,7 +12,8 @@ use tracing::{debug, error, info, warn};
 use crate::config::HeartbeatConfig;
 use crate::kafka::admin::{Admin, TopicPlan};
 use crate::kafka::metadata::{ClusterView, TopicState};
-use crate::probe::metadata::METADATA_TIMEOUT;
+use crate::probe::metadata::{METADATA_TIMEOUT, record_gauges};
+use crate::telemetry::Instruments;
 
 /// How long a created topic may take to appear in metadata.
 const TOPIC_APPEAR_TIMEOUT: Duration = Duration::from_secs(15);
@@ -22,6 +23,7 @@ pub struct TopicCheck {
     pub admin: Admin,
     pub config: HeartbeatConfig,
     pub view: watch::Sender<Arc<ClusterView>>,
+    pub instruments: Instruments,
 }
 
 /// What one look at the topic found.
@@ -57,7 +59,7 @@ impl TopicCheck {
                         match self.wait_for_topic().await {
                             Some(view) => {
                                 let partitions = view.partitions().len();
-                                self.view.send_replace(Arc::new(view));
+                                self.publish(view);
                                 TopicStatus::Ready {
                                     partitions,
                                     created: true,
@@ -140,8 +142,13 @@ impl TopicCheck {
             .await
         {
             let racks = self.view.borrow().racks();
-            self.view.send_replace(Arc::new(view.with_racks(&racks)));
+            self.publish(view.with_racks(&racks));
         }
+    }
+
+    fn publish(&self, view: ClusterView) {
+        record_gauges(&self.instruments, &self.cluster, &view);
+        self.view.send_replace(Arc::new(view));
     }
 
     async fn wait_for_topic(&self) -> Option<ClusterView> {
