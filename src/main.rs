@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser as _;
@@ -57,13 +58,23 @@ fn validate(path: Option<&Path>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    // Multi-threaded: the OTLP exporter's I/O runs here while the SDK's reader thread waits on it.
-    tokio::runtime::Builder::new_multi_thread()
+/// How long exit waits for blocking work still running after the shutdown sequence.
+const EXIT_WAIT: Duration = Duration::from_secs(2);
+
+/// Runs `work` on a multi-threaded runtime (the OTLP exporter's I/O runs there while the SDK's
+/// reader thread waits on it), then exits promptly even if a blocking librdkafka call, such as
+/// a client closing towards a broker that is down, is still running: it does not hold the exit.
+fn with_runtime<T>(
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("cc-heartbeat")
         .build()
-        .context("cannot start the async runtime")
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(work);
+    runtime.shutdown_timeout(EXIT_WAIT);
+    result
 }
 
 fn run(path: Option<&Path>, log_level: Option<&str>) -> ExitCode {
@@ -71,26 +82,24 @@ fn run(path: Option<&Path>, log_level: Option<&str>) -> ExitCode {
         return ExitCode::from(EXIT_CONFIG);
     };
     logging::init(log_level.unwrap_or(&config.log.level), config.log.format);
-    let result = runtime().and_then(|rt| {
-        rt.block_on(async {
-            let identity = Identity::from_env();
-            let telemetry = Telemetry::build(&identity, &config.export.otlp, |b| b)?;
-            let options = app::RunOptions {
-                health: true,
-                ..app::RunOptions::default()
-            };
-            let outcome = app::run(
-                &config,
-                &identity,
-                &telemetry.instruments,
-                options,
-                signal::shutdown(),
-            )
-            .await;
-            telemetry.shutdown().await;
-            outcome?;
-            anyhow::Ok(())
-        })
+    let result = with_runtime(async {
+        let identity = Identity::from_env();
+        let telemetry = Telemetry::build(&identity, &config.export.otlp, |b| b)?;
+        let options = app::RunOptions {
+            health: true,
+            ..app::RunOptions::default()
+        };
+        let outcome = app::run(
+            &config,
+            &identity,
+            &telemetry.instruments,
+            options,
+            signal::shutdown(),
+        )
+        .await;
+        telemetry.shutdown().await;
+        outcome?;
+        anyhow::Ok(())
     });
     finish(result)
 }
@@ -101,11 +110,9 @@ fn check(path: Option<&Path>, log_level: Option<&str>, json: bool) -> ExitCode {
     };
     // The report goes to stdout; logs only when asked for, so it stays readable.
     logging::init(log_level.unwrap_or("error"), config.log.format);
-    let result = runtime().and_then(|rt| {
-        rt.block_on(async {
-            let identity = Identity::from_env();
-            anyhow::Ok(cc_heartbeat::check::run(&config, &identity.instance_id).await)
-        })
+    let result = with_runtime(async {
+        let identity = Identity::from_env();
+        anyhow::Ok(cc_heartbeat::check::run(&config, &identity.instance_id).await)
     });
     match result {
         Ok(report) => {
@@ -127,11 +134,9 @@ fn check(path: Option<&Path>, log_level: Option<&str>, json: bool) -> ExitCode {
 
 fn demo(args: &DemoArgs, log_level: Option<&str>) -> ExitCode {
     logging::init(log_level.unwrap_or("info"), config::LogFormat::Text);
-    let result = runtime().and_then(|rt| {
-        rt.block_on(async {
-            demo::run(args.options(), signal::shutdown()).await?;
-            anyhow::Ok(())
-        })
+    let result = with_runtime(async {
+        demo::run(args.options(), signal::shutdown()).await?;
+        anyhow::Ok(())
     });
     finish(result)
 }
