@@ -27,6 +27,8 @@ pub struct RunOptions {
     pub health: bool,
     /// Shared readiness; a fresh one when `None`.
     pub readiness: Option<Readiness>,
+    /// Serve `/metrics` from this registry (with `health`).
+    pub prometheus: Option<prometheus::Registry>,
 }
 
 /// Runs the agent until `shutdown` completes, then stops every probe within the grace period.
@@ -48,7 +50,15 @@ pub async fn run(
         admins.push(Admin::new(cluster, &config.heartbeat)?);
     }
     let health = if options.health {
-        Some(health::serve(config.http.listen, readiness.clone(), cancel.clone()).await?)
+        Some(
+            health::serve(
+                config.http.listen,
+                readiness.clone(),
+                options.prometheus.clone(),
+                cancel.clone(),
+            )
+            .await?,
+        )
     } else {
         None
     };

@@ -133,6 +133,8 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+    #[error("could not set up the Prometheus endpoint")]
+    Prometheus(#[source] opentelemetry_sdk::error::OTelSdkError),
     #[error("could not start the mock cluster")]
     MockCluster(#[source] KafkaError),
     #[error("invalid demo settings")]

@@ -1,8 +1,9 @@
-//! Health endpoints for Kubernetes probes, on the configured listener:
+//! The HTTP listener (`http.listen`):
 //!
 //! - `GET /healthz`: 200 while the process serves requests.
 //! - `GET /readyz`: 200 once every cluster's metadata was fetched and its first heartbeat
 //!   made the round trip; 503 before, with what is still pending in the body.
+//! - `GET /metrics`: the metrics in Prometheus text format, when `http.prometheus` is on.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -73,17 +74,24 @@ impl Latch {
 pub async fn serve(
     addr: SocketAddr,
     readiness: Readiness,
+    prometheus: Option<prometheus::Registry>,
     cancel: CancellationToken,
 ) -> Result<HealthServer, BuildError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| BuildError::HealthListener { addr, source })?;
     let local = listener.local_addr().unwrap_or(addr);
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(readiness);
-    info!(listen = %local, "Health endpoints listening: /healthz, /readyz.");
+    let routes = if let Some(registry) = prometheus {
+        app = app.route("/metrics", get(move || metrics(registry.clone())));
+        "/healthz, /readyz, /metrics"
+    } else {
+        "/healthz, /readyz"
+    };
+    info!(listen = %local, "HTTP endpoints listening: {routes}.");
     let task = tokio::spawn(async move {
         let shutdown = async move { cancel.cancelled().await };
         if let Err(error) = axum::serve(listener, app)
@@ -105,6 +113,22 @@ pub struct HealthServer {
 impl HealthServer {
     pub async fn stopped(self) {
         let _ = self.task.await;
+    }
+}
+
+/// The registry in the Prometheus text format.
+async fn metrics(registry: prometheus::Registry) -> impl axum::response::IntoResponse {
+    match prometheus::TextEncoder::new().encode_to_string(&registry.gather()) {
+        Ok(text) => (
+            StatusCode::OK,
+            [(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+            text,
+        ),
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(axum::http::header::CONTENT_TYPE, "text/plain")],
+            format!("cannot encode metrics: {error}\n"),
+        ),
     }
 }
 

@@ -281,6 +281,8 @@ pub enum HistogramKind {
 pub struct HttpConfig {
     /// Address of the health listener (`/healthz`, `/readyz`).
     pub listen: SocketAddr,
+    /// Also serve the metrics for Prometheus to scrape, at `/metrics`.
+    pub prometheus: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -415,6 +417,16 @@ pub fn from_str(
     let section = top.section(&mut r, "log");
     let log = read_log(&mut r, section);
     top.finish(&mut r);
+    if let (Some(export), Some(http)) = (&export, &http)
+        && http.prometheus
+        && export.otlp.histogram == HistogramKind::Exponential
+    {
+        r.error(
+            "http.prometheus",
+            None,
+            "the Prometheus endpoint cannot expose exponential histograms; set export.otlp.histogram: explicit, or scrape them through a collector",
+        );
+    }
 
     let errors = r.into_errors();
     match (clusters, heartbeat, checks, export, http, log) {
@@ -1445,8 +1457,12 @@ fn read_http(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<HttpConfig> {
             }
         }
     });
+    let prometheus = or_default(s.field("prometheus"), false, |f| f.bool(r));
     s.finish(r);
-    Some(HttpConfig { listen: listen? })
+    Some(HttpConfig {
+        listen: listen?,
+        prometheus: prometheus?,
+    })
 }
 
 fn read_log(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<LogConfig> {

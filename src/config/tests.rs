@@ -47,6 +47,10 @@ fn minimal_config_takes_every_default() {
     assert_eq!(c.export.otlp.temporality, Temporality::Cumulative);
     assert_eq!(c.export.otlp.histogram, HistogramKind::Explicit);
     assert_eq!(c.http.listen.to_string(), DEFAULT_HTTP_LISTEN);
+    assert!(
+        !c.http.prometheus,
+        "the Prometheus endpoint is off by default"
+    );
     assert_eq!(c.log.format, LogFormat::Text);
 }
 
@@ -224,6 +228,14 @@ fn bad_configs_report_every_problem_with_its_key() {
             &[
                 "OTEL_EXPORTER_OTLP_PROTOCOL: \"http/json\" is not valid; expected one of: grpc, http/protobuf, http",
                 "OTEL_METRIC_EXPORT_INTERVAL: \"ten\" is not valid; expected a whole number of milliseconds",
+            ],
+        ),
+        (
+            "Prometheus endpoint with exponential histograms",
+            "clusters: [{name: a, bootstrap_servers: 'x:1'}]\nexport: {otlp: {histogram: exponential}}\nhttp: {prometheus: true}\n",
+            &[],
+            &[
+                "http.prometheus: the Prometheus endpoint cannot expose exponential histograms; set export.otlp.histogram: explicit, or scrape them through a collector",
             ],
         ),
         (

@@ -100,6 +100,8 @@ pub(crate) fn install_crypto_provider() {
 pub struct Telemetry {
     provider: SdkMeterProvider,
     pub instruments: Instruments,
+    /// Registry behind `/metrics`, when the Prometheus endpoint is on.
+    pub prometheus: Option<prometheus::Registry>,
 }
 
 /// How long shutdown waits for the final export.
@@ -111,6 +113,7 @@ impl Telemetry {
     pub fn build(
         identity: &Identity,
         otlp: &OtlpConfig,
+        prometheus: bool,
         configure: impl FnOnce(MeterProviderBuilder) -> MeterProviderBuilder,
     ) -> Result<Self, BuildError> {
         let mut builder = SdkMeterProvider::builder().with_resource(identity.resource.clone());
@@ -147,7 +150,20 @@ impl Telemetry {
                 "OTLP metric export is off (export.otlp.enabled: false or OTEL_METRICS_EXPORTER=none)."
             );
         }
-        Ok(Self::from_provider(configure(builder).build()))
+        let registry = if prometheus {
+            let registry = prometheus::Registry::new();
+            let reader = opentelemetry_prometheus::exporter()
+                .with_registry(registry.clone())
+                .build()
+                .map_err(BuildError::Prometheus)?;
+            builder = builder.with_reader(reader);
+            Some(registry)
+        } else {
+            None
+        };
+        let mut telemetry = Self::from_provider(configure(builder).build());
+        telemetry.prometheus = registry;
+        Ok(telemetry)
     }
 
     /// Wraps an existing provider (tests build one with an in-memory reader).
@@ -161,6 +177,7 @@ impl Telemetry {
         Self {
             provider,
             instruments,
+            prometheus: None,
         }
     }
 

@@ -165,8 +165,13 @@ impl TestAgent {
         let reader = PeriodicReader::builder(exporter.clone())
             .with_interval(Duration::from_secs(3600))
             .build();
-        let telemetry = Telemetry::build(&identity, &config.export.otlp, |b| b.with_reader(reader))
-            .expect("telemetry");
+        let telemetry = Telemetry::build(
+            &identity,
+            &config.export.otlp,
+            config.http.prometheus,
+            |b| b.with_reader(reader),
+        )
+        .expect("telemetry");
         let provider = telemetry.provider().clone();
         let (tap, mut rx) = mpsc::channel(65_536);
         let observations = Arc::new(Mutex::new(Vec::new()));
@@ -189,6 +194,7 @@ impl TestAgent {
                     tap: Some(tap),
                     health: false,
                     readiness: Some(readiness),
+                    prometheus: None,
                 };
                 let result = app::run(
                     &config,
