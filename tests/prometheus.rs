@@ -1,0 +1,377 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // test code panics and prints on purpose
+
+//! The agent's /metrics endpoint, the alert rules and the dashboard, with Debian's Prometheus
+//! (promtool, and a real server scraping the agent binary while it watches mock clusters).
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use support::process::{AgentProcess, http_get};
+use support::{MockKafka, free_port, unique_topic};
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    let mut child = Command::new("promtool")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package; ./scripts/test installs it)");
+    if let Some(text) = stdin {
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn alert_rules_are_valid_and_their_unit_tests_pass() {
+    let rules = repo("deploy/prometheus/alerts.yaml");
+    let (ok, out) = promtool(&["check", "rules", rules.to_str().unwrap()], None);
+    assert!(ok, "{out}");
+    let tests = repo("deploy/prometheus/alerts.test.yaml");
+    let (ok, out) = promtool(&["test", "rules", tests.to_str().unwrap()], None);
+    assert!(ok, "{out}");
+    // Every alert has a unit test that expects it to fire.
+    let rules_text = std::fs::read_to_string(&rules).unwrap();
+    let tests_text = std::fs::read_to_string(&tests).unwrap();
+    for line in rules_text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+    {
+        assert!(
+            tests_text.contains(&format!(
+                "alertname: {line}\n        exp_alerts:\n          - exp_labels:"
+            )),
+            "alert {line} has no firing unit test"
+        );
+    }
+}
+
+/// A Prometheus server on a free loopback port, with its own storage, stopped when dropped.
+struct Prometheus {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(scrape_target: &str, rules: &Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+                 rule_files: ['{}']\n\
+                 scrape_configs:\n  - job_name: cc-heartbeat\n    static_configs: [{{targets: ['{scrape_target}']}}]\n",
+                rules.display()
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--log.level=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian's prometheus package; ./scripts/test installs it)");
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// Waits for the server's readiness endpoint.
+    async fn ready(&mut self) {
+        let url = format!("http://127.0.0.1:{}/-/ready", self.port);
+        for _ in 0..200 {
+            if http_get(&url).await.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            assert!(
+                self.child.try_wait().unwrap().is_none(),
+                "prometheus exited"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("prometheus not ready within 10 s");
+    }
+
+    async fn query(&self, expr: &str) -> Vec<serde_json::Value> {
+        let url = format!(
+            "http://127.0.0.1:{}/api/v1/query?query={}",
+            self.port,
+            url_encode(expr)
+        );
+        let text = http_get(&url).await.unwrap().text().await.unwrap();
+        let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(body["status"], "success", "query {expr}: {body}");
+        body["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    async fn firing(&self) -> BTreeSet<String> {
+        self.query(r#"ALERTS{alertstate="firing"}"#)
+            .await
+            .iter()
+            .filter_map(|r| r["metric"]["alertname"].as_str().map(str::to_owned))
+            .collect()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The alert rules with every `for:` set to zero: the expressions are what is tested here,
+/// the durations are tested by promtool's unit tests.
+fn rules_without_delays(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(repo("deploy/prometheus/alerts.yaml")).unwrap();
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("for: ") {
+                "        for: 0s"
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let path = dir.join("alerts.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Every PromQL expression of the dashboard, with its variables set to "all".
+fn dashboard_queries() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(repo("deploy/grafana/cc-heartbeat.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap().replace("$cluster", ".*");
+            queries.push((panel["title"].as_str().unwrap().to_owned(), expr));
+        }
+    }
+    for variable in dashboard["templating"]["list"].as_array().unwrap() {
+        if let Some(q) = variable["query"]["query"].as_str() {
+            // label_values(metric, label): the metric must exist.
+            let metric = q
+                .trim_start_matches("label_values(")
+                .split(',')
+                .next()
+                .unwrap()
+                .to_owned();
+            queries.push((format!("variable {}", variable["name"]), metric));
+        }
+    }
+    assert!(queries.len() >= 20, "found {} queries", queries.len());
+    queries
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_the_agent_and_every_dashboard_query_and_alert_works() {
+    let topic = unique_topic("prom");
+    let prod = MockKafka::new(3);
+    prod.create_topic(&topic, 3);
+    let narrow = MockKafka::new(3);
+    narrow.create_topic(&topic, 1); // brokers 2 and 3 lead no heartbeat partition
+    let http_port = free_port();
+    let mut agent = AgentProcess::start(
+        &format!(
+            "clusters:\n\
+             \x20 - {{name: prod, bootstrap_servers: '{}', librdkafka: {{fetch.wait.max.ms: '10'}}}}\n\
+             \x20 - {{name: narrow, bootstrap_servers: '{}', librdkafka: {{fetch.wait.max.ms: '10'}}}}\n\
+             heartbeat: {{topic: {topic}, interval: 250ms, loss_timeout: 2s, message_timeout: 1s}}\n\
+             checks: {{connectivity: {{interval: 1s, timeout: 500ms}}, metadata: {{interval: 1s}}}}\n\
+             export: {{otlp: {{enabled: false}}}}\n\
+             http: {{listen: '127.0.0.1:{http_port}', prometheus: true}}\n",
+            prod.bootstrap(),
+            narrow.bootstrap()
+        ),
+        &[],
+    );
+    agent.wait_ready(http_port, Duration::from_secs(30)).await;
+
+    // The exposition itself is valid.
+    let exposition = http_get(&format!("http://127.0.0.1:{http_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (ok, out) = promtool(&["check", "metrics"], Some(&exposition));
+    assert!(ok, "promtool check metrics: {out}");
+    for name in [
+        "kafka_heartbeat_produce_duration_seconds_bucket",
+        "kafka_heartbeat_end_to_end_duration_seconds_bucket",
+        "kafka_heartbeat_messages_sent_total",
+        "kafka_heartbeat_messages_lost_total",
+        "kafka_broker_connection_duration_seconds_bucket",
+        "kafka_broker_connection_checks_total",
+        "kafka_broker_up_ratio",
+        "kafka_cluster_brokers",
+        "kafka_heartbeat_leader_brokers",
+    ] {
+        assert!(
+            exposition.contains(&format!("\n{name}{{")),
+            "{name} exposed"
+        );
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut prometheus = Prometheus::start(
+        &format!("127.0.0.1:{http_port}"),
+        &rules_without_delays(dir.path()),
+    );
+    prometheus.ready().await;
+    // Healthy: data arrives, and the only alert is the narrow cluster's coverage.
+    let mut healthy = BTreeSet::new();
+    for _ in 0..100 {
+        healthy = prometheus.firing().await;
+        let has_data = !prometheus
+            .query("rate(kafka_heartbeat_messages_received_total[1m]) > 0")
+            .await
+            .is_empty();
+        if has_data && healthy.contains("KafkaHeartbeatCoverageMissing") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        healthy,
+        BTreeSet::from(["KafkaHeartbeatCoverageMissing".to_owned()]),
+        "while healthy"
+    );
+
+    // Faults on prod: broker 1's consume path stalls past the loss timeout (lost heartbeats),
+    // broker 2 goes down (unreachable, produce failures), broker 3 answers 300 ms late
+    // (end-to-end latency over the 250 ms SLO).
+    prod.delay_fetches(1, 20, Duration::from_secs(3));
+    prod.broker_down(2);
+    prod.round_trip_time(3, Duration::from_millis(300));
+    let expected: BTreeSet<String> = [
+        "KafkaHeartbeatsLost",
+        "KafkaHeartbeatProduceFailing",
+        "KafkaEndToEndLatencySLOBurnFast",
+        "KafkaEndToEndLatencySLOBurnSlow",
+        "KafkaBrokerUnreachable",
+        "KafkaHeartbeatCoverageMissing",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    let mut firing = BTreeSet::new();
+    for _ in 0..150 {
+        firing = prometheus.firing().await;
+        if firing.is_superset(&expected) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        firing.is_superset(&expected),
+        "firing {firing:?}, expected {expected:?}"
+    );
+    let unreachable = prometheus
+        .query(r#"ALERTS{alertname="KafkaBrokerUnreachable",alertstate="firing"}"#)
+        .await;
+    assert!(
+        unreachable
+            .iter()
+            .all(|a| a["metric"]["kafka_broker_id"] == "2"
+                && a["metric"]["kafka_cluster_name"] == "prod"),
+        "only broker 2 of prod: {unreachable:?}"
+    );
+    let lost = prometheus
+        .query(r#"ALERTS{alertname="KafkaHeartbeatsLost",alertstate="firing"}"#)
+        .await;
+    assert!(
+        lost.iter()
+            .all(|a| a["metric"]["messaging_destination_partition_id"] == "0"),
+        "{lost:?}"
+    );
+
+    // Every dashboard query returns data now.
+    let mut empty = Vec::new();
+    for (panel, expr) in dashboard_queries() {
+        let result = prometheus.query(&expr).await;
+        println!("{panel}: {} series", result.len());
+        if result.is_empty() {
+            empty.push(format!("{panel}: {expr}"));
+        }
+    }
+    assert!(
+        empty.is_empty(),
+        "queries without data:\n{}",
+        empty.join("\n")
+    );
+
+    // The agent goes away: both absence alerts fire once its series go stale.
+    let stopping = std::time::Instant::now();
+    let (status, output) = agent.terminate(Duration::from_secs(15)).await;
+    let took = stopping.elapsed();
+    println!("with brokers faulted, the agent exited {took:?} after SIGTERM");
+    assert!(status.success(), "{output}");
+    assert!(
+        took < Duration::from_secs(10),
+        "exit within a few seconds, faults or not: {took:?}\n{output}"
+    );
+    let absent: BTreeSet<String> = ["CcHeartbeatAgentAbsent", "CcHeartbeatAgentStopped"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let mut firing = BTreeSet::new();
+    for _ in 0..100 {
+        firing = prometheus.firing().await;
+        if firing.is_superset(&absent) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(firing.is_superset(&absent), "firing {firing:?}");
+}
