@@ -7,6 +7,7 @@ pub mod otlp;
 pub mod process;
 pub mod tansu;
 pub mod tls;
+pub mod yaml;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,0 +1,45 @@
+//! YAML documents as `serde_json::Value`, for assertions on deploy files.
+
+use saphyr::{LoadableYamlNode, ScalarOwned, YamlOwned};
+use serde_json::Value;
+
+fn to_json(node: &YamlOwned) -> Value {
+    match node {
+        YamlOwned::Value(ScalarOwned::Null) => Value::Null,
+        YamlOwned::Value(ScalarOwned::Boolean(b)) => Value::Bool(*b),
+        YamlOwned::Value(ScalarOwned::Integer(i)) => Value::from(*i),
+        YamlOwned::Value(ScalarOwned::FloatingPoint(f)) => Value::from(f.into_inner()),
+        YamlOwned::Value(ScalarOwned::String(s)) => Value::String(s.clone()),
+        YamlOwned::Sequence(items) => Value::Array(items.iter().map(to_json).collect()),
+        YamlOwned::Mapping(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let key = match to_json(k) {
+                        Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    (key, to_json(v))
+                })
+                .collect(),
+        ),
+        YamlOwned::Tagged(_, inner) => to_json(inner),
+        other => panic!("unexpected YAML node {other:?}"),
+    }
+}
+
+/// Every document in `text`.
+pub fn documents(text: &str) -> Vec<Value> {
+    YamlOwned::load_from_str(text)
+        .unwrap_or_else(|e| panic!("invalid YAML: {e}"))
+        .iter()
+        .map(to_json)
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// The one document in `text`.
+pub fn document(text: &str) -> Value {
+    let mut docs = documents(text);
+    assert_eq!(docs.len(), 1, "expected one YAML document");
+    docs.remove(0)
+}
