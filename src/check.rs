@@ -143,7 +143,7 @@ async fn check_cluster(
     // Metadata and the broker probes run side by side; brokers come from the metadata, or
     // the bootstrap address when it cannot be fetched.
     let metadata = admin.metadata(&config.heartbeat.topic, METADATA_TIMEOUT);
-    let bootstrap = bootstrap_target(&cluster);
+    let bootstrap = Target::bootstrap(&cluster.bootstrap_servers);
     let bootstrap_probe = async {
         match &bootstrap {
             Some(t) => Some(broker::probe(t, tls.as_ref(), timeout).await),
@@ -154,11 +154,7 @@ async fn check_cluster(
     let view = match metadata {
         Ok(view) => {
             let racks: BTreeMap<i32, String> = match admin.describe(DESCRIBE_TIMEOUT).await {
-                Ok(d) => d
-                    .nodes
-                    .into_iter()
-                    .filter_map(|(id, _, _, rack)| Some((id, rack?)))
-                    .collect(),
+                Ok(d) => d.racks(),
                 Err(_) => BTreeMap::new(),
             };
             view.with_racks(&racks)
@@ -186,12 +182,7 @@ async fn check_cluster(
 
     let mut probes = JoinSet::new();
     for b in &view.brokers {
-        let target = Target {
-            id: b.id,
-            host: b.host.clone(),
-            port: b.port,
-            rack: b.rack.clone(),
-        };
+        let target = Target::from(b);
         let tls = tls.clone();
         probes.spawn(async move { broker::probe(&target, tls.as_ref(), timeout).await });
     }
@@ -251,16 +242,6 @@ async fn check_cluster(
         }
     }
     report
-}
-
-fn bootstrap_target(cluster: &ClusterConfig) -> Option<Target> {
-    let (host, port) = cluster.bootstrap_servers.first()?.rsplit_once(':')?;
-    Some(Target {
-        id: BOOTSTRAP_ID,
-        host: host.to_owned(),
-        port: port.parse().ok()?,
-        rack: None,
-    })
 }
 
 /// One heartbeat per partition, through the same probe `run` uses.

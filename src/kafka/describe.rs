@@ -19,6 +19,16 @@ pub struct ClusterDescription {
     pub nodes: Vec<(i32, String, u16, Option<String>)>,
 }
 
+impl ClusterDescription {
+    /// Racks by broker id, for the brokers that report one.
+    pub fn racks(&self) -> std::collections::BTreeMap<i32, String> {
+        self.nodes
+            .iter()
+            .filter_map(|(id, _, _, rack)| Some((*id, rack.clone()?)))
+            .collect()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DescribeError {
     #[error("no answer within {0:?}")]

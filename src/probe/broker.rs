@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::error::ErrorKind;
-use crate::kafka::metadata::ClusterView;
+use crate::kafka::metadata::{BrokerInfo, ClusterView};
 use crate::kafka::tls;
 use crate::kafka::wire::{self, WireError};
 use crate::telemetry::Instruments;
@@ -60,7 +60,29 @@ pub struct Target {
     pub rack: Option<String>,
 }
 
+impl From<&BrokerInfo> for Target {
+    fn from(b: &BrokerInfo) -> Self {
+        Self {
+            id: b.id,
+            host: b.host.clone(),
+            port: b.port,
+            rack: b.rack.clone(),
+        }
+    }
+}
+
 impl Target {
+    /// The first bootstrap address, standing for the cluster until its brokers are known.
+    pub fn bootstrap(servers: &[String]) -> Option<Self> {
+        let (host, port) = servers.first()?.rsplit_once(':')?;
+        Some(Self {
+            id: BOOTSTRAP_ID,
+            host: host.to_owned(),
+            port: port.parse().ok()?,
+            rack: None,
+        })
+    }
+
     pub fn address(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
@@ -383,17 +405,9 @@ impl BrokerProbe {
     fn refresh_targets(&self, view: &ClusterView, known: &mut BTreeMap<i32, Known>) {
         let now = Instant::now();
         if !view.fetched {
-            // The first bootstrap address stands for the cluster until brokers are known.
-            if let Some((host, port)) = self.bootstrap.first().and_then(|s| s.rsplit_once(':'))
-                && let Ok(port) = port.parse()
-            {
+            if let Some(target) = Target::bootstrap(&self.bootstrap) {
                 known.entry(BOOTSTRAP_ID).or_insert_with(|| Known {
-                    target: Target {
-                        id: BOOTSTRAP_ID,
-                        host: host.to_owned(),
-                        port,
-                        rack: None,
-                    },
+                    target,
                     seen: now,
                     up: None,
                     api_version: wire::LATEST,
@@ -407,12 +421,7 @@ impl BrokerProbe {
             });
         }
         for b in &view.brokers {
-            let target = Target {
-                id: b.id,
-                host: b.host.clone(),
-                port: b.port,
-                rack: b.rack.clone(),
-            };
+            let target = Target::from(b);
             match known.get_mut(&b.id) {
                 Some(k) => {
                     k.target = target;

@@ -2,7 +2,6 @@
 //! publishes it to the other probes, keeps the cluster gauges, and logs every change once:
 //! brokers, racks, controller, heartbeat leaders, and brokers no heartbeat partition covers.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -119,11 +118,7 @@ impl MetadataWatch {
         }
         match self.admin.describe(DESCRIBE_TIMEOUT).await {
             Ok(description) => {
-                let racks: BTreeMap<i32, String> = description
-                    .nodes
-                    .into_iter()
-                    .filter_map(|(id, _, _, rack)| Some((id, rack?)))
-                    .collect();
+                let racks = description.racks();
                 let view = (**self.view.borrow()).clone();
                 if view.racks().is_empty() && !racks.is_empty() {
                     info!(cluster = %self.cluster, racks = ?racks, "Broker racks learned.");
