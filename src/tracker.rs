@@ -105,10 +105,6 @@ impl Tracker {
             .or_insert_with(|| Ledger::new(window));
     }
 
-    pub fn partitions(&self) -> impl Iterator<Item = i32> + '_ {
-        self.ledgers.keys().copied()
-    }
-
     fn index(&self, seq: u64) -> usize {
         (seq % self.window as u64) as usize
     }

@@ -425,9 +425,11 @@ async fn a_missing_topic_is_created_with_the_configured_settings() {
     let (partitions, retention) = describe_topic(&tansu.bootstrap(), &topic).await;
     assert_eq!(partitions, 4);
     println!("created topic: {partitions} partitions, retention.ms={retention:?}");
-    if let Some(retention) = retention {
-        assert_eq!(retention, "7200000");
-    }
+    assert_eq!(
+        retention.as_deref(),
+        Some("7200000"),
+        "retention.ms as configured (2h)"
+    );
 }
 
 /// Partition count from metadata, and retention.ms if the broker answers DescribeConfigs.

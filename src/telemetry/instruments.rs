@@ -236,11 +236,6 @@ impl GaugeBoard {
             clusters.values().for_each(&mut each);
         }
     }
-
-    /// A copy of one cluster's gauges (for tests and the status report).
-    pub fn get(&self, name: &str) -> Option<ClusterGauges> {
-        self.clusters.lock().ok()?.get(name).cloned()
-    }
 }
 
 /// The attributes every point of one cluster carries.

@@ -185,10 +185,6 @@ impl Telemetry {
         &self.provider
     }
 
-    pub fn meter(&self) -> opentelemetry::metrics::Meter {
-        self.provider.meter(SERVICE_NAME)
-    }
-
     /// Sends the final export and stops the reader; blocking work runs off the async threads.
     pub async fn shutdown(self) {
         let provider = self.provider;
