@@ -211,7 +211,7 @@ fn bad_configs_report_every_problem_with_its_key() {
             &[
                 "export.otlp.compression (line 3): \"zip\" is not valid; expected one of: gzip, none",
                 "export.otlp.temporality (line 3): \"sometimes\" is not valid; expected one of: cumulative, delta",
-                "export.otlp.histogram (line 3): \"log\" is not valid; expected one of: explicit, exponential",
+                "export.otlp.histogram (line 3): \"log\" is not valid; expected one of: explicit, exponential, explicit_bucket_histogram, base2_exponential_bucket_histogram",
                 "export.otlp.endpoint: \"localhost:4317\" is not an OTLP endpoint; expected a URL like http://collector:4317",
                 "http.listen (line 4): \"everywhere\" is not an address; expected ip:port like 0.0.0.0:8080",
                 "log.level (line 5): \"loud\" is not a log level; expected error, warn, info, debug or trace",
@@ -350,12 +350,48 @@ fn errors_never_echo_secret_values() {
     );
 }
 
+/// A config in which every key differs from its default, so a key that `render` drops reads
+/// back as its default and the comparison fails.
+fn config_without_defaults() -> (Config, tempfile::NamedTempFile) {
+    let mut pem = tempfile::NamedTempFile::new().unwrap();
+    writeln!(pem, "pem").unwrap();
+    let p = pem.path().display();
+    let text = format!(
+        "clusters:
+  - name: everything
+    bootstrap_servers: [a.example:9093, b.example:9094]
+    security_protocol: SASL_SSL
+    sasl: {{mechanism: SCRAM-SHA-512, username: u, password: p}}
+    tls: {{ca_file: {p}, cert_file: {p}, key_file: {p}, key_password: k, verify: false}}
+    librdkafka: {{socket.keepalive.enable: 'true'}}
+  - name: oauth
+    bootstrap_servers: c.example:9095
+    security_protocol: SASL_PLAINTEXT
+    sasl:
+      mechanism: OAUTHBEARER
+      oauthbearer: {{token_endpoint_url: 'https://idp/token', client_id: i, client_secret: s, scope: kafka, extensions: {{logicalCluster: lkc-1}}}}
+heartbeat: {{topic: hb, interval: 2s, loss_timeout: 30s, message_timeout: 7s, create_topic: false, partitions: 9, replication_factor: 2, retention: 2h}}
+checks:
+  connectivity: {{interval: 7s, timeout: 3s}}
+  metadata: {{interval: 45s}}
+  topic: {{interval: 2h}}
+export:
+  otlp: {{enabled: false, endpoint: 'http://collector:4318', protocol: http/protobuf, interval: 20s, timeout: 4s, headers: {{x-key: v}}, compression: none, temporality: delta, histogram: explicit}}
+http: {{listen: '127.0.0.1:9999', prometheus: true}}
+log: {{level: debug, format: json}}
+"
+    );
+    (from_str("t", &text, &|_| None).unwrap(), pem)
+}
+
 #[test]
 fn rendered_config_reads_back_to_the_same_config() {
-    let c = from_str("t", MINIMAL, &|_| None).unwrap();
+    let (c, _pem) = config_without_defaults();
     let rendered = render_redacted(&c);
-    let again = from_str("rendered", &rendered, &|_| None).unwrap();
-    assert_eq!(render_redacted(&again), rendered);
+    let again =
+        from_str("rendered", &rendered, &|_| None).unwrap_or_else(|e| panic!("{e}\n{rendered}"));
+    // Debug shows every field (secrets as <redacted>, which is also what they read back as).
+    assert_eq!(format!("{again:#?}"), format!("{c:#?}"), "{rendered}");
 }
 
 const EXAMPLE: &str = include_str!("../../config.example.yaml");
@@ -368,40 +404,102 @@ fn the_example_config_is_valid() {
     assert_eq!(c.clusters[0].security_protocol, SecurityProtocol::SaslSsl);
 }
 
-/// Every key the agent knows shows up in the example (commented out or not).
-#[test]
-fn the_example_config_documents_every_key() {
-    let oauth = "clusters:\n  - name: a\n    bootstrap_servers: x:1\n    security_protocol: SASL_SSL\n    sasl:\n      mechanism: OAUTHBEARER\n      oauthbearer: {token_endpoint_url: u, client_id: i, client_secret: s, scope: k, extensions: {a: b}}\nheartbeat: {partitions: 3}\n";
-    let mut file = tempfile::NamedTempFile::new().unwrap();
-    writeln!(file, "pem").unwrap();
-    let tls = format!(
-        "clusters:\n  - name: a\n    bootstrap_servers: x:1\n    security_protocol: SSL\n    tls: {{ca_file: {p}, cert_file: {p}, key_file: {p}, key_password: k}}\n",
-        p = file.path().display()
-    );
-    let mut keys = std::collections::BTreeSet::new();
-    for text in [MINIMAL, oauth, tls.as_str()] {
-        let rendered = render_redacted(&from_str("t", text, &|_| None).unwrap());
-        for line in rendered.lines() {
-            let line = line.trim_start().trim_start_matches("- ");
-            let key = line
-                .split_once(": ")
-                .map(|(k, _)| k)
-                .or_else(|| line.strip_suffix(':'));
-            if let Some(key) = key {
-                keys.insert(key.to_owned());
+/// Every key path the agent knows, from a rendered config: user-named keys (librdkafka
+/// properties, headers, extensions) are not descended into.
+fn key_paths(
+    value: &serde_json::Value,
+    prefix: &str,
+    out: &mut std::collections::BTreeSet<String>,
+) {
+    const FREE_FORM: [&str; 3] = ["librdkafka", "headers", "extensions"];
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                out.insert(path.clone());
+                if !FREE_FORM.contains(&k.as_str()) {
+                    key_paths(v, &path, out);
+                }
             }
         }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                key_paths(item, prefix, out);
+            }
+        }
+        _ => {}
     }
-    keys.remove("a"); // the extension name used above
-    let missing: Vec<&String> = keys
-        .iter()
-        .filter(|k| !EXAMPLE.contains(&format!("{k}:")))
-        .collect();
+}
+
+/// Every key path written in a YAML document by indentation, commented-out keys included
+/// (`  # key: value` documents `key` at the indentation after the `# `).
+fn documented_paths(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    for line in text.lines() {
+        let lead = line.len() - line.trim_start().len();
+        let mut rest = line.trim_start();
+        let mut indent = lead;
+        if let Some(uncommented) = rest.strip_prefix('#') {
+            let uncommented = uncommented.strip_prefix(' ').unwrap_or(uncommented);
+            indent += uncommented.len() - uncommented.trim_start().len();
+            rest = uncommented.trim_start();
+        }
+        if let Some(item) = rest.strip_prefix("- ") {
+            indent += 2;
+            rest = item;
+        }
+        let Some((key, _)) = rest.split_once(':') else {
+            continue;
+        };
+        let is_key = !key.is_empty()
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !is_key {
+            continue;
+        }
+        while stack.last().is_some_and(|(i, _)| *i >= indent) {
+            stack.pop();
+        }
+        let path: Vec<&str> = stack.iter().map(|(_, k)| k.as_str()).chain([key]).collect();
+        out.insert(path.join("."));
+        stack.push((indent, key.to_owned()));
+    }
+    out
+}
+
+/// Every key the agent knows shows up in the example (commented out or not), at its place.
+#[test]
+fn the_example_config_documents_every_key() {
+    let (c, _pem) = config_without_defaults();
+    let mut known = std::collections::BTreeSet::new();
+    key_paths(&serde_json::to_value(&c).unwrap(), "", &mut known);
+    // Keys that are read but render under another name.
+    known.extend(
+        [
+            "clusters.sasl.password_file",
+            "clusters.sasl.oauthbearer.client_secret_file",
+        ]
+        .map(String::from),
+    );
+    let documented = documented_paths(EXAMPLE);
+    let missing: Vec<&String> = known.difference(&documented).collect();
     assert!(
         missing.is_empty(),
         "config.example.yaml does not document {missing:?}"
     );
-    for key in ["password_file", "client_secret_file"] {
-        assert!(EXAMPLE.contains(&format!("{key}:")), "{key}");
-    }
+}
+
+#[test]
+fn documented_paths_follow_indentation_and_comments() {
+    let paths = documented_paths(
+        "a:\n  # b: 1\n  c:\n    #   d: 2\n    - e: 3\n      f: 4\ng: 5\n# Text: not a key path here\n",
+    );
+    let expected = ["a", "a.b", "a.c", "a.c.d", "a.c.e", "a.c.f", "g", "Text"];
+    assert_eq!(paths, expected.iter().map(|s| s.to_string()).collect());
 }

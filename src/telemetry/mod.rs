@@ -86,7 +86,14 @@ fn parse_resource_attributes(text: &str) -> Vec<(String, String)> {
         .filter_map(|pair| {
             let (k, v) = pair.split_once('=')?;
             let k = k.trim();
-            (!k.is_empty()).then(|| (k.to_owned(), crate::config::percent_decode(v.trim())))
+            (!k.is_empty()).then(|| {
+                (
+                    k.to_owned(),
+                    percent_encoding::percent_decode_str(v.trim())
+                        .decode_utf8_lossy()
+                        .into_owned(),
+                )
+            })
         })
         .collect()
 }

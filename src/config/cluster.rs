@@ -1,0 +1,530 @@
+//! Reading the `clusters` list: bootstrap servers, security protocol, SASL (and OAUTHBEARER),
+//! TLS files, and the librdkafka pass-through map.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::or_default;
+use super::types::{
+    ClusterConfig, LibrdkafkaValue, OAuthBearerConfig, SaslConfig, SaslMechanism, Secret,
+    SecurityProtocol, TlsConfig,
+};
+use super::yaml::{Field, Reader, Section};
+
+pub(super) fn read_clusters(
+    r: &mut Reader<'_>,
+    top: &mut Section<'_>,
+) -> Option<Vec<ClusterConfig>> {
+    let Some(field) = top.field("clusters") else {
+        r.error(
+            "clusters",
+            None,
+            "required; expected a list of clusters, each with a name and bootstrap_servers",
+        );
+        return None;
+    };
+    let sections = field.sections(r)?;
+    if sections.is_empty() {
+        field.error(r, "expected at least one cluster");
+        return None;
+    }
+    let mut clusters = Vec::new();
+    let mut ok = true;
+    for section in sections {
+        match read_cluster(r, section) {
+            Some(c) => clusters.push(c),
+            None => ok = false,
+        }
+    }
+    for (i, c) in clusters.iter().enumerate() {
+        if clusters[..i].iter().any(|other| other.name == c.name) {
+            r.error(
+                format!("clusters[{i}].name"),
+                None,
+                format!(
+                    "{:?} is used by another cluster; names label the metrics and must be unique",
+                    c.name
+                ),
+            );
+            ok = false;
+        }
+    }
+    ok.then_some(clusters)
+}
+
+const SECURITY_PROTOCOLS: [(&str, SecurityProtocol); 4] = [
+    ("PLAINTEXT", SecurityProtocol::Plaintext),
+    ("SSL", SecurityProtocol::Ssl),
+    ("SASL_PLAINTEXT", SecurityProtocol::SaslPlaintext),
+    ("SASL_SSL", SecurityProtocol::SaslSsl),
+];
+
+const SASL_MECHANISMS: [(&str, SaslMechanism); 4] = [
+    ("PLAIN", SaslMechanism::Plain),
+    ("SCRAM-SHA-256", SaslMechanism::ScramSha256),
+    ("SCRAM-SHA-512", SaslMechanism::ScramSha512),
+    ("OAUTHBEARER", SaslMechanism::OAuthBearer),
+];
+
+/// librdkafka properties the agent sets itself, either from typed keys or because the
+/// measurement rules depend on them (acks=all, no retries, no linger, no consumer group).
+const RESERVED_LIBRDKAFKA: [(&str, &str); 20] = [
+    ("bootstrap.servers", "use bootstrap_servers"),
+    ("metadata.broker.list", "use bootstrap_servers"),
+    ("security.protocol", "use security_protocol"),
+    ("sasl.mechanism", "use sasl.mechanism"),
+    ("sasl.mechanisms", "use sasl.mechanism"),
+    ("sasl.username", "use sasl.username"),
+    ("sasl.password", "use sasl.password or sasl.password_file"),
+    ("acks", "heartbeats are always sent with acks=all"),
+    (
+        "request.required.acks",
+        "heartbeats are always sent with acks=all",
+    ),
+    (
+        "retries",
+        "heartbeats are never retried, so failures are seen",
+    ),
+    (
+        "message.send.max.retries",
+        "heartbeats are never retried, so failures are seen",
+    ),
+    (
+        "enable.idempotence",
+        "heartbeats are never retried, so failures are seen",
+    ),
+    ("linger.ms", "heartbeats are sent without linger"),
+    (
+        "queue.buffering.max.ms",
+        "heartbeats are sent without linger",
+    ),
+    ("message.timeout.ms", "use heartbeat.message_timeout"),
+    ("delivery.timeout.ms", "use heartbeat.message_timeout"),
+    (
+        "group.id",
+        "the heartbeat consumer reads by assignment, without a group",
+    ),
+    ("enable.auto.commit", "the heartbeat consumer never commits"),
+    (
+        "auto.offset.reset",
+        "the heartbeat consumer starts at the end it looked up itself",
+    ),
+    ("enable.ssl.certificate.verification", "use tls.verify"),
+];
+
+/// Whether a librdkafka property holds a secret, so its value is redacted.
+fn is_sensitive_property(key: &str) -> bool {
+    [
+        "password",
+        "secret",
+        "pem",
+        "jaas",
+        "sasl.oauthbearer.config",
+        "token",
+    ]
+    .iter()
+    .any(|needle| key.contains(needle))
+}
+
+fn read_cluster(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<ClusterConfig> {
+    let path = s.path().to_owned();
+    let name = match s.field("name") {
+        Some(f) => f.non_empty_string(r),
+        None => {
+            r.error(
+                format!("{path}.name"),
+                s.line(),
+                "required; expected the name that labels this cluster's metrics",
+            );
+            None
+        }
+    };
+    let bootstrap_servers = match s.field("bootstrap_servers") {
+        Some(f) => read_bootstrap_servers(r, &f),
+        None => {
+            r.error(
+                format!("{path}.bootstrap_servers"),
+                s.line(),
+                "required; expected host:port, or a list of them",
+            );
+            None
+        }
+    };
+    let protocol = or_default(
+        s.field("security_protocol"),
+        SecurityProtocol::Plaintext,
+        |f| f.choice(r, &SECURITY_PROTOCOLS, true),
+    );
+    let sasl_present = s.has("sasl");
+    let section = s.section(r, "sasl");
+    let sasl = if sasl_present {
+        read_sasl(r, section)
+    } else {
+        None
+    };
+    let section = s.section(r, "tls");
+    let tls = read_tls(r, section);
+    let librdkafka = s.field("librdkafka").and_then(|f| read_librdkafka(r, &f));
+    let librdkafka_ok = !s.has("librdkafka") || librdkafka.is_some();
+    s.finish(r);
+
+    let protocol = protocol?;
+    let sasl = match (protocol.uses_sasl(), sasl_present) {
+        (true, false) => {
+            r.error(
+                format!("{path}.sasl"),
+                None,
+                format!(
+                    "required with security_protocol {}; expected mechanism and credentials",
+                    protocol.as_str()
+                ),
+            );
+            return None;
+        }
+        (false, true) => {
+            r.error(
+                format!("{path}.sasl"),
+                None,
+                format!(
+                    "not used with security_protocol {}; use SASL_SSL or SASL_PLAINTEXT, or remove sasl",
+                    protocol.as_str()
+                ),
+            );
+            return None;
+        }
+        (true, true) => Some(sasl?),
+        (false, false) => None,
+    };
+    let tls = tls?;
+    if !protocol.uses_tls() && (tls.ca_file.is_some() || tls.cert_file.is_some()) {
+        r.error(
+            format!("{path}.tls"),
+            None,
+            format!(
+                "not used with security_protocol {}; use SSL or SASL_SSL",
+                protocol.as_str()
+            ),
+        );
+        return None;
+    }
+    if !librdkafka_ok {
+        return None;
+    }
+    Some(ClusterConfig {
+        name: name?,
+        bootstrap_servers: bootstrap_servers?,
+        security_protocol: protocol,
+        sasl,
+        tls,
+        librdkafka: librdkafka.unwrap_or_default(),
+    })
+}
+
+fn read_bootstrap_servers(r: &mut Reader<'_>, f: &Field<'_>) -> Option<Vec<String>> {
+    let servers = f.string_list(r)?;
+    if servers.is_empty() {
+        f.error(
+            r,
+            "must not be empty; expected host:port, or a list of them",
+        );
+        return None;
+    }
+    let mut ok = true;
+    for server in &servers {
+        let valid = server.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !valid {
+            f.error(r, format!("{server:?} is not host:port; expected e.g. pkc-xxxxx.us-east-1.aws.confluent.cloud:9092"));
+            ok = false;
+        }
+    }
+    ok.then_some(servers)
+}
+
+fn read_sasl(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<SaslConfig> {
+    let path = s.path().to_owned();
+    let mechanism = match s.field("mechanism") {
+        Some(f) => f.choice(r, &SASL_MECHANISMS, true),
+        None => Some(SaslMechanism::Plain),
+    };
+    let username = s.field("username").and_then(|f| f.non_empty_string(r));
+    let username_given = s.has("username");
+    let password = s.field("password").and_then(|f| f.secret(r));
+    let password_given = s.has("password");
+    let password_file = s
+        .field("password_file")
+        .and_then(|f| read_secret_file(r, &f));
+    let password_file_given = s.has("password_file");
+    let oauth_given = s.has("oauthbearer");
+    let section = s.section(r, "oauthbearer");
+    let oauth = if oauth_given {
+        read_oauthbearer(r, section)
+    } else {
+        None
+    };
+    s.finish(r);
+
+    let mechanism = mechanism?;
+    if password_given && password_file_given {
+        r.error(
+            format!("{path}.password_file"),
+            None,
+            "give either password or password_file, not both",
+        );
+        return None;
+    }
+    let password = password.or(password_file);
+    match mechanism {
+        SaslMechanism::Plain | SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512 => {
+            let mut ok = true;
+            if !username_given {
+                r.error(
+                    format!("{path}.username"),
+                    None,
+                    format!(
+                        "required with mechanism {}; expected the user name or API key",
+                        mechanism.as_str()
+                    ),
+                );
+                ok = false;
+            }
+            if !password_given && !password_file_given {
+                r.error(
+                    format!("{path}.password"),
+                    None,
+                    format!(
+                        "required with mechanism {}; expected password (or password_file) holding the secret",
+                        mechanism.as_str()
+                    ),
+                );
+                ok = false;
+            }
+            if oauth_given {
+                r.error(
+                    format!("{path}.oauthbearer"),
+                    None,
+                    "only used with mechanism OAUTHBEARER",
+                );
+                ok = false;
+            }
+            if !ok {
+                return None;
+            }
+            Some(SaslConfig {
+                mechanism,
+                username: Some(username?),
+                password: Some(password?),
+                oauthbearer: None,
+            })
+        }
+        SaslMechanism::OAuthBearer => {
+            if !oauth_given {
+                r.error(
+                    format!("{path}.oauthbearer"),
+                    None,
+                    "required with mechanism OAUTHBEARER; expected token_endpoint_url, client_id and client_secret",
+                );
+                return None;
+            }
+            if username_given || password_given || password_file_given {
+                r.error(
+                    format!("{path}.username"),
+                    None,
+                    "username and password are not used with OAUTHBEARER; use oauthbearer.client_id and client_secret",
+                );
+                return None;
+            }
+            Some(SaslConfig {
+                mechanism,
+                username: None,
+                password: None,
+                oauthbearer: Some(oauth?),
+            })
+        }
+    }
+}
+
+fn read_oauthbearer(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<OAuthBearerConfig> {
+    let path = s.path().to_owned();
+    let required = |s: &mut Section<'_>, r: &mut Reader<'_>, key: &'static str, what: &str| match s
+        .field(key)
+    {
+        Some(f) => f.non_empty_string(r),
+        None => {
+            r.error(
+                format!("{path}.{key}"),
+                None,
+                format!("required; expected {what}"),
+            );
+            None
+        }
+    };
+    let token_endpoint_url = required(
+        &mut s,
+        r,
+        "token_endpoint_url",
+        "the OIDC token endpoint URL",
+    );
+    let client_id = required(&mut s, r, "client_id", "the OAuth client id");
+    let secret = s.field("client_secret").and_then(|f| f.secret(r));
+    let secret_given = s.has("client_secret");
+    let secret_file = s
+        .field("client_secret_file")
+        .and_then(|f| read_secret_file(r, &f));
+    let secret_file_given = s.has("client_secret_file");
+    let scope = s.field("scope").and_then(|f| f.non_empty_string(r));
+    let extensions = or_default(s.field("extensions"), BTreeMap::new(), |f| f.string_map(r));
+    s.finish(r);
+    let client_secret = match (secret_given, secret_file_given) {
+        (true, true) => {
+            r.error(
+                format!("{path}.client_secret_file"),
+                None,
+                "give either client_secret or client_secret_file, not both",
+            );
+            None
+        }
+        (false, false) => {
+            r.error(
+                format!("{path}.client_secret"),
+                None,
+                "required; expected client_secret (or client_secret_file)",
+            );
+            None
+        }
+        _ => secret.or(secret_file),
+    };
+    Some(OAuthBearerConfig {
+        token_endpoint_url: token_endpoint_url?,
+        client_id: client_id?,
+        client_secret: client_secret?,
+        scope,
+        extensions: extensions?,
+    })
+}
+
+/// Reads a secret from the file a field names (e.g. a mounted Kubernetes secret).
+fn read_secret_file(r: &mut Reader<'_>, f: &Field<'_>) -> Option<Secret> {
+    let path = f.non_empty_string(r)?;
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            // Mounted secrets often end in a newline that is not part of the secret.
+            let value = text.trim_end_matches(['\n', '\r']);
+            if value.is_empty() {
+                f.error(r, format!("file {path} is empty; expected the secret"));
+                None
+            } else {
+                Some(Secret::new(value))
+            }
+        }
+        Err(e) => {
+            f.error(r, format!("cannot read file {path}: {e}"));
+            None
+        }
+    }
+}
+
+fn read_existing_file(r: &mut Reader<'_>, f: &Field<'_>) -> Option<PathBuf> {
+    let path = PathBuf::from(f.non_empty_string(r)?);
+    if !path.is_file() {
+        f.error(
+            r,
+            format!("file {} does not exist or is not a file", path.display()),
+        );
+        return None;
+    }
+    Some(path)
+}
+
+fn read_tls(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<TlsConfig> {
+    let path = s.path().to_owned();
+    let given = ["ca_file", "cert_file", "key_file", "key_password"].map(|k| s.has(k));
+    let ca_file = s.field("ca_file").and_then(|f| read_existing_file(r, &f));
+    let cert_file = s.field("cert_file").and_then(|f| read_existing_file(r, &f));
+    let key_file = s.field("key_file").and_then(|f| read_existing_file(r, &f));
+    let key_password = s.field("key_password").and_then(|f| f.secret(r));
+    let verify = or_default(s.field("verify"), true, |f| f.bool(r));
+    s.finish(r);
+    let read = [
+        ca_file.is_some(),
+        cert_file.is_some(),
+        key_file.is_some(),
+        key_password.is_some(),
+    ];
+    if given != read {
+        // An error was already recorded for each value that did not read.
+        return None;
+    }
+    if cert_file.is_some() != key_file.is_some() {
+        let missing = if cert_file.is_some() {
+            "key_file"
+        } else {
+            "cert_file"
+        };
+        r.error(
+            format!("{path}.{missing}"),
+            None,
+            "mTLS needs both cert_file and key_file",
+        );
+        return None;
+    }
+    Some(TlsConfig {
+        ca_file,
+        cert_file,
+        key_file,
+        key_password,
+        verify: verify?,
+    })
+}
+
+fn read_librdkafka(r: &mut Reader<'_>, f: &Field<'_>) -> Option<BTreeMap<String, LibrdkafkaValue>> {
+    let map = f.string_map(r)?;
+    let mut ok = true;
+    for key in map.keys() {
+        if let Some((_, why)) = RESERVED_LIBRDKAFKA.iter().find(|(k, _)| k == key) {
+            r.error(
+                format!("{}.{key}", f.path()),
+                f.line(),
+                format!("set by cc-heartbeat and cannot be overridden: {why}"),
+            );
+            ok = false;
+        }
+    }
+    if !ok {
+        return None;
+    }
+    // Check names and values against librdkafka itself, offline, so a typo fails here
+    // rather than at the first connection. Values are never echoed: some are secrets.
+    let mut client = rdkafka::ClientConfig::new();
+    for (k, v) in &map {
+        client.set(k, v);
+        if let Err(e) = client.create_native_config() {
+            let message = match e {
+                rdkafka::error::KafkaError::ClientConfig(_, desc, _, _) => {
+                    if is_sensitive_property(k) {
+                        "librdkafka rejected this property".to_owned()
+                    } else {
+                        format!("librdkafka rejected this property: {desc}")
+                    }
+                }
+                other => format!("librdkafka rejected this property: {other}"),
+            };
+            r.error(format!("{}.{k}", f.path()), f.line(), message);
+            client.remove(k);
+            ok = false;
+        }
+    }
+    ok.then(|| {
+        map.into_iter()
+            .map(|(k, v)| {
+                let value = if is_sensitive_property(&k) {
+                    LibrdkafkaValue::Secret(Secret::new(v))
+                } else {
+                    LibrdkafkaValue::Plain(v)
+                };
+                (k, value)
+            })
+            .collect()
+    })
+}

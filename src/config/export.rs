@@ -1,0 +1,365 @@
+//! Reading `export.otlp`. A key the file does not set falls back to its standard `OTEL_*`
+//! variable, then to the default; each setting has its own resolver below.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::types::{
+    Compression, DEFAULT_EXPORT_INTERVAL, DEFAULT_EXPORT_TIMEOUT, DEFAULT_OTLP_GRPC_ENDPOINT,
+    DEFAULT_OTLP_HTTP_ENDPOINT, ExportConfig, HistogramKind, OtlpConfig, OtlpProtocol, Secret,
+    Temporality,
+};
+use super::yaml::{Field, Reader, Section};
+
+// Each choice's first entry is its default.
+const OTLP_PROTOCOLS: [(&str, OtlpProtocol); 3] = [
+    ("grpc", OtlpProtocol::Grpc),
+    ("http/protobuf", OtlpProtocol::HttpProtobuf),
+    ("http", OtlpProtocol::HttpProtobuf),
+];
+const COMPRESSIONS: [(&str, Compression); 2] =
+    [("gzip", Compression::Gzip), ("none", Compression::None)];
+const TEMPORALITIES: [(&str, Temporality); 2] = [
+    ("cumulative", Temporality::Cumulative),
+    ("delta", Temporality::Delta),
+];
+const HISTOGRAMS: [(&str, HistogramKind); 4] = [
+    ("explicit", HistogramKind::Explicit),
+    ("exponential", HistogramKind::Exponential),
+    // The OpenTelemetry specification's names, as OTEL_* variables spell them.
+    ("explicit_bucket_histogram", HistogramKind::Explicit),
+    (
+        "base2_exponential_bucket_histogram",
+        HistogramKind::Exponential,
+    ),
+];
+const TEMPORALITY_VAR: &str = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE";
+const HISTOGRAM_VAR: &str = "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION";
+
+pub(super) fn read_export(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<ExportConfig> {
+    let mut o = s.section(r, "otlp");
+    let path = o.path().to_owned();
+    let enabled = enabled(r, o.field("enabled"));
+    let protocol = choose(
+        r,
+        o.field("protocol"),
+        &otlp_vars("PROTOCOL"),
+        &OTLP_PROTOCOLS,
+    );
+    let endpoint = endpoint(r, o.field("endpoint"));
+    let interval = interval(r, o.field("interval"));
+    let timeout_explicit = o.has("timeout");
+    let timeout = timeout(r, o.field("timeout"));
+    let headers = headers(r, o.field("headers"));
+    let compression = choose(
+        r,
+        o.field("compression"),
+        &otlp_vars("COMPRESSION"),
+        &COMPRESSIONS,
+    );
+    let temporality = choose(
+        r,
+        o.field("temporality"),
+        &[TEMPORALITY_VAR],
+        &TEMPORALITIES,
+    );
+    let histogram = choose(r, o.field("histogram"), &[HISTOGRAM_VAR], &HISTOGRAMS);
+    o.finish(r);
+    s.finish(r);
+
+    let protocol = protocol?;
+    let endpoint = endpoint_for(r, endpoint?, protocol)?;
+    let timeout = fit_timeout(r, &path, interval?, timeout?, timeout_explicit)?;
+    Some(ExportConfig {
+        otlp: OtlpConfig {
+            enabled: enabled?,
+            endpoint,
+            protocol,
+            interval: interval?,
+            timeout,
+            headers: headers?,
+            compression: compression?,
+            temporality: temporality?,
+            histogram: histogram?,
+        },
+    })
+}
+
+/// `enabled`, else off with `OTEL_METRICS_EXPORTER=none` or `OTEL_SDK_DISABLED=true`.
+fn enabled(r: &mut Reader<'_>, field: Option<Field<'_>>) -> Option<bool> {
+    if let Some(f) = field {
+        return f.bool(r);
+    }
+    match r.env("OTEL_METRICS_EXPORTER").as_deref().map(str::trim) {
+        Some("none") => Some(false),
+        Some("otlp") | Some("") | None => {
+            Some(r.env("OTEL_SDK_DISABLED").as_deref() != Some("true"))
+        }
+        Some(other) => {
+            r.error(
+                "OTEL_METRICS_EXPORTER",
+                None,
+                format!("{other:?} is not supported; expected otlp or none"),
+            );
+            None
+        }
+    }
+}
+
+/// Where the endpoint came from: the file, a variable, or nowhere (the protocol's default).
+struct EndpointSource {
+    url: String,
+    /// The key or variable that set it; `None` for the default.
+    source: Option<String>,
+    /// A base URL for every signal (`OTEL_EXPORTER_OTLP_ENDPOINT`): over HTTP the metrics path
+    /// is appended.
+    is_base: bool,
+}
+
+fn endpoint(r: &mut Reader<'_>, field: Option<Field<'_>>) -> Option<EndpointSource> {
+    if let Some(f) = field {
+        return f.non_empty_string(r).map(|url| EndpointSource {
+            url,
+            source: Some(f.path().to_owned()),
+            is_base: false,
+        });
+    }
+    let set = |r: &Reader<'_>, var: &str| r.env(var).filter(|v| !v.trim().is_empty());
+    let specific = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT";
+    let generic = "OTEL_EXPORTER_OTLP_ENDPOINT";
+    Some(match (set(r, specific), set(r, generic)) {
+        (Some(url), _) => EndpointSource {
+            url,
+            source: Some(specific.to_owned()),
+            is_base: false,
+        },
+        (None, Some(url)) => EndpointSource {
+            url,
+            source: Some(generic.to_owned()),
+            is_base: true,
+        },
+        (None, None) => EndpointSource {
+            url: String::new(),
+            source: None,
+            is_base: false,
+        },
+    })
+}
+
+/// The endpoint URL to export to, checked, with the metrics path over HTTP when needed.
+fn endpoint_for(
+    r: &mut Reader<'_>,
+    endpoint: EndpointSource,
+    protocol: OtlpProtocol,
+) -> Option<String> {
+    let Some(source) = endpoint.source else {
+        return Some(
+            match protocol {
+                OtlpProtocol::Grpc => DEFAULT_OTLP_GRPC_ENDPOINT,
+                OtlpProtocol::HttpProtobuf => DEFAULT_OTLP_HTTP_ENDPOINT,
+            }
+            .to_owned(),
+        );
+    };
+    let url = endpoint.url.trim().to_owned();
+    let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+    let host_ok = url
+        .split_once("://")
+        .is_some_and(|(_, rest)| !rest.is_empty() && !rest.starts_with('/'));
+    if !scheme_ok || !host_ok {
+        r.error(
+            source,
+            None,
+            format!("{url:?} is not an OTLP endpoint; expected a URL like http://collector:4317"),
+        );
+        return None;
+    }
+    Some(match protocol {
+        // Over HTTP, a base URL (the generic variable, or a URL without a path) gets the
+        // signal path.
+        OtlpProtocol::HttpProtobuf if endpoint.is_base || url_path_is_empty(&url) => {
+            format!("{}/v1/metrics", url.trim_end_matches('/'))
+        }
+        _ => url,
+    })
+}
+
+fn interval(r: &mut Reader<'_>, field: Option<Field<'_>>) -> Option<Duration> {
+    match field {
+        Some(f) => f.duration(r, Duration::from_secs(1)),
+        None => env_millis(r, "OTEL_METRIC_EXPORT_INTERVAL")
+            .map(|d| d.unwrap_or(DEFAULT_EXPORT_INTERVAL)),
+    }
+}
+
+fn timeout(r: &mut Reader<'_>, field: Option<Field<'_>>) -> Option<Duration> {
+    if let Some(f) = field {
+        return f.duration(r, Duration::from_millis(100));
+    }
+    match env_millis(r, "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT")? {
+        Some(d) => Some(d),
+        None => {
+            env_millis(r, "OTEL_EXPORTER_OTLP_TIMEOUT").map(|d| d.unwrap_or(DEFAULT_EXPORT_TIMEOUT))
+        }
+    }
+}
+
+/// A default timeout shrinks to fit a short interval; only a contradiction the file states is
+/// an error.
+fn fit_timeout(
+    r: &mut Reader<'_>,
+    path: &str,
+    interval: Duration,
+    timeout: Duration,
+    explicit: bool,
+) -> Option<Duration> {
+    if !explicit {
+        return Some(timeout.min(interval));
+    }
+    if timeout > interval {
+        r.error(
+            format!("{path}.timeout"),
+            None,
+            format!(
+                "{} must not be longer than {path}.interval ({})",
+                humantime::format_duration(timeout),
+                humantime::format_duration(interval)
+            ),
+        );
+        return None;
+    }
+    Some(timeout)
+}
+
+/// Headers from `OTEL_EXPORTER_OTLP_HEADERS` and the file, merged; the file wins per header.
+fn headers(r: &mut Reader<'_>, field: Option<Field<'_>>) -> Option<BTreeMap<String, Secret>> {
+    let mut headers = match first_env(r, &otlp_vars("HEADERS")) {
+        Some((var, text)) => parse_env_headers(r, &var, &text)?,
+        None => BTreeMap::new(),
+    };
+    let Some(f) = field else {
+        return Some(headers);
+    };
+    for (name, value) in f.string_map(r)? {
+        if !http_header_name_is_valid(&name) {
+            r.error(
+                format!("{}.{name}", f.path()),
+                f.line(),
+                "not a valid HTTP header name",
+            );
+            return None;
+        }
+        headers.insert(name.to_ascii_lowercase(), Secret::new(value));
+    }
+    Some(headers)
+}
+
+/// Parses an `OTEL_*` value holding milliseconds, reporting a bad one under the variable's name.
+fn env_millis(r: &mut Reader<'_>, var: &str) -> Option<Option<Duration>> {
+    let Some(text) = r.env(var) else {
+        return Some(None);
+    };
+    match text.trim().parse::<u64>() {
+        Ok(ms) if ms > 0 => Some(Some(Duration::from_millis(ms))),
+        _ => {
+            r.error(
+                var,
+                None,
+                format!("{text:?} is not valid; expected a whole number of milliseconds"),
+            );
+            None
+        }
+    }
+}
+
+/// The metric-specific and the generic `OTEL_EXPORTER_OTLP_*` variable, in that order.
+fn otlp_vars(suffix: &str) -> [String; 2] {
+    [
+        format!("OTEL_EXPORTER_OTLP_METRICS_{suffix}"),
+        format!("OTEL_EXPORTER_OTLP_{suffix}"),
+    ]
+}
+
+/// The first of `vars` that is set (and not blank), with its value.
+fn first_env(r: &Reader<'_>, vars: &[impl AsRef<str>]) -> Option<(String, String)> {
+    vars.iter().find_map(|var| {
+        let var = var.as_ref();
+        r.env(var)
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| (var.to_owned(), v))
+    })
+}
+
+/// Parses `OTEL_EXPORTER_OTLP_HEADERS` (`k=v,k2=v2`, values URL-encoded).
+fn parse_env_headers(
+    r: &mut Reader<'_>,
+    var: &str,
+    text: &str,
+) -> Option<BTreeMap<String, Secret>> {
+    let mut out = BTreeMap::new();
+    for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
+        let Some((k, v)) = pair.split_once('=') else {
+            r.error(var, None, "expected comma-separated key=value pairs");
+            return None;
+        };
+        out.insert(
+            k.trim().to_ascii_lowercase(),
+            Secret::new(percent_decode(v.trim())),
+        );
+    }
+    Some(out)
+}
+
+/// Decodes `%XX` escapes (as in `OTEL_*` values); other text is kept as it is.
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// Resolves a choice: the config file first, then the first of `vars` that is set, then the
+/// default (the first choice).
+fn choose<T: Copy>(
+    r: &mut Reader<'_>,
+    field: Option<Field<'_>>,
+    vars: &[impl AsRef<str>],
+    choices: &[(&str, T)],
+) -> Option<T> {
+    if let Some(f) = field {
+        return f.choice(r, choices, true);
+    }
+    let Some((var, value)) = first_env(r, vars) else {
+        return choices.first().map(|(_, default)| *default);
+    };
+    if let Some((_, v)) = choices
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(value.trim()))
+    {
+        return Some(*v);
+    }
+    let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+    r.error(
+        var,
+        None,
+        format!(
+            "{value:?} is not valid; expected one of: {}",
+            names.join(", ")
+        ),
+    );
+    None
+}
+
+fn url_path_is_empty(url: &str) -> bool {
+    url.split_once("://")
+        .is_none_or(|(_, rest)| match rest.find('/') {
+            None => true,
+            Some(i) => rest[i..].trim_end_matches('/').is_empty(),
+        })
+}
+
+fn http_header_name_is_valid(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}

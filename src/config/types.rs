@@ -1,0 +1,363 @@
+//! The validated configuration's types, their defaults, and config errors.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::render;
+
+/// Heartbeat topic when none is configured (the original app's name).
+pub const DEFAULT_TOPIC: &str = "cc-heartbeat";
+/// One heartbeat per partition per second.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// An acked heartbeat not consumed back within this long is counted lost.
+pub const DEFAULT_LOSS_TIMEOUT: Duration = Duration::from_secs(20);
+/// The producer's `message.timeout.ms`: how long a send may wait for its ack.
+pub const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Replication factor of a topic the agent creates (Confluent Cloud requires 3).
+pub const DEFAULT_REPLICATION_FACTOR: i16 = 3;
+/// Retention of a topic the agent creates.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// Per-broker connectivity probe interval and timeout.
+pub const DEFAULT_CONNECTIVITY_INTERVAL: Duration = Duration::from_secs(5);
+pub const DEFAULT_CONNECTIVITY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Metadata watch interval.
+pub const DEFAULT_METADATA_INTERVAL: Duration = Duration::from_secs(60);
+/// Topic check interval.
+pub const DEFAULT_TOPIC_INTERVAL: Duration = Duration::from_secs(3600);
+/// OTLP endpoints per protocol, as the OpenTelemetry specification sets them.
+pub const DEFAULT_OTLP_GRPC_ENDPOINT: &str = "http://localhost:4317";
+pub const DEFAULT_OTLP_HTTP_ENDPOINT: &str = "http://localhost:4318/v1/metrics";
+/// How often metrics are pushed, and how long one push may take.
+pub const DEFAULT_EXPORT_INTERVAL: Duration = Duration::from_secs(10);
+pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Health listener address (the original app's port).
+pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8080";
+/// Default explicit histogram boundaries, in seconds (design contract).
+pub const DEFAULT_HISTOGRAM_BOUNDARIES: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// Shortest interval accepted for any periodic probe; below it the agent would load the cluster.
+pub(super) const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A validated configuration.
+#[derive(Clone, Debug, Serialize)]
+pub struct Config {
+    pub clusters: Vec<ClusterConfig>,
+    pub heartbeat: HeartbeatConfig,
+    pub checks: ChecksConfig,
+    pub export: ExportConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterConfig {
+    /// Label on every metric (`kafka.cluster.name`).
+    pub name: String,
+    pub bootstrap_servers: Vec<String>,
+    pub security_protocol: SecurityProtocol,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sasl: Option<SaslConfig>,
+    pub tls: TlsConfig,
+    /// Extra librdkafka properties for every client of this cluster.
+    pub librdkafka: BTreeMap<String, LibrdkafkaValue>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum SecurityProtocol {
+    #[serde(rename = "PLAINTEXT")]
+    Plaintext,
+    #[serde(rename = "SSL")]
+    Ssl,
+    #[serde(rename = "SASL_PLAINTEXT")]
+    SaslPlaintext,
+    #[serde(rename = "SASL_SSL")]
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plaintext => "PLAINTEXT",
+            Self::Ssl => "SSL",
+            Self::SaslPlaintext => "SASL_PLAINTEXT",
+            Self::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    pub fn uses_tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
+    }
+
+    pub fn uses_sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum SaslMechanism {
+    #[serde(rename = "PLAIN")]
+    Plain,
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+    #[serde(rename = "OAUTHBEARER")]
+    OAuthBearer,
+}
+
+impl SaslMechanism {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plain => "PLAIN",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::ScramSha512 => "SCRAM-SHA-512",
+            Self::OAuthBearer => "OAUTHBEARER",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SaslConfig {
+    pub mechanism: SaslMechanism,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauthbearer: Option<OAuthBearerConfig>,
+}
+
+/// OAUTHBEARER with an OIDC token endpoint (client credentials), as Confluent Cloud uses.
+#[derive(Clone, Debug, Serialize)]
+pub struct OAuthBearerConfig {
+    pub token_endpoint_url: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// SASL extensions, e.g. `logicalCluster` and `identityPoolId` on Confluent Cloud.
+    pub extensions: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TlsConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_password: Option<Secret>,
+    /// Verify the broker certificate and host name (on unless explicitly switched off).
+    pub verify: bool,
+}
+
+/// A pass-through librdkafka value; values of sensitive keys are kept as secrets.
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+pub enum LibrdkafkaValue {
+    Plain(String),
+    Secret(Secret),
+}
+
+impl LibrdkafkaValue {
+    pub fn expose(&self) -> &str {
+        match self {
+            Self::Plain(v) => v,
+            Self::Secret(s) => s.expose(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct HeartbeatConfig {
+    pub topic: String,
+    #[serde(serialize_with = "render::duration")]
+    pub interval: Duration,
+    #[serde(serialize_with = "render::duration")]
+    pub loss_timeout: Duration,
+    #[serde(serialize_with = "render::duration")]
+    pub message_timeout: Duration,
+    pub create_topic: bool,
+    /// Partitions of a created topic; `None` means one per broker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<i32>,
+    /// Replication factor of a created topic; capped at the broker count.
+    pub replication_factor: i16,
+    #[serde(serialize_with = "render::duration")]
+    pub retention: Duration,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ChecksConfig {
+    pub connectivity: ConnectivityConfig,
+    pub metadata: IntervalConfig,
+    pub topic: IntervalConfig,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct ConnectivityConfig {
+    #[serde(serialize_with = "render::duration")]
+    pub interval: Duration,
+    #[serde(serialize_with = "render::duration")]
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct IntervalConfig {
+    #[serde(serialize_with = "render::duration")]
+    pub interval: Duration,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ExportConfig {
+    pub otlp: OtlpConfig,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct OtlpConfig {
+    /// Off with `enabled: false` or `OTEL_METRICS_EXPORTER=none`.
+    pub enabled: bool,
+    pub endpoint: String,
+    pub protocol: OtlpProtocol,
+    #[serde(serialize_with = "render::duration")]
+    pub interval: Duration,
+    #[serde(serialize_with = "render::duration")]
+    pub timeout: Duration,
+    pub headers: BTreeMap<String, Secret>,
+    pub compression: Compression,
+    pub temporality: Temporality,
+    pub histogram: HistogramKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum OtlpProtocol {
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    Gzip,
+    None,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Temporality {
+    Cumulative,
+    Delta,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HistogramKind {
+    /// Explicit buckets at [`DEFAULT_HISTOGRAM_BOUNDARIES`].
+    Explicit,
+    /// Base-2 exponential buckets.
+    Exponential,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct HttpConfig {
+    /// Address of the health listener (`/healthz`, `/readyz`).
+    pub listen: SocketAddr,
+    /// Also serve the metrics for Prometheus to scrape, at `/metrics`.
+    pub prometheus: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LogConfig {
+    /// A `tracing` filter: a level (`info`) or directives (`info,librdkafka=debug`).
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A secret value: redacted in `Debug` and in serialized output; read with [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub const REDACTED: &'static str = "<redacted>";
+
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(Self::REDACTED)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(Self::REDACTED)
+    }
+}
+
+/// One problem in the config: where, and what was expected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Key path such as `clusters[0].sasl.mechanism`; empty for the whole file.
+    pub path: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.path.is_empty(), self.line) {
+            (true, Some(line)) => write!(f, "line {line}: {}", self.message),
+            (true, None) => f.write_str(&self.message),
+            (false, Some(line)) => write!(f, "{} (line {line}): {}", self.path, self.message),
+            (false, None) => write!(f, "{}: {}", self.path, self.message),
+        }
+    }
+}
+
+/// Every problem found in a config file.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigErrors {
+    pub source_name: String,
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.errors.len();
+        write!(
+            f,
+            "{}: {n} problem{}",
+            self.source_name,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.errors {
+            write!(f, "\n  - {e}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,269 @@
+//! [`Field`]: one value being read, with a typed accessor per kind of value.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use saphyr::{MarkedYamlOwned, YamlDataOwned};
+
+use super::{Reader, Section, describe, line_of, scalar};
+use crate::config::Secret;
+
+/// One value being read; each accessor reports a wrong type or value and returns `None`.
+pub(crate) struct Field<'n> {
+    pub(super) path: String,
+    pub(super) line: Option<usize>,
+    pub(super) node: &'n MarkedYamlOwned,
+}
+
+impl<'n> Field<'n> {
+    pub(crate) fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub(crate) fn line(&self) -> Option<usize> {
+        self.line
+    }
+
+    pub(crate) fn error(&self, r: &mut Reader<'_>, message: impl Into<String>) {
+        r.error(self.path.clone(), self.line, message);
+    }
+
+    fn raw_scalar(&self, r: &mut Reader<'_>, expected: &str) -> Option<(&'n str, bool)> {
+        match scalar(self.node) {
+            Some(s) => Some(s),
+            None => {
+                self.error(
+                    r,
+                    format!("expected {expected}, found {}", describe(self.node)),
+                );
+                None
+            }
+        }
+    }
+
+    /// A string, with `${ENV}` references resolved.
+    pub(crate) fn string(&self, r: &mut Reader<'_>) -> Option<String> {
+        let (text, _) = self.raw_scalar(r, "a string")?;
+        r.interpolate(&self.path, self.line, text)
+    }
+
+    /// A string that must not be empty after interpolation.
+    pub(crate) fn non_empty_string(&self, r: &mut Reader<'_>) -> Option<String> {
+        let value = self.string(r)?;
+        if value.trim().is_empty() {
+            self.error(r, "must not be empty");
+            return None;
+        }
+        Some(value)
+    }
+
+    /// A secret string: like [`Field::string`], but its value never appears in an error.
+    pub(crate) fn secret(&self, r: &mut Reader<'_>) -> Option<Secret> {
+        let value = self.string(r)?;
+        if value.is_empty() {
+            self.error(r, "must not be empty");
+            return None;
+        }
+        Some(Secret::new(value))
+    }
+
+    /// A boolean: `true` or `false`.
+    pub(crate) fn bool(&self, r: &mut Reader<'_>) -> Option<bool> {
+        let (text, plain) = self.raw_scalar(r, "true or false")?;
+        let text = if plain {
+            text.to_owned()
+        } else {
+            r.interpolate(&self.path, self.line, text)?
+        };
+        match text.as_str() {
+            "true" | "True" | "TRUE" => Some(true),
+            "false" | "False" | "FALSE" => Some(false),
+            other => {
+                self.error(
+                    r,
+                    format!("{other:?} is not a boolean; expected true or false"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A whole number within `min..=max`.
+    pub(crate) fn integer(&self, r: &mut Reader<'_>, min: i64, max: i64) -> Option<i64> {
+        let text = self.string(r)?;
+        match text.trim().parse::<i64>() {
+            Ok(n) if (min..=max).contains(&n) => Some(n),
+            Ok(n) => {
+                self.error(
+                    r,
+                    format!("{n} is out of range; expected a whole number from {min} to {max}"),
+                );
+                None
+            }
+            Err(_) => {
+                self.error(
+                    r,
+                    format!(
+                        "{text:?} is not a whole number; expected a number from {min} to {max}"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A duration with a unit (`500ms`, `5s`, `1h`), at least `min`.
+    pub(crate) fn duration(&self, r: &mut Reader<'_>, min: Duration) -> Option<Duration> {
+        let text = self.string(r)?;
+        let trimmed = text.trim();
+        if !trimmed.is_empty() && trimmed.chars().all(|c| c.is_ascii_digit() || c == '.') {
+            self.error(
+                r,
+                format!("{trimmed:?} has no unit; expected a duration like 500ms, 5s, 1m or 1h"),
+            );
+            return None;
+        }
+        match humantime::parse_duration(trimmed) {
+            Ok(d) if d >= min => Some(d),
+            Ok(d) => {
+                self.error(
+                    r,
+                    format!(
+                        "{} is too short; expected at least {}",
+                        humantime::format_duration(d),
+                        humantime::format_duration(min)
+                    ),
+                );
+                None
+            }
+            Err(_) => {
+                self.error(
+                    r,
+                    format!("{trimmed:?} is not a duration; expected a number with a unit, like 500ms, 5s, 1m or 1h"),
+                );
+                None
+            }
+        }
+    }
+
+    /// One of `choices`, compared as written (case-sensitive unless `fold_case`).
+    pub(crate) fn choice<T: Copy>(
+        &self,
+        r: &mut Reader<'_>,
+        choices: &[(&str, T)],
+        fold_case: bool,
+    ) -> Option<T> {
+        let text = self.string(r)?;
+        let found = choices.iter().find(|(name, _)| {
+            if fold_case {
+                name.eq_ignore_ascii_case(text.trim())
+            } else {
+                *name == text.trim()
+            }
+        });
+        match found {
+            Some((_, value)) => Some(*value),
+            None => {
+                let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+                self.error(
+                    r,
+                    format!(
+                        "{text:?} is not valid; expected one of: {}",
+                        names.join(", ")
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A list of strings; a single comma-separated string is accepted too.
+    pub(crate) fn string_list(&self, r: &mut Reader<'_>) -> Option<Vec<String>> {
+        match &self.node.data {
+            YamlDataOwned::Sequence(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                let mut ok = true;
+                for (i, item) in items.iter().enumerate() {
+                    let field = Field {
+                        path: format!("{}[{i}]", self.path),
+                        line: line_of(item),
+                        node: item,
+                    };
+                    match field.non_empty_string(r) {
+                        Some(s) => out.push(s),
+                        None => ok = false,
+                    }
+                }
+                ok.then_some(out)
+            }
+            _ => {
+                let text = self.string(r)?;
+                Some(
+                    text.split(',')
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect(),
+                )
+            }
+        }
+    }
+
+    /// A mapping of string keys to scalar values (as strings, interpolated).
+    pub(crate) fn string_map(&self, r: &mut Reader<'_>) -> Option<BTreeMap<String, String>> {
+        let YamlDataOwned::Mapping(map) = &self.node.data else {
+            self.error(
+                r,
+                format!(
+                    "expected a mapping of names to values, found {}",
+                    describe(self.node)
+                ),
+            );
+            return None;
+        };
+        let mut out = BTreeMap::new();
+        let mut ok = true;
+        for (key, value) in map {
+            let Some((name, _)) = scalar(key) else {
+                r.error(
+                    self.path.clone(),
+                    line_of(key),
+                    "keys must be plain strings",
+                );
+                ok = false;
+                continue;
+            };
+            let field = Field {
+                path: format!("{}.{name}", self.path),
+                line: line_of(value),
+                node: value,
+            };
+            if out.contains_key(name) {
+                field.error(r, "key appears twice");
+                ok = false;
+                continue;
+            }
+            match field.string(r) {
+                Some(v) => {
+                    out.insert(name.to_owned(), v);
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    /// The items of a list, each as a section (for lists of mappings).
+    pub(crate) fn sections(&self, r: &mut Reader<'_>) -> Option<Vec<Section<'n>>> {
+        let YamlDataOwned::Sequence(items) = &self.node.data else {
+            self.error(r, format!("expected a list, found {}", describe(self.node)));
+            return None;
+        };
+        Some(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| Section::from_node(r, format!("{}[{i}]", self.path), item))
+                .collect(),
+        )
+    }
+}
