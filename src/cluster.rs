@@ -2,24 +2,27 @@
 //!
 //! The metadata watch and the broker probe start at once (before the cluster has answered,
 //! the broker probe checks the bootstrap address, so an unreachable cluster still says why).
-//! The topic check waits for the first metadata; the heartbeat waits for the topic.
+//! The topic probe and the heartbeat start after the first metadata.
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info};
+use tracing::{Instrument as _, info};
 
 use crate::config::{ChecksConfig, ClusterConfig, HeartbeatConfig};
+use crate::error::Chain;
+use crate::events::broker::BrokerProbeUnavailable;
 use crate::health::Latch;
 use crate::kafka::admin::Admin;
 use crate::kafka::metadata::ClusterView;
 use crate::kafka::tls;
-use crate::probe::broker::BrokerProbe;
-use crate::probe::heartbeat::{HeartbeatParts, HeartbeatProbe, Tap};
-use crate::probe::metadata::MetadataWatch;
-use crate::probe::topic::TopicCheck;
+use crate::probe::broker::{BrokerProbe, BrokerProbeParts};
+use crate::probe::heartbeat::{self, HeartbeatParts, Tap};
+use crate::probe::metadata::{MetadataParts, MetadataWatch};
+use crate::probe::topic::{TopicParts, TopicProbe};
+use crate::probe::{self, Wake};
 use crate::telemetry::Instruments;
 
 pub struct ClusterRun {
@@ -34,10 +37,15 @@ pub struct ClusterRun {
 }
 
 impl ClusterRun {
-    /// Runs every probe of the cluster until `cancel`; failures are logged and retried.
+    /// Runs every probe of the cluster until `cancel`; failures are measured and retried.
     pub async fn run(self, admin: Admin, cancel: CancellationToken, tasks: TaskTracker) {
+        let span = tracing::info_span!("cluster", cluster = %self.cluster.name);
+        self.run_probes(admin, cancel, tasks).instrument(span).await;
+    }
+
+    async fn run_probes(self, admin: Admin, cancel: CancellationToken, tasks: TaskTracker) {
         let name = self.cluster.name.clone();
-        let auth = match &self.cluster.sasl {
+        let security = match &self.cluster.sasl {
             Some(sasl) => format!(
                 "{}/{}",
                 self.cluster.security_protocol.as_str(),
@@ -46,76 +54,71 @@ impl ClusterRun {
             None => self.cluster.security_protocol.as_str().to_owned(),
         };
         info!(
-            cluster = %name,
             bootstrap = %self.cluster.bootstrap_servers.join(","),
-            security = %auth,
+            %security,
             "Starting cc-heartbeat against the cluster.",
         );
-        let (view_tx, mut view_rx) = watch::channel(Arc::new(ClusterView::unknown()));
-        let metadata = MetadataWatch {
+        let (view_tx, mut view) = watch::channel(Arc::new(ClusterView::unknown()));
+        let refresh = Wake::new();
+        let metadata = MetadataWatch::new(MetadataParts {
             cluster: name.clone(),
             topic: self.heartbeat.topic.clone(),
             admin: admin.clone(),
             interval: self.checks.metadata.interval,
-            view: view_tx.clone(),
+            view: view_tx,
             instruments: self.instruments.clone(),
-        };
-        tasks.spawn(metadata.run(cancel.clone()));
+            ready: Some(self.metadata_ready),
+        });
+        tasks.spawn(probe::run(metadata, &name, refresh.clone(), cancel.clone()));
 
-        let tls = match self.cluster.security_protocol.uses_tls() {
-            true => match tls::client_config(&self.cluster.tls) {
-                Ok(config) => Some(config),
-                Err(e) => {
-                    error!(cluster = %name, error = %e, "The broker probe cannot set up TLS; it is not started.");
-                    None
-                }
-            },
-            false => None,
-        };
-        if tls.is_some() || !self.cluster.security_protocol.uses_tls() {
-            let brokers = BrokerProbe {
-                cluster: name.clone(),
-                bootstrap: self.cluster.bootstrap_servers.clone(),
-                view: view_rx.clone(),
-                tls,
-                interval: self.checks.connectivity.interval,
-                timeout: self.checks.connectivity.timeout,
-                instruments: self.instruments.clone(),
-            };
-            tasks.spawn(brokers.run(cancel.clone()));
+        match tls::for_cluster(&self.cluster) {
+            Ok(tls) => {
+                let brokers = BrokerProbe::new(BrokerProbeParts {
+                    cluster: name.clone(),
+                    bootstrap: self.cluster.bootstrap_servers.clone(),
+                    view: view.clone(),
+                    tls,
+                    interval: self.checks.connectivity.interval,
+                    timeout: self.checks.connectivity.timeout,
+                    instruments: self.instruments.clone(),
+                });
+                tasks.spawn(probe::run(brokers, &name, Wake::new(), cancel.clone()));
+            }
+            Err(error) => BrokerProbeUnavailable { error: &error }.emit(),
         }
 
         tokio::select! {
             () = cancel.cancelled() => return,
-            result = view_rx.wait_for(|v| v.fetched) => if result.is_err() { return },
+            result = view.wait_for(|v| v.fetched) => if result.is_err() { return },
         }
-        self.metadata_ready.release();
 
-        let topic = TopicCheck {
-            cluster: name.clone(),
+        let topic = TopicProbe::new(TopicParts {
             admin,
             config: self.heartbeat.clone(),
-            view: view_tx,
-            instruments: self.instruments.clone(),
-        };
-        // Until the topic exists, look again at the metadata pace rather than hourly.
-        if !topic.ensure(self.checks.metadata.interval, &cancel).await {
-            return;
-        }
-        tasks.spawn(topic.run(self.checks.topic.interval, cancel.clone()));
+            view: view.clone(),
+            refresh,
+            interval: self.checks.topic.interval,
+            retry_max: self.checks.metadata.interval,
+        });
+        tasks.spawn(probe::run(topic, &name, Wake::new(), cancel.clone()));
 
         let parts = HeartbeatParts {
             cluster: self.cluster,
             heartbeat: self.heartbeat,
             instance_id: self.instance_id,
             instruments: self.instruments,
-            view: view_rx,
+            view,
             tap: self.tap,
             first_round_trip: Some(self.heartbeat_ready),
         };
-        match HeartbeatProbe::new(parts) {
-            Ok(probe) => probe.run(cancel, &tasks).await,
-            Err(e) => error!(cluster = %name, error = %e, "Heartbeat probe could not start."),
+        match heartbeat::start(parts, &cancel, &tasks) {
+            Ok((sender, receiver)) => {
+                tasks.spawn(receiver.run().instrument(probe::span("heartbeat", &name)));
+                tasks.spawn(probe::run(sender, &name, Wake::new(), cancel));
+            }
+            Err(error) => {
+                tracing::error!(error = %Chain(&error), "The heartbeat probe could not start.")
+            }
         }
     }
 }

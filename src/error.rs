@@ -1,4 +1,12 @@
-//! Error types of the library and the bounded `error.type` values they map to.
+//! The bounded `error.type` values, the one classifier that maps any error to them, and the
+//! errors of building the agent.
+//!
+//! Each operation has its own error type next to it (a metadata request, a topic creation, a
+//! broker probe stage, …), every cause kept with `#[source]`. [`ErrorKind::of`] walks that
+//! source chain, so the label comes from what really happened: a TLS handshake that timed out
+//! is `timeout`, not `tls`.
+
+use std::error::Error as StdError;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
@@ -61,6 +69,22 @@ impl ErrorKind {
         }
     }
 
+    /// Classifies an error by walking its source chain.
+    ///
+    /// Each link that says something is read: a timeout anywhere in the chain wins (a stage
+    /// that ran out of time failed because of the time, whatever it was doing); otherwise the
+    /// innermost link that can be classified decides, since it says what really happened. A
+    /// chain that nothing classifies is `_OTHER`.
+    pub fn of(error: &(dyn StdError + 'static)) -> Self {
+        let mut found = Found::default();
+        found.visit(error);
+        if found.timeout {
+            Self::Timeout
+        } else {
+            found.innermost.unwrap_or(Self::Other)
+        }
+    }
+
     /// Classifies a librdkafka error code.
     pub fn from_rdkafka_code(code: RDKafkaErrorCode) -> Self {
         use RDKafkaErrorCode as C;
@@ -95,13 +119,123 @@ impl ErrorKind {
             _ => Self::Other,
         }
     }
+}
 
-    /// Classifies an error returned by the rdkafka crate.
-    pub fn from_kafka_error(error: &KafkaError) -> Self {
-        match error.rdkafka_error_code() {
-            Some(code) => Self::from_rdkafka_code(code),
-            None => Self::Other,
+#[derive(Default)]
+struct Found {
+    timeout: bool,
+    innermost: Option<ErrorKind>,
+}
+
+impl Found {
+    fn visit(&mut self, error: &(dyn StdError + 'static)) {
+        let mut link = Some(error);
+        while let Some(e) = link {
+            if let Some(kind) = classify_link(e) {
+                self.timeout |= kind == ErrorKind::Timeout;
+                self.innermost = Some(kind);
+            }
+            // An io::Error hides the error it wraps from `source()` (it yields that error's
+            // own source): read the wrapped error too, e.g. rustls' reason for a handshake.
+            if let Some(inner) = e
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+            {
+                self.visit(inner);
+                return;
+            }
+            link = e.source();
         }
+    }
+}
+
+/// What one link of an error chain says on its own, if anything.
+fn classify_link(e: &(dyn StdError + 'static)) -> Option<ErrorKind> {
+    if let Some(kafka) = e.downcast_ref::<KafkaError>() {
+        return kafka.rdkafka_error_code().map(ErrorKind::from_rdkafka_code);
+    }
+    if let Some(code) = e.downcast_ref::<RDKafkaErrorCode>() {
+        return Some(ErrorKind::from_rdkafka_code(*code));
+    }
+    if let Some(io) = e.downcast_ref::<std::io::Error>() {
+        return io_kind(io.kind());
+    }
+    if e.is::<tokio::time::error::Elapsed>() || e.is::<TimedOut>() {
+        return Some(ErrorKind::Timeout);
+    }
+    if e.is::<rustls::Error>() {
+        return Some(ErrorKind::Tls);
+    }
+    if let Some(classified) = e.downcast_ref::<Classified>() {
+        return Some(classified.kind);
+    }
+    None
+}
+
+fn io_kind(kind: std::io::ErrorKind) -> Option<ErrorKind> {
+    use std::io::ErrorKind as K;
+    match kind {
+        K::TimedOut | K::WouldBlock => Some(ErrorKind::Timeout),
+        K::ConnectionRefused => Some(ErrorKind::ConnectionRefused),
+        K::ConnectionReset
+        | K::ConnectionAborted
+        | K::BrokenPipe
+        | K::NotConnected
+        | K::UnexpectedEof
+        | K::HostUnreachable
+        | K::NetworkUnreachable
+        | K::AddrNotAvailable => Some(ErrorKind::Transport),
+        _ => None,
+    }
+}
+
+/// A link that states its own kind. An operation error puts one in its chain where the kind
+/// is known from where the error happened: a name lookup that failed is `dns` whatever the
+/// resolver's own error says, an answer that is not Kafka is `protocol`.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct Classified {
+    pub kind: ErrorKind,
+    #[source]
+    source: Box<dyn StdError + Send + Sync>,
+}
+
+impl Classified {
+    pub fn new(kind: ErrorKind, source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        Self {
+            kind,
+            source: source.into(),
+        }
+    }
+}
+
+/// Something that did not finish within its deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} within {}", humantime::format_duration(*.after))]
+pub struct TimedOut {
+    /// What did not happen in time, e.g. "no answer".
+    pub what: &'static str,
+    pub after: std::time::Duration,
+}
+
+/// Displays an error with its causes, `outer: inner: innermost`, for log lines and reports.
+/// A cause whose text the previous message already contains is not repeated.
+pub struct Chain<'a>(pub &'a (dyn StdError + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut previous = self.0.to_string();
+        f.write_str(&previous)?;
+        let mut link = self.0.source();
+        while let Some(e) = link {
+            let text = e.to_string();
+            if !text.is_empty() && !previous.contains(&text) {
+                write!(f, ": {text}")?;
+            }
+            previous = text;
+            link = e.source();
+        }
+        Ok(())
     }
 }
 
@@ -141,44 +275,6 @@ pub enum BuildError {
     DemoSettings(#[source] crate::config::ConfigErrors),
 }
 
-/// A Kafka request made by a probe failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ProbeError {
-    // The cause is part of the message: these errors end up in logs and reports, and the
-    // cause (timed out, refused, not authorized) is what the reader needs.
-    #[error("{operation} failed: {source}")]
-    Kafka {
-        operation: &'static str,
-        #[source]
-        source: KafkaError,
-    },
-    #[error("{operation} did not finish within {timeout:?}")]
-    Timeout {
-        operation: &'static str,
-        timeout: std::time::Duration,
-    },
-    #[error("topic {topic}: {message}")]
-    Topic {
-        topic: String,
-        message: String,
-        kind: ErrorKind,
-    },
-    #[error("the blocking task of {operation} was cancelled")]
-    Cancelled { operation: &'static str },
-}
-
-impl ProbeError {
-    /// The `error.type` this failure is reported under.
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            Self::Kafka { source, .. } => ErrorKind::from_kafka_error(source),
-            Self::Timeout { .. } => ErrorKind::Timeout,
-            Self::Topic { kind, .. } => *kind,
-            Self::Cancelled { .. } => ErrorKind::Other,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,25 +292,51 @@ mod tests {
 
     #[test]
     fn librdkafka_codes_map_to_expected_kinds() {
+        for (code, kind) in [
+            (RDKafkaErrorCode::MessageTimedOut, ErrorKind::Timeout),
+            (
+                RDKafkaErrorCode::NotLeaderForPartition,
+                ErrorKind::BrokerError,
+            ),
+            (RDKafkaErrorCode::SaslAuthenticationFailed, ErrorKind::Auth),
+            (RDKafkaErrorCode::QueueFull, ErrorKind::ClientError),
+            (RDKafkaErrorCode::Resolve, ErrorKind::Dns),
+        ] {
+            assert_eq!(ErrorKind::from_rdkafka_code(code), kind, "{code:?}");
+        }
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("stage failed")]
+    struct Stage(#[source] Box<dyn StdError + Send + Sync>);
+
+    #[test]
+    fn the_classifier_reads_the_whole_chain() {
+        let io = |kind| std::io::Error::new(kind, "x");
+        // The innermost link that says something decides.
+        let tls = Stage(Box::new(Classified::new(ErrorKind::Tls, "handshake")));
+        assert_eq!(ErrorKind::of(&tls), ErrorKind::Tls);
+        let refused = Stage(Box::new(io(std::io::ErrorKind::ConnectionRefused)));
+        assert_eq!(ErrorKind::of(&refused), ErrorKind::ConnectionRefused);
+        let inner_rustls = Stage(Box::new(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        )));
+        assert_eq!(ErrorKind::of(&inner_rustls), ErrorKind::Tls);
+        // A timeout anywhere wins: a TLS stage that ran out of time is a timeout.
+        let tls_timeout = Stage(Box::new(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            Classified::new(ErrorKind::Tls, "handshake"),
+        )));
+        assert_eq!(ErrorKind::of(&tls_timeout), ErrorKind::Timeout);
+        let kafka = Stage(Box::new(KafkaError::MetadataFetch(
+            RDKafkaErrorCode::OperationTimedOut,
+        )));
+        assert_eq!(ErrorKind::of(&kafka), ErrorKind::Timeout);
+        // Nothing known: the reserved fallback.
         assert_eq!(
-            ErrorKind::from_rdkafka_code(RDKafkaErrorCode::MessageTimedOut),
-            ErrorKind::Timeout
-        );
-        assert_eq!(
-            ErrorKind::from_rdkafka_code(RDKafkaErrorCode::NotLeaderForPartition),
-            ErrorKind::BrokerError
-        );
-        assert_eq!(
-            ErrorKind::from_rdkafka_code(RDKafkaErrorCode::SaslAuthenticationFailed),
-            ErrorKind::Auth
-        );
-        assert_eq!(
-            ErrorKind::from_rdkafka_code(RDKafkaErrorCode::QueueFull),
-            ErrorKind::ClientError
-        );
-        assert_eq!(
-            ErrorKind::from_rdkafka_code(RDKafkaErrorCode::Resolve),
-            ErrorKind::Dns
+            ErrorKind::of(&Stage(Box::new(io(std::io::ErrorKind::Other)))),
+            ErrorKind::Other
         );
     }
 }

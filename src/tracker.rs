@@ -109,27 +109,21 @@ impl Tracker {
         (seq % self.window as u64) as usize
     }
 
-    /// The sequence number the next [`Tracker::register`] on `partition` returns.
-    pub fn next_seq(&self, partition: i32) -> u64 {
-        self.ledgers.get(&partition).map_or(0, |l| l.next_seq)
-    }
-
-    /// Records a heartbeat about to be sent on `partition` and returns its sequence number.
-    pub fn register(&mut self, partition: i32, sent_at: Instant) -> u64 {
+    /// Records heartbeat `seq` about to be sent on `partition` (sequence numbers of a
+    /// partition are handed out in order by the sender, from 0).
+    pub fn register(&mut self, partition: i32, seq: u64, sent_at: Instant) {
         let window = self.window;
         let ledger = self
             .ledgers
             .entry(partition)
             .or_insert_with(|| Ledger::new(window));
-        let seq = ledger.next_seq;
-        ledger.next_seq += 1;
+        ledger.next_seq = ledger.next_seq.max(seq + 1);
         ledger.slots[(seq % window as u64) as usize] = Some(Slot {
             seq,
             sent_at,
             acked_at: None,
             state: State::InFlight,
         });
-        seq
     }
 
     fn slot_mut(&mut self, partition: i32, seq: u64) -> Option<&mut Slot> {
@@ -228,6 +222,13 @@ mod tests {
         (t, Instant::now())
     }
 
+    /// Registers the next heartbeat of `partition`, as the sender numbers them.
+    fn send(t: &mut Tracker, partition: i32, at: Instant) -> u64 {
+        let seq = t.ledgers.get(&partition).map_or(0, |l| l.next_seq);
+        t.register(partition, seq, at);
+        seq
+    }
+
     #[test]
     fn window_covers_several_loss_timeouts() {
         assert_eq!(Tracker::new(SEC, 20 * SEC).window(), 128);
@@ -241,7 +242,7 @@ mod tests {
     #[test]
     fn round_trip_reports_end_to_end_from_the_send_time() {
         let (mut t, t0) = tracker();
-        let seq = t.register(0, t0);
+        let seq = send(&mut t, 0, t0);
         t.acked(0, seq, t0 + Duration::from_millis(3), true);
         let r = t.received(0, seq, t0 + Duration::from_millis(7));
         assert_eq!(
@@ -258,7 +259,7 @@ mod tests {
     #[test]
     fn consumed_before_ack_is_not_later_counted_lost() {
         let (mut t, t0) = tracker();
-        let seq = t.register(0, t0);
+        let seq = send(&mut t, 0, t0);
         assert!(matches!(
             t.received(0, seq, t0 + SEC),
             Receipt::Received { .. }
@@ -270,7 +271,7 @@ mod tests {
     #[test]
     fn acked_but_never_consumed_is_lost_after_the_timeout_from_the_ack() {
         let (mut t, t0) = tracker();
-        let seq = t.register(0, t0);
+        let seq = send(&mut t, 0, t0);
         t.acked(0, seq, t0 + 5 * SEC, true);
         assert!(
             t.sweep(t0 + 24 * SEC).is_empty(),
@@ -288,7 +289,7 @@ mod tests {
     #[test]
     fn failed_sends_are_never_lost_but_may_arrive() {
         let (mut t, t0) = tracker();
-        let seq = t.register(0, t0);
+        let seq = send(&mut t, 0, t0);
         t.acked(0, seq, t0 + 5 * SEC, false);
         assert!(t.sweep(t0 + 100 * SEC).is_empty());
         assert!(matches!(
@@ -300,8 +301,8 @@ mod tests {
     #[test]
     fn duplicates_and_out_of_order_are_told_apart() {
         let (mut t, t0) = tracker();
-        let a = t.register(0, t0);
-        let b = t.register(0, t0 + SEC);
+        let a = send(&mut t, 0, t0);
+        let b = send(&mut t, 0, t0 + SEC);
         assert!(matches!(
             t.received(0, b, t0 + 2 * SEC),
             Receipt::Received {
@@ -335,7 +336,7 @@ mod tests {
         );
         let window = t.window() as u64;
         for i in 0..window + 5 {
-            let seq = t.register(0, t0 + Duration::from_millis(i));
+            let seq = send(&mut t, 0, t0 + Duration::from_millis(i));
             t.acked(0, seq, t0, true);
             t.received(0, seq, t0 + SEC);
         }
@@ -348,9 +349,9 @@ mod tests {
     fn partitions_are_independent() {
         let mut t = Tracker::new(SEC, 20 * SEC);
         let t0 = Instant::now();
-        assert_eq!(t.register(0, t0), 0);
-        assert_eq!(t.register(1, t0), 0);
-        assert_eq!(t.register(1, t0), 1);
+        assert_eq!(send(&mut t, 0, t0), 0);
+        assert_eq!(send(&mut t, 1, t0), 0);
+        assert_eq!(send(&mut t, 1, t0), 1);
         t.acked(1, 1, t0, true);
         assert_eq!(
             t.sweep(t0 + 30 * SEC),

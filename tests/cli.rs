@@ -144,7 +144,10 @@ async fn sigterm_stops_the_agent_with_exit_0_and_secrets_never_reach_its_logs() 
         || {
             agent
                 .output()
-                .contains("First heartbeat round trip done. cluster=plain")
+                .lines()
+                .any(|l| {
+                    l.contains("cluster=plain") && l.contains("First heartbeat round trip done.")
+                })
                 .then_some(())
         },
     )

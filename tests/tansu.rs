@@ -216,3 +216,30 @@ async fn a_duplicate_and_foreign_messages_from_another_client_are_counted_as_suc
         "a duplicate is not also out of order"
     );
 }
+
+/// DescribeCluster, through the one module that calls librdkafka's raw API: tansu answers it
+/// with its single node (always 111), which is also the controller, and no rack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_cluster_reports_the_controller_and_no_racks() {
+    use cc_heartbeat::kafka::admin::Admin;
+    use cc_heartbeat::kafka::describe::Node;
+    let tansu = Tansu::start();
+    let config = tansu_config(&tansu, "unused", "");
+    let admin = Admin::new(&config.clusters[0], &config.heartbeat).unwrap();
+    let description = admin.describe(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(description.controller, Some(111));
+    assert_eq!(
+        description.cluster_id.as_deref(),
+        Some(tansu.cluster_id.as_str())
+    );
+    assert_eq!(
+        description.nodes,
+        [Node {
+            id: 111,
+            host: "127.0.0.1".into(),
+            port: tansu.port,
+            rack: None,
+        }]
+    );
+    assert!(description.racks().is_empty());
+}

@@ -1,16 +1,47 @@
-//! Cluster-level requests: metadata snapshots and creating the heartbeat topic.
+//! Cluster-level requests: metadata snapshots, DescribeCluster, and creating the heartbeat
+//! topic.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use super::describe::{self, ClusterDescription, DescribeError};
 use super::metadata::{ClusterView, view_from};
 use super::{AgentContext, Role, client_config};
 use crate::config::{ClusterConfig, HeartbeatConfig};
-use crate::error::{BuildError, ErrorKind, ProbeError};
+use crate::error::{BuildError, TimedOut};
+
+/// A metadata request that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    #[error("metadata request failed")]
+    Request(#[source] KafkaError),
+    #[error("the metadata request did not run")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+/// Creating the heartbeat topic failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateTopicError {
+    #[error("the create-topic request failed")]
+    Request(#[source] KafkaError),
+    #[error("the create-topic request got no answer")]
+    Timeout(#[source] TimedOut),
+    #[error("this agent is not allowed to create it; create {plan} or grant CREATE on the topic")]
+    NotAllowed {
+        plan: String,
+        #[source]
+        code: RDKafkaErrorCode,
+    },
+    #[error("the cluster refused to create {plan}")]
+    Refused {
+        plan: String,
+        #[source]
+        code: RDKafkaErrorCode,
+    },
+}
 
 /// The admin client of one cluster; cheap to clone.
 #[derive(Clone)]
@@ -37,26 +68,21 @@ impl Admin {
         &self,
         topic: &str,
         timeout: Duration,
-    ) -> Result<ClusterView, ProbeError> {
+    ) -> Result<ClusterView, MetadataError> {
         let client = Arc::clone(&self.client);
         let topic = topic.to_owned();
         let task = tokio::task::spawn_blocking(move || {
             let inner = client.inner();
             let metadata = inner
                 .fetch_metadata(Some(&topic), timeout)
-                .map_err(|source| ProbeError::Kafka {
-                    operation: "metadata request",
-                    source,
-                })?;
+                .map_err(MetadataError::Request)?;
             // The metadata response carried the cluster id and controller; librdkafka has
             // them cached by now.
             let cluster_id = inner.fetch_cluster_id(Duration::from_millis(500));
             let controller = describe::controller_id(inner, Duration::from_millis(500));
             Ok(view_from(&metadata, cluster_id, controller, &topic))
         });
-        task.await.unwrap_or(Err(ProbeError::Cancelled {
-            operation: "metadata",
-        }))
+        task.await.map_err(MetadataError::Task)?
     }
 
     /// DescribeCluster: every broker with its rack. Not every cluster answers it (librdkafka's
@@ -65,7 +91,7 @@ impl Admin {
         let client = Arc::clone(&self.client);
         tokio::task::spawn_blocking(move || describe::describe_cluster(client.inner(), timeout))
             .await
-            .unwrap_or_else(|e| Err(DescribeError::Failed(e.to_string())))
+            .map_err(DescribeError::Task)?
     }
 
     /// Creates the heartbeat topic as `plan` says; an existing topic counts as success.
@@ -74,7 +100,7 @@ impl Admin {
         topic: &str,
         plan: &TopicPlan,
         timeout: Duration,
-    ) -> Result<(), ProbeError> {
+    ) -> Result<(), CreateTopicError> {
         let retention = plan.retention.as_millis().to_string();
         let new_topic = NewTopic::new(
             topic,
@@ -90,14 +116,13 @@ impl Admin {
             self.client.create_topics([&new_topic], &options),
         )
         .await
-        .map_err(|_| ProbeError::Timeout {
-            operation: "create topic",
-            timeout,
+        .map_err(|_| {
+            CreateTopicError::Timeout(TimedOut {
+                what: "no answer",
+                after: timeout,
+            })
         })?
-        .map_err(|source| ProbeError::Kafka {
-            operation: "create topic",
-            source,
-        })?;
+        .map_err(CreateTopicError::Request)?;
         for result in results {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -141,34 +166,21 @@ impl TopicPlan {
     }
 }
 
-fn create_error(topic: &str, plan: &TopicPlan, code: RDKafkaErrorCode) -> ProbeError {
-    let (kind, message) = match code {
+fn create_error(topic: &str, plan: &TopicPlan, code: RDKafkaErrorCode) -> CreateTopicError {
+    let plan = plan.describe(topic);
+    match code {
         RDKafkaErrorCode::TopicAuthorizationFailed
-        | RDKafkaErrorCode::ClusterAuthorizationFailed => (
-            ErrorKind::Auth,
-            format!(
-                "this agent is not allowed to create it ({code}); create {} or grant CREATE on the topic",
-                plan.describe(topic)
-            ),
-        ),
-        other => (
-            ErrorKind::BrokerError,
-            format!(
-                "the cluster refused to create {} ({other})",
-                plan.describe(topic)
-            ),
-        ),
-    };
-    ProbeError::Topic {
-        topic: topic.to_owned(),
-        message,
-        kind,
+        | RDKafkaErrorCode::ClusterAuthorizationFailed => {
+            CreateTopicError::NotAllowed { plan, code }
+        }
+        code => CreateTopicError::Refused { plan, code },
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::{Chain, ErrorKind};
 
     fn heartbeat(partitions: Option<i32>, rf: i16) -> HeartbeatConfig {
         let mut c = crate::config::from_str(
@@ -202,8 +214,8 @@ mod tests {
             &plan,
             RDKafkaErrorCode::TopicAuthorizationFailed,
         );
-        assert_eq!(err.kind(), ErrorKind::Auth);
-        let text = err.to_string();
+        assert_eq!(ErrorKind::of(&err), ErrorKind::Auth);
+        let text = Chain(&err).to_string();
         assert!(text.contains("not allowed to create it"), "{text}");
         assert!(
             text.contains(
@@ -211,5 +223,7 @@ mod tests {
             ),
             "{text}"
         );
+        let refused = create_error("t", &plan, RDKafkaErrorCode::PolicyViolation);
+        assert_eq!(ErrorKind::of(&refused), ErrorKind::BrokerError);
     }
 }

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod describe;
 pub mod metadata;
+pub mod reach;
 pub mod tls;
 pub mod wire;
 

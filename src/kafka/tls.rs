@@ -95,6 +95,17 @@ fn read_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, Tl
     Ok(certs)
 }
 
+/// The broker probe's TLS config for a cluster; `None` when the cluster does not use TLS.
+pub fn for_cluster(
+    cluster: &crate::config::ClusterConfig,
+) -> Result<Option<Arc<ClientConfig>>, TlsSetupError> {
+    if cluster.security_protocol.uses_tls() {
+        client_config(&cluster.tls).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 /// The server name a broker's certificate must carry.
 pub fn server_name(host: &str) -> Option<ServerName<'static>> {
     ServerName::try_from(host.to_owned()).ok()

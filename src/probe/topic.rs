@@ -1,171 +1,185 @@
-//! The topic check: the heartbeat topic exists, at start and every interval. A missing topic
+//! The topic probe: the heartbeat topic exists, at start and every interval. A missing topic
 //! is created when allowed; an existing one is never deleted or recreated, whatever its
-//! partition count (the metadata watch warns about brokers it does not cover).
+//! partition count (the metadata watch warns about brokers it does not cover). It reads the
+//! cluster view the metadata watch publishes, and after creating the topic asks it for a
+//! fresh one.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use rdkafka::error::RDKafkaErrorCode;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
 
+use super::metadata::METADATA_TIMEOUT;
+use super::{Probe, Schedule, Wake};
 use crate::config::HeartbeatConfig;
-use crate::kafka::admin::{Admin, TopicPlan};
+use crate::events::topic::{TopicCreated, TopicFound};
+use crate::kafka::admin::{Admin, CreateTopicError, TopicPlan};
 use crate::kafka::metadata::{ClusterView, TopicState};
-use crate::probe::metadata::{METADATA_TIMEOUT, record_gauges};
-use crate::telemetry::Instruments;
 
 /// How long a created topic may take to appear in metadata.
 const TOPIC_APPEAR_TIMEOUT: Duration = Duration::from_secs(15);
-
-pub struct TopicCheck {
-    pub cluster: String,
-    pub admin: Admin,
-    pub config: HeartbeatConfig,
-    pub view: watch::Sender<Arc<ClusterView>>,
-    pub instruments: Instruments,
-}
+/// How often the metadata is read while waiting for a created topic to appear.
+const TOPIC_APPEAR_POLL: Duration = Duration::from_millis(200);
+/// First wait before retrying a failed check (then doubling, up to the metadata interval).
+const RETRY_FIRST: Duration = Duration::from_secs(1);
 
 /// What one look at the topic found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TopicStatus {
-    Ready {
-        partitions: usize,
-        created: bool,
-    },
-    /// Missing or unusable; the message says what to do.
-    Unavailable(String),
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopicReady {
+    pub partitions: usize,
+    /// Created by this round.
+    pub created: bool,
 }
 
-impl TopicCheck {
-    /// Looks at the topic once, creating it when missing and allowed, and publishes the view.
-    pub async fn check_once(&self) -> TopicStatus {
-        let topic = &self.config.topic;
-        let view = Arc::clone(&self.view.borrow());
-        let plan = TopicPlan::new(&self.config, view.brokers.len());
-        match &view.topic {
-            TopicState::Present(partitions) => TopicStatus::Ready {
-                partitions: partitions.len(),
-                created: false,
-            },
-            TopicState::Missing if self.config.create_topic => {
-                match self
-                    .admin
-                    .create_topic(topic, &plan, METADATA_TIMEOUT)
-                    .await
-                {
-                    Ok(()) => {
-                        info!(cluster = %self.cluster, "Created heartbeat topic {}.", plan.describe(topic));
-                        match self.wait_for_topic().await {
-                            Some(view) => {
-                                let partitions = view.partitions().len();
-                                self.publish(view);
-                                TopicStatus::Ready {
-                                    partitions,
-                                    created: true,
-                                }
-                            }
-                            None => TopicStatus::Unavailable(format!(
-                                "topic {topic} was created but does not show in the metadata yet"
-                            )),
-                        }
-                    }
-                    Err(e) => {
-                        TopicStatus::Unavailable(format!("cannot create the heartbeat topic: {e}"))
-                    }
-                }
-            }
-            TopicState::Missing => TopicStatus::Unavailable(format!(
-                "heartbeat topic {topic} does not exist and heartbeat.create_topic is false; create {}",
-                plan.describe(topic)
-            )),
-            TopicState::Error(code) => TopicStatus::Unavailable(format!(
-                "the cluster refuses to describe heartbeat topic {topic} ({code}); grant DESCRIBE, WRITE and READ on it"
-            )),
-        }
+/// Why the heartbeat topic is not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("no cluster metadata yet")]
+    NoMetadata,
+    #[error(
+        "heartbeat topic {topic} does not exist and heartbeat.create_topic is false; create {plan}"
+    )]
+    Missing { topic: String, plan: String },
+    #[error(
+        "the cluster refuses to describe heartbeat topic {topic}; grant DESCRIBE, WRITE and READ on it"
+    )]
+    Refused {
+        topic: String,
+        #[source]
+        code: RDKafkaErrorCode,
+    },
+    #[error("cannot create the heartbeat topic")]
+    Create(#[source] CreateTopicError),
+    #[error("heartbeat topic {topic} was created but does not show in the metadata yet")]
+    NotVisible { topic: String },
+}
+
+/// What the topic probe needs from its cluster.
+pub struct TopicParts {
+    pub admin: Admin,
+    pub config: HeartbeatConfig,
+    pub view: watch::Receiver<Arc<ClusterView>>,
+    /// Asks the metadata watch for a fresh view.
+    pub refresh: Wake,
+    pub interval: Duration,
+    /// Longest wait between retries while the topic is unusable.
+    pub retry_max: Duration,
+}
+
+pub struct TopicProbe {
+    parts: TopicParts,
+    /// The topic was seen (or created) in this run.
+    seen: bool,
+}
+
+impl TopicProbe {
+    pub fn new(parts: TopicParts) -> Self {
+        Self { parts, seen: false }
     }
 
-    /// Returns once the topic is usable (retrying every `retry`), or false when cancelled.
-    pub async fn ensure(&self, retry: Duration, cancel: &CancellationToken) -> bool {
-        loop {
-            match self.check_once().await {
-                TopicStatus::Ready { partitions, .. } => {
-                    info!(cluster = %self.cluster, topic = %self.config.topic, partitions, "Heartbeat topic found.");
-                    return true;
-                }
-                TopicStatus::Unavailable(message) => error!(
-                    cluster = %self.cluster,
-                    retry_in = %humantime::format_duration(retry),
-                    "{message}; heartbeats wait for it, other probes keep running.",
-                ),
-            }
-            tokio::select! {
-                () = cancel.cancelled() => return false,
-                () = tokio::time::sleep(retry) => {}
-            }
-            self.refresh().await;
-        }
-    }
-
-    /// Checks the topic every `interval` until `cancel`.
-    pub async fn run(self, interval: Duration, cancel: CancellationToken) {
-        info!(
-            cluster = %self.cluster,
-            topic = %self.config.topic,
-            interval = %humantime::format_duration(interval),
-            "Topic check started.",
-        );
-        let mut ticker = tokio::time::interval(interval);
-        ticker.tick().await;
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => break,
-                _ = ticker.tick() => {}
-            }
-            self.refresh().await;
-            match self.check_once().await {
-                TopicStatus::Ready { created: true, .. } => {
-                    warn!(cluster = %self.cluster, topic = %self.config.topic, "The heartbeat topic had disappeared; it was created again.");
-                }
-                TopicStatus::Ready { partitions, .. } => {
-                    debug!(cluster = %self.cluster, partitions, "Heartbeat topic present.")
-                }
-                TopicStatus::Unavailable(message) => error!(cluster = %self.cluster, "{message}."),
-            }
-        }
-    }
-
-    async fn refresh(&self) {
-        if let Ok(view) = self
-            .admin
-            .metadata(&self.config.topic, METADATA_TIMEOUT)
-            .await
-        {
-            let racks = self.view.borrow().racks();
-            self.publish(view.with_racks(&racks));
-        }
-    }
-
-    fn publish(&self, view: ClusterView) {
-        record_gauges(&self.instruments, &self.cluster, &view);
-        self.view.send_replace(Arc::new(view));
-    }
-
-    async fn wait_for_topic(&self) -> Option<ClusterView> {
+    /// Reads metadata (without publishing it) until the created topic shows with a leader on
+    /// every partition.
+    async fn wait_for_topic(&self) -> Option<usize> {
         let deadline = tokio::time::Instant::now() + TOPIC_APPEAR_TIMEOUT;
         while tokio::time::Instant::now() < deadline {
             if let Ok(view) = self
+                .parts
                 .admin
-                .metadata(&self.config.topic, METADATA_TIMEOUT)
+                .metadata(&self.parts.config.topic, METADATA_TIMEOUT)
                 .await
                 && !view.partitions().is_empty()
                 && view.partitions().iter().all(|p| p.leader >= 0)
             {
-                let racks = self.view.borrow().racks();
-                return Some(view.with_racks(&racks));
+                return Some(view.partitions().len());
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(TOPIC_APPEAR_POLL).await;
         }
         None
+    }
+}
+
+impl Probe for TopicProbe {
+    const KIND: &'static str = "topic";
+    type Output = TopicReady;
+    type Error = TopicError;
+
+    fn schedule(&self) -> Schedule {
+        let create = METADATA_TIMEOUT + Duration::from_secs(1);
+        Schedule::every(
+            self.parts.interval,
+            create + TOPIC_APPEAR_TIMEOUT + METADATA_TIMEOUT,
+        )
+        .retrying(RETRY_FIRST, self.parts.retry_max.max(RETRY_FIRST))
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "Topic probe started: heartbeat topic {}, created when missing{}.",
+            self.parts.config.topic,
+            if self.parts.config.create_topic {
+                ""
+            } else {
+                " (create_topic is false: it is not)"
+            }
+        )
+    }
+
+    async fn probe_once(&mut self) -> Result<TopicReady, TopicError> {
+        let topic = &self.parts.config.topic;
+        let view = Arc::clone(&self.parts.view.borrow());
+        if !view.fetched {
+            return Err(TopicError::NoMetadata);
+        }
+        let plan = TopicPlan::new(&self.parts.config, view.brokers.len());
+        match &view.topic {
+            TopicState::Present(partitions) => {
+                if !self.seen {
+                    TopicFound {
+                        topic,
+                        partitions: partitions.len(),
+                    }
+                    .emit();
+                    self.seen = true;
+                }
+                Ok(TopicReady {
+                    partitions: partitions.len(),
+                    created: false,
+                })
+            }
+            TopicState::Missing if self.parts.config.create_topic => {
+                self.parts
+                    .admin
+                    .create_topic(topic, &plan, METADATA_TIMEOUT)
+                    .await
+                    .map_err(TopicError::Create)?;
+                TopicCreated {
+                    topic,
+                    plan: &plan.describe(topic),
+                    again: self.seen,
+                }
+                .emit();
+                self.seen = true;
+                let partitions = self.wait_for_topic().await;
+                self.parts.refresh.now();
+                match partitions {
+                    Some(partitions) => Ok(TopicReady {
+                        partitions,
+                        created: true,
+                    }),
+                    None => Err(TopicError::NotVisible {
+                        topic: topic.clone(),
+                    }),
+                }
+            }
+            TopicState::Missing => Err(TopicError::Missing {
+                topic: topic.clone(),
+                plan: plan.describe(topic),
+            }),
+            TopicState::Error(code) => Err(TopicError::Refused {
+                topic: topic.clone(),
+                code: *code,
+            }),
+        }
     }
 }

@@ -9,10 +9,11 @@ use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
-use tracing::{debug, info, warn};
+use tracing::warn;
 
 use crate::config::{Compression, OtlpConfig, OtlpProtocol, Temporality};
 use crate::error::BuildError;
+use crate::events::export::{ExportFailed, ExportRecovered, ExportStarted};
 
 /// While exports keep failing, a reminder is logged at WARN this often (otherwise DEBUG).
 const FAILURE_REMINDER_EVERY: Duration = Duration::from_secs(300);
@@ -169,48 +170,38 @@ impl<E> LoggedExporter<E> {
         match result {
             Ok(()) => {
                 if let Some((since, failures, _)) = state.failing.take() {
-                    info!(
-                        endpoint = %self.endpoint,
-                        failed_exports = failures,
-                        outage = %humantime::format_duration(round_secs(now - since)),
-                        "OTLP export recovered; cumulative metrics continue where they were.",
-                    );
+                    ExportRecovered {
+                        endpoint: &self.endpoint,
+                        failures,
+                        outage: now - since,
+                    }
+                    .emit();
                 } else if !state.succeeded_once {
-                    info!(endpoint = %self.endpoint, "First OTLP export succeeded.");
+                    ExportStarted {
+                        endpoint: &self.endpoint,
+                    }
+                    .emit();
                 }
                 state.succeeded_once = true;
             }
-            Err(error) => match &mut state.failing {
-                None => {
-                    warn!(
-                        endpoint = %self.endpoint,
-                        %error,
-                        "OTLP export failed; measuring continues and the next export retries.",
-                    );
-                    state.failing = Some((now, 1, now));
+            Err(error) => {
+                let (since, failures, last_warned) = state.failing.get_or_insert((now, 0, now));
+                *failures += 1;
+                let loud = *failures == 1 || now - *last_warned >= FAILURE_REMINDER_EVERY;
+                if loud {
+                    *last_warned = now;
                 }
-                Some((since, failures, last_warned)) => {
-                    *failures += 1;
-                    if now - *last_warned >= FAILURE_REMINDER_EVERY {
-                        warn!(
-                            endpoint = %self.endpoint,
-                            %error,
-                            failed_exports = *failures,
-                            failing_for = %humantime::format_duration(round_secs(now - *since)),
-                            "OTLP export still failing.",
-                        );
-                        *last_warned = now;
-                    } else {
-                        debug!(endpoint = %self.endpoint, %error, failed_exports = *failures, "OTLP export failed again.");
-                    }
+                ExportFailed {
+                    endpoint: &self.endpoint,
+                    error,
+                    failures: *failures,
+                    failing_for: now - *since,
+                    loud,
                 }
-            },
+                .emit();
+            }
         }
     }
-}
-
-fn round_secs(d: Duration) -> Duration {
-    Duration::from_secs(d.as_secs())
 }
 
 impl<E: PushMetricExporter> PushMetricExporter for LoggedExporter<E> {

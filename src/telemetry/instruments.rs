@@ -1,10 +1,14 @@
 //! Metric and attribute names of the contract, and the instruments built once from them.
+//!
+//! Probes never touch an instrument: they emit events (`crate::events`), and events record
+//! through the named methods here, so each name is written once.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableGauge};
+use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider as _, ObservableGauge};
 
 use crate::config::DEFAULT_HISTOGRAM_BOUNDARIES;
 
@@ -53,6 +57,8 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
+    pub const ALL: [SkipReason; 3] = [Self::Foreign, Self::Undecodable, Self::Stale];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Foreign => "foreign",
@@ -65,21 +71,24 @@ impl SkipReason {
 /// Every instrument of the agent, created once and shared by all probes.
 #[derive(Clone, Debug)]
 pub struct Instruments {
-    pub produce_duration: Histogram<f64>,
-    pub end_to_end_duration: Histogram<f64>,
-    pub messages_sent: Counter<u64>,
-    pub messages_received: Counter<u64>,
-    pub messages_lost: Counter<u64>,
-    pub messages_duplicated: Counter<u64>,
-    pub messages_out_of_order: Counter<u64>,
-    pub messages_skipped: Counter<u64>,
-    pub broker_connection_duration: Histogram<f64>,
-    pub broker_connection_checks: Counter<u64>,
-    /// Values of the observable gauges, written by the probes and read at each export.
-    pub gauges: Arc<GaugeBoard>,
+    produce_duration: Histogram<f64>,
+    end_to_end_duration: Histogram<f64>,
+    messages_sent: Counter<u64>,
+    messages_received: Counter<u64>,
+    messages_lost: Counter<u64>,
+    messages_duplicated: Counter<u64>,
+    messages_out_of_order: Counter<u64>,
+    messages_skipped: Counter<u64>,
+    connection_duration: Histogram<f64>,
+    connection_checks: Counter<u64>,
+    /// Values of the observable gauges, written through events, read at each export.
+    gauges: Arc<GaugeBoard>,
     /// Keeps the observable gauges' callbacks registered.
     _observable: Arc<Vec<ObservableGauge<i64>>>,
 }
+
+/// Reads one gauge's points from a cluster's values.
+type ReadGauge = fn(&ClusterGauges, &mut dyn FnMut(i64, &[KeyValue]));
 
 impl Instruments {
     pub fn new(meter: &Meter) -> Self {
@@ -185,11 +194,11 @@ impl Instruments {
                 name::MESSAGES_SKIPPED,
                 "Messages on the heartbeat topic skipped: another agent's (foreign), not a heartbeat (undecodable), or too old (stale).",
             ),
-            broker_connection_duration: seconds(
+            connection_duration: seconds(
                 name::BROKER_CONNECTION_DURATION,
                 "Time spent in each stage of a broker probe: dns, tcp, tls, kafka (ApiVersions).",
             ),
-            broker_connection_checks: meter
+            connection_checks: meter
                 .u64_counter(name::BROKER_CONNECTION_CHECKS)
                 .with_unit("{check}")
                 .with_description(
@@ -200,32 +209,128 @@ impl Instruments {
             _observable: Arc::new(observable_gauges),
         }
     }
+
+    /// Instruments that record nowhere, for a one-shot run (`check`) that reports what it
+    /// found on the terminal instead.
+    pub fn unexported() -> Self {
+        let provider = opentelemetry::metrics::noop::NoopMeterProvider::new();
+        Self::new(&provider.meter(crate::telemetry::SERVICE_NAME))
+    }
+
+    // === heartbeat ===
+
+    pub(crate) fn count_sent(&self, attrs: &[KeyValue]) {
+        self.messages_sent.add(1, attrs);
+    }
+
+    pub(crate) fn record_produce(&self, latency: Duration, attrs: &[KeyValue]) {
+        self.produce_duration.record(latency.as_secs_f64(), attrs);
+    }
+
+    pub(crate) fn count_received(&self, end_to_end: Duration, attrs: &[KeyValue]) {
+        self.messages_received.add(1, attrs);
+        self.end_to_end_duration
+            .record(end_to_end.as_secs_f64(), attrs);
+    }
+
+    pub(crate) fn count_lost(&self, attrs: &[KeyValue]) {
+        self.messages_lost.add(1, attrs);
+    }
+
+    pub(crate) fn count_duplicated(&self, attrs: &[KeyValue]) {
+        self.messages_duplicated.add(1, attrs);
+    }
+
+    pub(crate) fn count_out_of_order(&self, attrs: &[KeyValue]) {
+        self.messages_out_of_order.add(1, attrs);
+    }
+
+    pub(crate) fn count_skipped(&self, attrs: &[KeyValue]) {
+        self.messages_skipped.add(1, attrs);
+    }
+
+    /// Starts a partition's counters at 0, so "nothing lost" is a series at 0 rather than no
+    /// data, and rates and alerts work from the first export.
+    pub(crate) fn zero_partition(&self, partition: &[KeyValue]) {
+        for counter in [
+            &self.messages_sent,
+            &self.messages_received,
+            &self.messages_lost,
+            &self.messages_duplicated,
+            &self.messages_out_of_order,
+        ] {
+            counter.add(0, partition);
+        }
+        for reason in SkipReason::ALL {
+            let mut attrs = partition.to_vec();
+            attrs.push(KeyValue::new(attr::REASON, reason.as_str()));
+            self.messages_skipped.add(0, &attrs);
+        }
+    }
+
+    // === brokers ===
+
+    pub(crate) fn record_stage(&self, took: Duration, attrs: &[KeyValue]) {
+        self.connection_duration.record(took.as_secs_f64(), attrs);
+    }
+
+    pub(crate) fn count_check(&self, attrs: &[KeyValue]) {
+        self.connection_checks.add(1, attrs);
+    }
+
+    pub(crate) fn set_broker_up(&self, cluster: &str, broker: i32, attrs: Vec<KeyValue>, up: bool) {
+        self.gauges.update(cluster, |g| {
+            g.broker_up.insert(broker, (attrs, up));
+        });
+    }
+
+    pub(crate) fn remove_broker_up(&self, cluster: &str, broker: i32) {
+        self.gauges.update(cluster, |g| {
+            g.broker_up.remove(&broker);
+        });
+    }
+
+    // === cluster ===
+
+    pub(crate) fn set_cluster(&self, cluster: &str, gauges: ClusterLevel) {
+        self.gauges.update(cluster, |g| {
+            g.attrs = gauges.attrs;
+            g.brokers = Some(gauges.brokers);
+            g.controller = gauges.controller;
+            g.leader_brokers = gauges.leader_brokers;
+        });
+    }
 }
 
-/// Reads one gauge's points from a cluster's values.
-type ReadGauge = fn(&ClusterGauges, &mut dyn FnMut(i64, &[KeyValue]));
+/// The cluster-level gauge values of one metadata view.
+#[derive(Clone, Debug)]
+pub(crate) struct ClusterLevel {
+    pub attrs: Vec<KeyValue>,
+    pub brokers: i64,
+    pub controller: Option<i32>,
+    pub leader_brokers: Option<i64>,
+}
 
 /// The gauge values of one cluster.
 #[derive(Clone, Debug, Default)]
-pub struct ClusterGauges {
-    /// Cluster attributes every gauge point carries.
-    pub attrs: Vec<KeyValue>,
-    pub brokers: Option<i64>,
-    pub controller: Option<i32>,
-    pub leader_brokers: Option<i64>,
+struct ClusterGauges {
+    /// Cluster attributes every cluster-level point carries.
+    attrs: Vec<KeyValue>,
+    brokers: Option<i64>,
+    controller: Option<i32>,
+    leader_brokers: Option<i64>,
     /// Per broker: its attributes and whether its last probe passed.
-    pub broker_up: BTreeMap<i32, (Vec<KeyValue>, bool)>,
+    broker_up: BTreeMap<i32, (Vec<KeyValue>, bool)>,
 }
 
-/// Snapshot of every cluster's gauges: probes write, export callbacks only read.
+/// Snapshot of every cluster's gauges: events write, export callbacks only read.
 #[derive(Debug, Default)]
-pub struct GaugeBoard {
+struct GaugeBoard {
     clusters: Mutex<BTreeMap<String, ClusterGauges>>,
 }
 
 impl GaugeBoard {
-    /// Updates the gauges of cluster `name` (created empty on first use).
-    pub fn update(&self, name: &str, change: impl FnOnce(&mut ClusterGauges)) {
+    fn update(&self, name: &str, change: impl FnOnce(&mut ClusterGauges)) {
         if let Ok(mut clusters) = self.clusters.lock() {
             change(clusters.entry(name.to_owned()).or_default());
         }
@@ -282,4 +387,8 @@ pub fn broker_kv(broker: i32) -> KeyValue {
 
 pub fn error_kv(kind: crate::error::ErrorKind) -> KeyValue {
     KeyValue::new(attr::ERROR_TYPE, kind.as_str())
+}
+
+pub fn reason_kv(reason: SkipReason) -> KeyValue {
+    KeyValue::new(attr::REASON, reason.as_str())
 }

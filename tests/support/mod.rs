@@ -53,6 +53,17 @@ pub fn config(text: &str) -> Config {
     }
 }
 
+/// An agent config against the mock cluster: fast probes, no export.
+pub fn mock_agent_config(mock: &MockKafka, topic: &str) -> Config {
+    config(&format!(
+        "clusters:\n  - name: mock\n    bootstrap_servers: '{}'\n    librdkafka: {{fetch.wait.max.ms: '10'}}\n\
+         heartbeat: {{topic: {topic}, interval: 250ms, loss_timeout: 3s, message_timeout: 1s}}\n\
+         checks: {{connectivity: {{interval: 1s, timeout: 500ms}}, metadata: {{interval: 1s}}}}\n\
+         export: {{otlp: {{enabled: false}}}}\n",
+        mock.bootstrap()
+    ))
+}
+
 /// librdkafka's mock cluster, owned through a client so the raw handle is reachable for
 /// fault injection the safe API does not offer.
 pub struct MockKafka {

@@ -26,12 +26,12 @@ pub struct Heartbeat {
 
 /// Who this agent run is, for telling own heartbeats from others'.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Sender {
+pub struct Origin {
     pub instance: String,
     pub run: String,
 }
 
-impl Sender {
+impl Origin {
     pub fn new(instance: &str) -> Self {
         Self {
             instance: instance.to_owned(),
@@ -90,9 +90,9 @@ mod tests {
 
     #[test]
     fn own_foreign_and_garbage_are_told_apart() {
-        let me = Sender::new("agent-a");
-        let restarted = Sender::new("agent-a");
-        let other = Sender::new("agent-b");
+        let me = Origin::new("agent-a");
+        let restarted = Origin::new("agent-a");
+        let other = Origin::new("agent-b");
         assert_ne!(me.run, restarted.run);
         let mine = me.encode(3, 42);
         assert_eq!(me.decode(Some(&mine)), Decoded::Own { seq: 42 });
@@ -108,7 +108,7 @@ mod tests {
 
     #[test]
     fn payload_is_readable_json() {
-        let me = Sender::new("agent-a");
+        let me = Origin::new("agent-a");
         let text = String::from_utf8(me.encode(1, 7)).unwrap();
         assert!(
             text.starts_with(r#"{"cc_heartbeat":1,"instance":"agent-a","run":""#),

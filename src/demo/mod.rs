@@ -1,7 +1,8 @@
 //! `cc-heartbeat demo`: the real agent against an in-process mock cluster of three brokers,
 //! with a live summary on the terminal and optional faults injected mid-run.
 
-use std::collections::BTreeMap;
+mod summary;
+
 use std::fmt::Write as _;
 use std::future::Future;
 use std::time::Duration;
@@ -15,10 +16,11 @@ use tracing::info;
 
 use crate::app::{self, RunOptions};
 use crate::config::{self, Config};
-use crate::error::{BuildError, ErrorKind};
+use crate::error::BuildError;
 use crate::output;
-use crate::probe::heartbeat::Observation;
 use crate::telemetry::{Identity, Telemetry};
+use summary::secs;
+pub use summary::{Summary, Totals};
 
 /// Brokers in the mock cluster.
 pub const BROKERS: i32 = 3;
@@ -240,230 +242,4 @@ fn header(options: &DemoOptions, partitions: i32) -> String {
         humantime::format_duration(options.report_every)
     );
     text
-}
-
-fn secs(d: Duration) -> String {
-    format!("{:>3}s", d.as_secs())
-}
-
-/// Counts over the whole run.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Totals {
-    pub sent: u64,
-    pub failed: u64,
-    pub received: u64,
-    pub lost: u64,
-    pub duplicated: u64,
-    pub out_of_order: u64,
-}
-
-impl Totals {
-    fn describe(&self, elapsed: Duration) -> String {
-        format!(
-            "Done after {}: sent {} (acked {}, failed {}), received {}, lost {}, duplicated {}, out of order {}.",
-            humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
-            self.sent,
-            self.sent - self.failed,
-            self.failed,
-            self.received,
-            self.lost,
-            self.duplicated,
-            self.out_of_order
-        )
-    }
-}
-
-#[derive(Debug, Default)]
-struct PartitionWindow {
-    leader: Option<i32>,
-    ack: Vec<Duration>,
-    e2e: Vec<Duration>,
-    sent: u64,
-    failed: u64,
-    received: u64,
-    lost: u64,
-    last_error: Option<ErrorKind>,
-}
-
-/// Observations of the current report window, per partition, plus the run's totals.
-#[derive(Debug, Default)]
-pub struct Summary {
-    window: BTreeMap<i32, PartitionWindow>,
-    totals: Totals,
-    faults: u32,
-}
-
-impl Summary {
-    pub fn add(&mut self, observation: Observation) {
-        match observation {
-            Observation::Acked {
-                partition,
-                leader,
-                latency,
-                error,
-            } => {
-                let w = self.window.entry(partition).or_default();
-                w.leader = leader.or(w.leader);
-                w.sent += 1;
-                self.totals.sent += 1;
-                match error {
-                    None => w.ack.push(latency),
-                    Some(kind) => {
-                        w.failed += 1;
-                        w.last_error = Some(kind);
-                        self.totals.failed += 1;
-                    }
-                }
-            }
-            Observation::RoundTrip {
-                partition,
-                end_to_end,
-                out_of_order,
-                ..
-            } => {
-                let w = self.window.entry(partition).or_default();
-                w.e2e.push(end_to_end);
-                w.received += 1;
-                self.totals.received += 1;
-                if out_of_order {
-                    self.totals.out_of_order += 1;
-                }
-            }
-            Observation::Lost { partition } => {
-                self.window.entry(partition).or_default().lost += 1;
-                self.totals.lost += 1;
-            }
-            Observation::Duplicated { .. } => self.totals.duplicated += 1,
-            Observation::Skipped { .. } => {}
-        }
-    }
-
-    /// Renders the window as a table and starts a new one (partitions stay listed).
-    pub fn take_window(&mut self, elapsed: Duration) -> String {
-        let mut text = format!(
-            "[{}] {:<9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>5} {:>6} {:>8} {:>5}  {}\n",
-            secs(elapsed),
-            "partition",
-            "leader",
-            "ack p50",
-            "ack p99",
-            "e2e p50",
-            "e2e p99",
-            "sent",
-            "failed",
-            "received",
-            "lost",
-            "note"
-        );
-        let (mut sent, mut failed, mut received, mut lost) = (0, 0, 0, 0);
-        for (partition, w) in &mut self.window {
-            let note = match w.last_error {
-                Some(kind) if w.failed > 0 => format!("produce failed: {kind}"),
-                _ => String::new(),
-            };
-            let _ = writeln!(
-                text,
-                "       {:<9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>5} {:>6} {:>8} {:>5}  {}",
-                partition,
-                w.leader.map_or("-".into(), |l| l.to_string()),
-                percentile(&mut w.ack, 50.0),
-                percentile(&mut w.ack, 99.0),
-                percentile(&mut w.e2e, 50.0),
-                percentile(&mut w.e2e, 99.0),
-                w.sent,
-                w.failed,
-                w.received,
-                w.lost,
-                note
-            );
-            sent += w.sent;
-            failed += w.failed;
-            received += w.received;
-            lost += w.lost;
-            *w = PartitionWindow {
-                leader: w.leader,
-                ..PartitionWindow::default()
-            };
-        }
-        let _ = write!(
-            text,
-            "       {:<9} {:>6} {:>39} {:>5} {:>6} {:>8} {:>5}",
-            "all", "", "", sent, failed, received, lost
-        );
-        text
-    }
-}
-
-/// Nearest-rank percentile, formatted in milliseconds; `-` without samples.
-fn percentile(samples: &mut [Duration], p: f64) -> String {
-    if samples.is_empty() {
-        return "-".into();
-    }
-    samples.sort_unstable();
-    let rank = ((p / 100.0) * samples.len() as f64).ceil().max(1.0) as usize;
-    let d = samples[rank.min(samples.len()) - 1];
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_use_nearest_rank() {
-        let mut s: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(percentile(&mut s, 50.0), "50.0 ms");
-        assert_eq!(percentile(&mut s, 99.0), "99.0 ms");
-        assert_eq!(percentile(&mut [], 50.0), "-");
-    }
-
-    #[test]
-    fn window_table_labels_counts_and_resets() {
-        let mut summary = Summary::default();
-        summary.add(Observation::Acked {
-            partition: 0,
-            leader: Some(2),
-            latency: Duration::from_millis(4),
-            error: None,
-        });
-        summary.add(Observation::Acked {
-            partition: 0,
-            leader: Some(2),
-            latency: Duration::from_millis(3000),
-            error: Some(ErrorKind::Timeout),
-        });
-        summary.add(Observation::RoundTrip {
-            partition: 0,
-            end_to_end: Duration::from_millis(6),
-            out_of_order: false,
-            late: false,
-        });
-        summary.add(Observation::Lost { partition: 0 });
-        let table = summary.take_window(Duration::from_secs(5));
-        let lines: Vec<&str> = table.lines().collect();
-        assert!(
-            lines[0].contains("ack p50")
-                && lines[0].contains("sent")
-                && lines[0].contains("received")
-                && lines[0].contains("lost")
-        );
-        let row: Vec<&str> = lines[1].split_whitespace().collect();
-        assert_eq!(row[..6], ["0", "2", "4.0", "ms", "4.0", "ms"]);
-        assert!(lines[1].contains("produce failed: timeout"), "{table}");
-        assert!(
-            lines[2].split_whitespace().eq(["all", "2", "1", "1", "1"]),
-            "{table}"
-        );
-        assert_eq!(summary.totals.sent, 2);
-        assert_eq!(summary.totals.failed, 1);
-        let next = summary.take_window(Duration::from_secs(10));
-        assert!(
-            next.lines()
-                .nth(1)
-                .unwrap()
-                .split_whitespace()
-                .eq(["0", "2", "-", "-", "-", "-", "0", "0", "0", "0"]),
-            "{next}"
-        );
-    }
 }

@@ -21,3 +21,5 @@ pub fn error(text: &str) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "{text}");
 }
+
+pub mod table;

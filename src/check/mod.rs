@@ -1,0 +1,327 @@
+//! `cc-heartbeat check`: every probe once, through the same `probe_once` the agent runs:
+//! metadata and the bootstrap address side by side, then each broker's stages, the topic, and
+//! one heartbeat round trip per partition. Instruments record nowhere; the report says it all.
+//!
+//! Each step is bounded (requests, the probe timeout, the message timeout plus a short wait
+//! for the consume), and the whole check of a cluster too, so it finishes even when brokers
+//! black-hole traffic.
+
+mod report;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{ClusterConfig, Config};
+use crate::error::Chain;
+use crate::kafka::admin::Admin;
+use crate::kafka::metadata::ClusterView;
+use crate::kafka::tls;
+use crate::probe::broker::{BrokerProbe, BrokerProbeParts, Outcome};
+use crate::probe::heartbeat::{self, HeartbeatParts, Observation};
+use crate::probe::metadata::{MetadataParts, MetadataWatch};
+use crate::probe::topic::{TopicParts, TopicProbe};
+use crate::probe::{Probe as _, Wake};
+use crate::telemetry::Instruments;
+
+pub use report::{CheckReport, ClusterReport, PartitionReport, TopicReport, render_text};
+
+/// How long a heartbeat may take to come back after its ack.
+const CONSUME_WAIT: Duration = Duration::from_secs(5);
+/// Bound on the check of one cluster, whatever happens.
+const CLUSTER_DEADLINE: Duration = Duration::from_secs(90);
+
+/// Checks every cluster of `config`, concurrently.
+pub async fn run(config: &Config, instance_id: &str) -> CheckReport {
+    let mut checks = JoinSet::new();
+    for (i, cluster) in config.clusters.iter().enumerate() {
+        let (config, cluster, instance) = (config.clone(), cluster.clone(), instance_id.to_owned());
+        checks.spawn(async move {
+            let name = cluster.name.clone();
+            let report =
+                tokio::time::timeout(CLUSTER_DEADLINE, check_cluster(&config, cluster, &instance))
+                    .await
+                    .unwrap_or_else(|_| ClusterReport {
+                        name,
+                        problems: vec![format!(
+                            "the check did not finish within {}",
+                            humantime::format_duration(CLUSTER_DEADLINE)
+                        )],
+                        ..ClusterReport::default()
+                    });
+            (i, report)
+        });
+    }
+    let mut clusters: Vec<(usize, ClusterReport)> = checks.join_all().await;
+    clusters.sort_by_key(|(i, _)| *i);
+    let clusters: Vec<ClusterReport> = clusters.into_iter().map(|(_, r)| r).collect();
+    CheckReport {
+        healthy: clusters.iter().all(|c| c.problems.is_empty()),
+        clusters,
+    }
+}
+
+fn broker_problem(o: &Outcome) -> Option<String> {
+    let f = o.failure.as_ref()?;
+    let who = match o.target.id {
+        crate::probe::broker::BOOTSTRAP_ID => format!("bootstrap {}", o.target.address()),
+        id => format!("broker {id} ({})", o.target.address()),
+    };
+    Some(format!(
+        "{who} unreachable at {}: {}",
+        f.stage.as_str(),
+        f.kind()
+    ))
+}
+
+/// Leaders that the metadata names for heartbeat partitions but does not list as brokers: a
+/// broker that dropped out, usually because it is down.
+fn absent_leaders(view: &ClusterView) -> Vec<String> {
+    let mut led: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+    for p in view.partitions() {
+        if p.leader >= 0 && view.broker(p.leader).is_none() {
+            led.entry(p.leader).or_default().push(p.id);
+        }
+    }
+    led.into_iter()
+        .map(|(broker, partitions)| {
+            format!(
+                "broker {broker} leads heartbeat partitions {partitions:?} but is not in the metadata (down?)"
+            )
+        })
+        .collect()
+}
+
+async fn check_cluster(
+    config: &Config,
+    cluster: ClusterConfig,
+    instance_id: &str,
+) -> ClusterReport {
+    let mut report = ClusterReport {
+        name: cluster.name.clone(),
+        ..ClusterReport::default()
+    };
+    let instruments = Instruments::unexported();
+    let admin = match Admin::new(&cluster, &config.heartbeat) {
+        Ok(a) => a,
+        Err(e) => {
+            report
+                .problems
+                .push(format!("cannot create a Kafka client: {}", Chain(&e)));
+            return report;
+        }
+    };
+    let tls = tls::for_cluster(&cluster).unwrap_or_else(|e| {
+        report.problems.push(format!(
+            "cannot set up TLS for the broker probe: {}",
+            Chain(&e)
+        ));
+        None
+    });
+    let (view_tx, view) = watch::channel(Arc::new(ClusterView::unknown()));
+    let mut metadata = MetadataWatch::new(MetadataParts {
+        cluster: cluster.name.clone(),
+        topic: config.heartbeat.topic.clone(),
+        admin: admin.clone(),
+        interval: config.checks.metadata.interval,
+        view: view_tx,
+        instruments: instruments.clone(),
+        ready: None,
+    });
+    let mut brokers = BrokerProbe::new(BrokerProbeParts {
+        cluster: cluster.name.clone(),
+        bootstrap: cluster.bootstrap_servers.clone(),
+        view: view.clone(),
+        tls,
+        interval: config.checks.connectivity.interval,
+        timeout: config.checks.connectivity.timeout,
+        instruments: instruments.clone(),
+    });
+
+    // Metadata and the bootstrap address side by side: without metadata, the bootstrap
+    // probe says why the cluster cannot be reached.
+    let (fetched, bootstrap) = tokio::join!(metadata.probe_once(), brokers.probe_once());
+    let fetched = match fetched {
+        Ok(view) => view,
+        Err(e) => {
+            report
+                .problems
+                .push(format!("cannot fetch cluster metadata: {}", Chain(&e)));
+            let outcomes = bootstrap.unwrap_or_else(|never| match never {});
+            report
+                .problems
+                .extend(outcomes.iter().filter_map(broker_problem));
+            report.brokers = outcomes;
+            return report;
+        }
+    };
+    report.cluster_id = Some(fetched.cluster_id.clone());
+    report.controller = fetched.controller;
+    let outcomes = brokers
+        .probe_once()
+        .await
+        .unwrap_or_else(|never| match never {});
+    report
+        .problems
+        .extend(outcomes.iter().filter_map(broker_problem));
+    report.brokers = outcomes;
+
+    // The topic, created when missing and allowed, as `run` does.
+    let mut topic = TopicProbe::new(TopicParts {
+        admin,
+        config: config.heartbeat.clone(),
+        view: view.clone(),
+        refresh: Wake::new(),
+        interval: config.checks.topic.interval,
+        retry_max: config.checks.metadata.interval,
+    });
+    let topic_result = topic.probe_once().await;
+    report.topic = Some(TopicReport {
+        name: config.heartbeat.topic.clone(),
+        partitions: topic_result.as_ref().ok().map(|t| t.partitions),
+        created: topic_result.as_ref().is_ok_and(|t| t.created),
+    });
+    match topic_result {
+        Ok(t) if t.created => {
+            // Publish the new topic's partitions before the heartbeat round reads them.
+            if let Err(e) = metadata.probe_once().await {
+                report
+                    .problems
+                    .push(format!("cannot fetch cluster metadata: {}", Chain(&e)));
+                return report;
+            }
+        }
+        Ok(_) => {}
+        Err(e) => {
+            report.problems.push(Chain(&e).to_string());
+            return report;
+        }
+    }
+    report.uncovered_brokers = view.borrow().uncovered_brokers();
+    report.problems.extend(absent_leaders(&view.borrow()));
+
+    report.partitions = heartbeat_round(config, cluster, instance_id, instruments, view).await;
+    for p in &report.partitions {
+        if let Some(error) = &p.error {
+            report
+                .problems
+                .push(format!("partition {}: {error}", p.partition));
+        }
+    }
+    report
+}
+
+/// One heartbeat per partition, through the same probe `run` uses.
+async fn heartbeat_round(
+    config: &Config,
+    cluster: ClusterConfig,
+    instance_id: &str,
+    instruments: Instruments,
+    view: watch::Receiver<Arc<ClusterView>>,
+) -> Vec<PartitionReport> {
+    let mut reports: BTreeMap<i32, PartitionReport> = view
+        .borrow()
+        .partitions()
+        .iter()
+        .map(|p| {
+            let report = PartitionReport {
+                partition: p.id,
+                leader: (p.leader >= 0).then_some(p.leader),
+                ack_ms: None,
+                end_to_end_ms: None,
+                error: None,
+            };
+            (p.id, report)
+        })
+        .collect();
+    let (tap, mut observations) = mpsc::channel(1024);
+    let parts = HeartbeatParts {
+        cluster,
+        heartbeat: config.heartbeat.clone(),
+        instance_id: instance_id.to_owned(),
+        instruments,
+        view,
+        tap: Some(tap),
+        first_round_trip: None,
+    };
+    let (cancel, tasks) = (CancellationToken::new(), TaskTracker::new());
+    let (mut probe, receiver) = match heartbeat::start(parts, &cancel, &tasks) {
+        Ok(started) => started,
+        Err(e) => {
+            for r in reports.values_mut() {
+                r.error = Some(format!("cannot start the heartbeat: {}", Chain(&e)));
+            }
+            return reports.into_values().collect();
+        }
+    };
+    tasks.spawn(receiver.run());
+    let round = probe
+        .probe_once()
+        .await
+        .unwrap_or_else(|never| match never {});
+    for (partition, kind) in &round.unassigned {
+        if let Some(r) = reports.get_mut(partition) {
+            r.error = Some(format!(
+                "not sent: where the partition ends could not be read ({kind})"
+            ));
+        }
+    }
+    let deadline = tokio::time::Instant::now() + config.heartbeat.message_timeout + CONSUME_WAIT;
+    let done = |reports: &BTreeMap<i32, PartitionReport>| {
+        reports
+            .values()
+            .all(|r| r.end_to_end_ms.is_some() || r.error.is_some())
+    };
+    while !done(&reports) {
+        let Ok(Some(observation)) = tokio::time::timeout_at(deadline, observations.recv()).await
+        else {
+            break;
+        };
+        match observation {
+            Observation::Acked {
+                partition,
+                latency,
+                error,
+                ..
+            } => {
+                if let Some(r) = reports.get_mut(&partition) {
+                    r.ack_ms = Some(latency.as_secs_f64() * 1000.0);
+                    if let Some(kind) = error {
+                        r.error = Some(format!("produce failed ({kind})"));
+                    }
+                }
+            }
+            Observation::RoundTrip {
+                partition,
+                end_to_end,
+                ..
+            } => {
+                if let Some(r) = reports.get_mut(&partition) {
+                    r.end_to_end_ms = Some(end_to_end.as_secs_f64() * 1000.0);
+                }
+            }
+            _ => {}
+        }
+    }
+    cancel.cancel();
+    probe.stop().await;
+    tasks.close();
+    tasks.wait().await;
+    for r in reports.values_mut() {
+        if r.error.is_none() && r.end_to_end_ms.is_none() {
+            r.error = Some(match r.ack_ms {
+                Some(_) => format!(
+                    "acked but not consumed back within {}",
+                    humantime::format_duration(CONSUME_WAIT)
+                ),
+                None => "no ack within the message timeout".to_owned(),
+            });
+        }
+    }
+    reports.into_values().collect()
+}

@@ -1,0 +1,224 @@
+//! What `check` found, as JSON (serde) or as text a person reads at a glance.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::output::table::{Column, Table};
+use crate::probe::broker::{Outcome, Stage};
+
+#[derive(Debug, Serialize)]
+pub struct CheckReport {
+    pub healthy: bool,
+    pub clusters: Vec<ClusterReport>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct ClusterReport {
+    pub name: String,
+    pub cluster_id: Option<String>,
+    pub controller: Option<i32>,
+    pub brokers: Vec<Outcome>,
+    pub uncovered_brokers: Vec<i32>,
+    pub topic: Option<TopicReport>,
+    pub partitions: Vec<PartitionReport>,
+    /// Why the cluster is unhealthy, one sentence each; empty when healthy.
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TopicReport {
+    pub name: String,
+    pub partitions: Option<usize>,
+    pub created: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PartitionReport {
+    pub partition: i32,
+    pub leader: Option<i32>,
+    pub ack_ms: Option<f64>,
+    pub end_to_end_ms: Option<f64>,
+    pub error: Option<String>,
+}
+
+fn ms(d: Option<Duration>) -> String {
+    ms_f(d.map(|d| d.as_secs_f64() * 1000.0))
+}
+
+fn ms_f(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} ms"))
+}
+
+fn id_or_dash(id: Option<i32>) -> String {
+    id.map_or_else(|| "-".to_owned(), |id| id.to_string())
+}
+
+/// The report as a person reads it.
+pub fn render_text(report: &CheckReport) -> String {
+    let mut out = String::new();
+    for c in &report.clusters {
+        render_cluster(&mut out, c);
+    }
+    let problems: Vec<String> = report
+        .clusters
+        .iter()
+        .flat_map(|c| c.problems.iter().map(move |p| format!("{}: {p}", c.name)))
+        .collect();
+    if problems.is_empty() {
+        let _ = writeln!(out, "verdict: HEALTHY");
+    } else {
+        let _ = writeln!(
+            out,
+            "verdict: UNHEALTHY ({} problem{})",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" }
+        );
+        for p in problems {
+            let _ = writeln!(out, "  - {p}");
+        }
+    }
+    out
+}
+
+fn render_cluster(out: &mut String, c: &ClusterReport) {
+    let id = c.cluster_id.as_deref().unwrap_or("cluster id unknown");
+    let controller = c
+        .controller
+        .map_or_else(|| "unknown".to_owned(), |c| c.to_string());
+    let n = c.brokers.len();
+    let brokers = if n == 1 {
+        "1 broker".to_owned()
+    } else {
+        format!("{n} brokers")
+    };
+    let _ = writeln!(
+        out,
+        "cluster {} ({id}): {brokers}, controller {controller}",
+        c.name
+    );
+    if !c.brokers.is_empty() {
+        let mut table = Table::new([
+            Column::left("broker", 9),
+            Column::left("address", 32),
+            Column::left("rack", 12),
+            Column::right("dns", 9),
+            Column::right("tcp", 9),
+            Column::right("tls", 9),
+            Column::right("kafka", 9),
+            Column::text("result"),
+        ]);
+        for o in &c.brokers {
+            let result = match &o.failure {
+                None => "ok".to_owned(),
+                Some(f) => format!(
+                    "FAILED at {}: {} ({})",
+                    f.stage.as_str(),
+                    f.kind(),
+                    f.detail()
+                ),
+            };
+            table.row([
+                o.target.label(),
+                o.target.address(),
+                o.target.rack.clone().unwrap_or_else(|| "-".to_owned()),
+                ms(o.stage(Stage::Dns)),
+                ms(o.stage(Stage::Tcp)),
+                ms(o.stage(Stage::Tls)),
+                ms(o.stage(Stage::Kafka)),
+                result,
+            ]);
+        }
+        out.push_str(&table.render("  ", "  "));
+    }
+    if let Some(t) = &c.topic {
+        let partitions = t
+            .partitions
+            .map_or_else(|| "unavailable".to_owned(), |p| format!("{p} partitions"));
+        let created = if t.created { ", created now" } else { "" };
+        let _ = writeln!(out, "  heartbeat topic {}: {partitions}{created}", t.name);
+        if !c.uncovered_brokers.is_empty() {
+            let _ = writeln!(
+                out,
+                "  brokers leading no heartbeat partition: {:?}",
+                c.uncovered_brokers
+            );
+        }
+    }
+    if !c.partitions.is_empty() {
+        let mut table = Table::new([
+            Column::left("partition", 9),
+            Column::right("leader", 6),
+            Column::right("ack", 9),
+            Column::right("e2e", 9),
+            Column::text("result"),
+        ]);
+        for p in &c.partitions {
+            let result = match &p.error {
+                Some(error) => format!("FAILED: {error}"),
+                None => "ok".to_owned(),
+            };
+            table.row([
+                p.partition.to_string(),
+                id_or_dash(p.leader),
+                ms_f(p.ack_ms),
+                ms_f(p.end_to_end_ms),
+                result,
+            ]);
+        }
+        out.push_str(&table.render("  ", "  "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_reads_at_a_glance() {
+        let report = CheckReport {
+            healthy: false,
+            clusters: vec![ClusterReport {
+                name: "prod".into(),
+                cluster_id: Some("lkc-1".into()),
+                controller: Some(2),
+                topic: Some(TopicReport {
+                    name: "cc-heartbeat".into(),
+                    partitions: Some(2),
+                    created: false,
+                }),
+                partitions: vec![
+                    PartitionReport {
+                        partition: 0,
+                        leader: Some(1),
+                        ack_ms: Some(4.25),
+                        end_to_end_ms: Some(6.0),
+                        error: None,
+                    },
+                    PartitionReport {
+                        partition: 1,
+                        leader: None,
+                        ack_ms: None,
+                        end_to_end_ms: None,
+                        error: Some("produce failed (timeout)".into()),
+                    },
+                ],
+                problems: vec!["partition 1: produce failed (timeout)".into()],
+                ..ClusterReport::default()
+            }],
+        };
+        let text = render_text(&report);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "cluster prod (lkc-1): 0 brokers, controller 2");
+        assert_eq!(lines[1], "  heartbeat topic cc-heartbeat: 2 partitions");
+        assert_eq!(lines[2], "  partition leader       ack       e2e  result");
+        assert_eq!(lines[3], "  0              1    4.2 ms    6.0 ms  ok");
+        assert_eq!(
+            lines[4],
+            "  1              -         -         -  FAILED: produce failed (timeout)"
+        );
+        assert_eq!(lines[5], "verdict: UNHEALTHY (1 problem)");
+        assert_eq!(lines[6], "  - prod: partition 1: produce failed (timeout)");
+    }
+}

@@ -1,0 +1,324 @@
+//! Events of the heartbeat: acks and failed sends, round trips, losses, duplicates, messages
+//! skipped, and partitions assigned. Each also goes to the local [`Tap`] as an
+//! [`Observation`] (the demo's summary, `check`, tests).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::error::{Chain, ErrorKind};
+use crate::health::Latch;
+use crate::telemetry::instruments::{broker_kv, error_kv, partition_kv, reason_kv};
+use crate::telemetry::{ClusterAttributes, Instruments, SkipReason};
+use crate::tracker::Lost;
+
+/// What the heartbeat saw, for local consumers.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Observation {
+    Acked {
+        partition: i32,
+        leader: Option<i32>,
+        latency: Duration,
+        error: Option<ErrorKind>,
+    },
+    RoundTrip {
+        partition: i32,
+        end_to_end: Duration,
+        out_of_order: bool,
+        late: bool,
+    },
+    Lost {
+        partition: i32,
+    },
+    Duplicated {
+        partition: i32,
+    },
+    Skipped {
+        partition: i32,
+        reason: SkipReason,
+    },
+}
+
+/// Where observations go; a full channel drops them rather than slow the heartbeat.
+pub type Tap = mpsc::Sender<Observation>;
+
+/// Where heartbeat events record: the instruments, under the cluster's attributes, and the tap.
+pub struct Recorder<'a> {
+    pub instruments: &'a Instruments,
+    pub attrs: &'a ClusterAttributes,
+    pub tap: Option<&'a Tap>,
+}
+
+impl Recorder<'_> {
+    fn observe(&self, observation: Observation) {
+        if let Some(tap) = self.tap {
+            let _ = tap.try_send(observation);
+        }
+    }
+
+    fn partition(&self, partition: i32) -> Vec<opentelemetry::KeyValue> {
+        self.attrs.with([partition_kv(partition)])
+    }
+}
+
+fn leader_name(leader: Option<i32>) -> String {
+    leader.map_or_else(|| "none".to_owned(), |id| id.to_string())
+}
+
+/// The consumer now reads these partitions, from their current end.
+pub struct PartitionsAssigned<'a> {
+    pub partitions: &'a [i32],
+}
+
+impl PartitionsAssigned<'_> {
+    pub fn emit(self, r: &Recorder<'_>) {
+        for p in self.partitions {
+            r.instruments.zero_partition(&r.partition(*p));
+        }
+        debug!(partitions = ?self.partitions, "Consumer assigned at the current end.");
+    }
+}
+
+/// Where a partition ends could not be looked up; it is not used until a later try works.
+pub struct PartitionEndUnknown<'a> {
+    pub partition: i32,
+    pub error: &'a (dyn std::error::Error + 'static),
+}
+
+impl PartitionEndUnknown<'_> {
+    pub fn emit(self) {
+        warn!(
+            partition = self.partition,
+            error = %Chain(self.error),
+            "Could not look up where the partition ends; heartbeats skip it until the next try.",
+        );
+    }
+}
+
+/// Assigning partitions to the consumer failed; retried next round.
+pub struct AssignmentFailed<'a> {
+    pub error: &'a (dyn std::error::Error + 'static),
+}
+
+impl AssignmentFailed<'_> {
+    pub fn emit(self) {
+        warn!(error = %Chain(self.error), "Consumer assignment failed; retried next round.");
+    }
+}
+
+/// The broker acknowledged a heartbeat.
+pub struct HeartbeatAcked {
+    pub partition: i32,
+    pub leader: Option<i32>,
+    pub latency: Duration,
+}
+
+impl HeartbeatAcked {
+    pub fn emit(self, r: &Recorder<'_>) {
+        let mut attrs = r.partition(self.partition);
+        r.instruments.count_sent(&attrs);
+        if let Some(leader) = self.leader {
+            attrs.push(broker_kv(leader));
+        }
+        r.instruments.record_produce(self.latency, &attrs);
+        r.observe(Observation::Acked {
+            partition: self.partition,
+            leader: self.leader,
+            latency: self.latency,
+            error: None,
+        });
+    }
+}
+
+/// A heartbeat send failed: refused by the client, or not acknowledged. Logged when a
+/// partition starts failing; counted every time.
+pub struct HeartbeatSendFailed<'a> {
+    pub partition: i32,
+    pub leader: Option<i32>,
+    /// Send until the failure, when the send got that far.
+    pub latency: Option<Duration>,
+    pub error: &'a (dyn std::error::Error + 'static),
+    /// The first failure of an episode on this partition.
+    pub first: bool,
+}
+
+impl HeartbeatSendFailed<'_> {
+    pub fn emit(self, r: &Recorder<'_>) {
+        let kind = ErrorKind::of(self.error);
+        let mut attrs = r.partition(self.partition);
+        attrs.push(error_kv(kind));
+        r.instruments.count_sent(&attrs);
+        if let Some(latency) = self.latency {
+            if let Some(leader) = self.leader {
+                attrs.push(broker_kv(leader));
+            }
+            r.instruments.record_produce(latency, &attrs);
+        }
+        if self.first {
+            warn!(
+                partition = self.partition,
+                leader = %leader_name(self.leader),
+                error.type = kind.as_str(),
+                error = %Chain(self.error),
+                "Heartbeat produce failed; failures on this partition are counted until it recovers.",
+            );
+        }
+        r.observe(Observation::Acked {
+            partition: self.partition,
+            leader: self.leader,
+            latency: self.latency.unwrap_or_default(),
+            error: Some(kind),
+        });
+    }
+}
+
+/// Heartbeats to a partition that was failing are acknowledged again.
+pub struct HeartbeatSendsRecovered {
+    pub partition: i32,
+    pub leader: Option<i32>,
+    pub failures: u64,
+}
+
+impl HeartbeatSendsRecovered {
+    pub fn emit(self) {
+        info!(
+            partition = self.partition,
+            leader = %leader_name(self.leader),
+            failures = self.failures,
+            "Heartbeats to the partition are acked again.",
+        );
+    }
+}
+
+/// One of this run's heartbeats was consumed back.
+pub struct HeartbeatReceived {
+    pub partition: i32,
+    pub end_to_end: Duration,
+    pub out_of_order: bool,
+    /// It had already been counted lost.
+    pub late: bool,
+}
+
+impl HeartbeatReceived {
+    pub fn emit(self, r: &Recorder<'_>) {
+        let attrs = r.partition(self.partition);
+        r.instruments.count_received(self.end_to_end, &attrs);
+        if self.out_of_order {
+            r.instruments.count_out_of_order(&attrs);
+        }
+        r.observe(Observation::RoundTrip {
+            partition: self.partition,
+            end_to_end: self.end_to_end,
+            out_of_order: self.out_of_order,
+            late: self.late,
+        });
+    }
+}
+
+/// The first heartbeat of the run made the round trip: the cluster works end to end.
+pub struct FirstRoundTrip {
+    pub partition: i32,
+    pub end_to_end: Duration,
+    pub ready: Option<Latch>,
+}
+
+impl FirstRoundTrip {
+    pub fn emit(self) {
+        info!(
+            partition = self.partition,
+            end_to_end = ?self.end_to_end,
+            "First heartbeat round trip done.",
+        );
+        if let Some(latch) = self.ready {
+            latch.release();
+        }
+    }
+}
+
+/// Acknowledged heartbeats were not consumed back within the loss timeout.
+pub struct HeartbeatsLost<'a> {
+    pub lost: &'a [Lost],
+    /// The first losses of an episode (logged at WARN; later ones at DEBUG).
+    pub first: bool,
+}
+
+impl HeartbeatsLost<'_> {
+    pub fn emit(self, r: &Recorder<'_>) {
+        for l in self.lost {
+            r.instruments.count_lost(&r.partition(l.partition));
+            r.observe(Observation::Lost {
+                partition: l.partition,
+            });
+        }
+        let partitions: BTreeSet<i32> = self.lost.iter().map(|l| l.partition).collect();
+        warn_or_debug!(
+            self.first,
+            lost = self.lost.len(),
+            partitions = ?partitions,
+            "Heartbeats were acked but not consumed back within the loss timeout.",
+        );
+    }
+}
+
+/// Heartbeats are consumed back again after losses.
+pub struct HeartbeatsFlowAgain;
+
+impl HeartbeatsFlowAgain {
+    pub fn emit(self) {
+        info!("Heartbeats are consumed back again.");
+    }
+}
+
+/// One of this run's heartbeats was consumed a second time.
+pub struct HeartbeatDuplicated {
+    pub partition: i32,
+    pub seq: u64,
+    pub offset: i64,
+}
+
+impl HeartbeatDuplicated {
+    pub fn emit(self, r: &Recorder<'_>) {
+        r.instruments.count_duplicated(&r.partition(self.partition));
+        debug!(
+            partition = self.partition,
+            seq = self.seq,
+            offset = self.offset,
+            "Duplicate heartbeat."
+        );
+        r.observe(Observation::Duplicated {
+            partition: self.partition,
+        });
+    }
+}
+
+/// A message on the heartbeat topic that is not one of this run's heartbeats was skipped.
+pub struct MessageSkipped<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub reason: SkipReason,
+    /// Log it: the first message of its kind in this run that is not a heartbeat at all.
+    pub log: bool,
+}
+
+impl MessageSkipped<'_> {
+    pub fn emit(self, r: &Recorder<'_>) {
+        let mut attrs = r.partition(self.partition);
+        attrs.push(reason_kv(self.reason));
+        r.instruments.count_skipped(&attrs);
+        if self.log {
+            info!(
+                topic = %self.topic,
+                partition = self.partition,
+                offset = self.offset,
+                "Skipping a message that is not a heartbeat; such messages are counted, not logged again.",
+            );
+        }
+        r.observe(Observation::Skipped {
+            partition: self.partition,
+            reason: self.reason,
+        });
+    }
+}

@@ -1,0 +1,206 @@
+//! Events of the metadata watch: a fresh view (its changes, one line each, the heartbeat
+//! partitions' coverage of the brokers, the cluster gauges), and racks learned.
+
+use std::collections::BTreeMap;
+
+use tracing::{info, warn};
+
+use crate::kafka::metadata::ClusterView;
+use crate::telemetry::instruments::ClusterLevel;
+use crate::telemetry::{ClusterAttributes, Instruments};
+
+/// A metadata view was fetched. Logs what changed since the previous one (the brokers found,
+/// on the first), warns when heartbeat partitions leave brokers uncovered, and sets the
+/// cluster gauges.
+pub struct ClusterViewed<'a> {
+    pub cluster: &'a str,
+    pub topic: &'a str,
+    pub previous: &'a ClusterView,
+    pub view: &'a ClusterView,
+}
+
+impl ClusterViewed<'_> {
+    pub fn emit(self, instruments: &Instruments) {
+        let (previous, view) = (self.previous, self.view);
+        if previous.fetched {
+            for change in describe_changes(previous, view) {
+                info!("Metadata changed: {change}.");
+            }
+        } else {
+            log_brokers(view);
+        }
+        let (was, now) = (previous.uncovered_brokers(), view.uncovered_brokers());
+        let had_partitions = !previous.partitions().is_empty();
+        if !view.partitions().is_empty() && (now != was || !had_partitions) {
+            if now.is_empty() {
+                if !was.is_empty() {
+                    info!("Every broker leads a heartbeat partition again.");
+                }
+            } else {
+                warn!(
+                    topic = %self.topic,
+                    partitions = view.partitions().len(),
+                    brokers = view.brokers.len(),
+                    uncovered = ?now,
+                    "Heartbeat partitions do not cover every broker: brokers {now:?} lead none, so heartbeats do not exercise their produce path. Add partitions to the topic (one per broker at least).",
+                );
+            }
+        }
+        let attrs = ClusterAttributes::new(&view.cluster_id, self.cluster);
+        instruments.set_cluster(
+            self.cluster,
+            ClusterLevel {
+                attrs: attrs.base().to_vec(),
+                brokers: view.brokers.len() as i64,
+                controller: view.controller,
+                leader_brokers: (!view.partitions().is_empty())
+                    .then(|| view.leader_brokers().len() as i64),
+            },
+        );
+    }
+}
+
+/// DescribeCluster reported racks for the first time.
+pub struct RacksLearned<'a> {
+    pub racks: &'a BTreeMap<i32, String>,
+}
+
+impl RacksLearned<'_> {
+    pub fn emit(self) {
+        info!(racks = ?self.racks, "Broker racks learned.");
+    }
+}
+
+/// The start-up lines about the cluster, in the spirit of the original app.
+fn log_brokers(view: &ClusterView) {
+    let controller = view
+        .controller
+        .map_or_else(|| "unknown".to_owned(), |c| c.to_string());
+    info!(
+        cluster_id = %view.cluster_id,
+        "{} brokers in {}, controller is {controller}.",
+        view.brokers.len(),
+        view.cluster_id
+    );
+    for b in &view.brokers {
+        info!(
+            "  broker {}: {} rack {}",
+            b.id,
+            b.address(),
+            b.rack.as_deref().unwrap_or("-")
+        );
+    }
+}
+
+/// One line per change between two views.
+pub fn describe_changes(old: &ClusterView, new: &ClusterView) -> Vec<String> {
+    let mut changes = Vec::new();
+    if old.cluster_id != new.cluster_id {
+        changes.push(format!(
+            "cluster id {} -> {}",
+            old.cluster_id, new.cluster_id
+        ));
+    }
+    for b in &new.brokers {
+        match old.broker(b.id) {
+            None => changes.push(format!("broker {} added at {}", b.id, b.address())),
+            Some(o) if o.address() != b.address() => {
+                changes.push(format!(
+                    "broker {} moved from {} to {}",
+                    b.id,
+                    o.address(),
+                    b.address()
+                ));
+            }
+            // Racks first learned (None -> Some) are not a change of the cluster.
+            Some(o) if o.rack.is_some() && o.rack != b.rack => changes.push(format!(
+                "broker {} rack {} -> {}",
+                b.id,
+                o.rack.as_deref().unwrap_or("none"),
+                b.rack.as_deref().unwrap_or("none")
+            )),
+            Some(_) => {}
+        }
+    }
+    for o in &old.brokers {
+        if new.broker(o.id).is_none() {
+            changes.push(format!("broker {} at {} removed", o.id, o.address()));
+        }
+    }
+    if old.controller.is_some() && old.controller != new.controller {
+        let name = |c: Option<i32>| c.map_or_else(|| "none".to_owned(), |c| c.to_string());
+        changes.push(format!(
+            "controller {} -> {}",
+            name(old.controller),
+            name(new.controller)
+        ));
+    }
+    for p in new.partitions() {
+        match old.partitions().iter().find(|q| q.id == p.id) {
+            None => changes.push(format!(
+                "heartbeat partition {} added, leader {}",
+                p.id, p.leader
+            )),
+            Some(q) if q.leader != p.leader => {
+                changes.push(format!(
+                    "heartbeat partition {} leader {} -> {}",
+                    p.id, q.leader, p.leader
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::metadata::{BrokerInfo, PartitionInfo, TopicState};
+
+    fn view(brokers: &[(i32, u16)], leaders: &[i32]) -> ClusterView {
+        ClusterView {
+            fetched: true,
+            controller: None,
+            cluster_id: "c1".into(),
+            brokers: brokers
+                .iter()
+                .map(|(id, port)| BrokerInfo {
+                    id: *id,
+                    host: "h".into(),
+                    port: *port,
+                    rack: None,
+                })
+                .collect(),
+            topic: TopicState::Present(
+                leaders
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| PartitionInfo {
+                        id: i as i32,
+                        leader: *l,
+                        replicas: vec![],
+                        isr: vec![],
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    #[test]
+    fn each_change_is_one_line() {
+        let old = view(&[(1, 9091), (2, 9092)], &[1, 2]);
+        let new = view(&[(1, 9191), (3, 9093)], &[1, 3, 1]);
+        assert_eq!(
+            describe_changes(&old, &new),
+            [
+                "broker 1 moved from h:9091 to h:9191",
+                "broker 3 added at h:9093",
+                "broker 2 at h:9092 removed",
+                "heartbeat partition 1 leader 2 -> 3",
+                "heartbeat partition 2 added, leader 1",
+            ]
+        );
+        assert!(describe_changes(&new, &new).is_empty());
+    }
+}

@@ -1,0 +1,343 @@
+//! Reaching one broker stage by stage on a fresh connection: DNS, TCP connect, TLS
+//! handshake (when the cluster uses TLS) and a Kafka ApiVersions round trip, each stage
+//! timed on its own.
+//!
+//! A plain TCP connect to Confluent Cloud often reaches only a shared front end, so the
+//! probe goes as far as a Kafka answer, which is allowed before authentication. The whole
+//! probe is bounded by one timeout; the stage in progress when it runs out fails with
+//! `timeout`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use opentelemetry::KeyValue;
+use serde::Serialize;
+use tokio::net::TcpStream;
+
+use super::metadata::BrokerInfo;
+use super::tls;
+use super::wire::{self, WireError};
+use crate::error::{Chain, Classified, ErrorKind, TimedOut};
+use crate::telemetry::instruments::attr;
+
+/// Broker id label of the bootstrap addresses, probed while no metadata is known.
+pub const BOOTSTRAP_ID: i32 = -1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Dns,
+    Tcp,
+    Tls,
+    Kafka,
+}
+
+impl Stage {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Dns => "dns",
+            Self::Tcp => "tcp",
+            Self::Tls => "tls",
+            Self::Kafka => "kafka",
+        }
+    }
+}
+
+/// A broker to probe.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Target {
+    pub id: i32,
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
+}
+
+impl From<&BrokerInfo> for Target {
+    fn from(b: &BrokerInfo) -> Self {
+        Self {
+            id: b.id,
+            host: b.host.clone(),
+            port: b.port,
+            rack: b.rack.clone(),
+        }
+    }
+}
+
+impl Target {
+    /// The first bootstrap address, standing for the cluster until its brokers are known.
+    pub fn bootstrap(servers: &[String]) -> Option<Self> {
+        let (host, port) = servers.first()?.rsplit_once(':')?;
+        Some(Self {
+            id: BOOTSTRAP_ID,
+            host: host.to_owned(),
+            port: port.parse().ok()?,
+            rack: None,
+        })
+    }
+
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// The broker's id as a label: its number, or `bootstrap`.
+    pub fn label(&self) -> String {
+        if self.id == BOOTSTRAP_ID {
+            "bootstrap".to_owned()
+        } else {
+            self.id.to_string()
+        }
+    }
+
+    /// The broker's metric attributes (cluster attributes first).
+    pub fn attributes(&self, cluster: &[KeyValue]) -> Vec<KeyValue> {
+        let mut attrs = cluster.to_vec();
+        attrs.push(KeyValue::new(attr::BROKER_ID, self.label()));
+        if let Some(rack) = &self.rack {
+            attrs.push(KeyValue::new(attr::BROKER_RACK, rack.clone()));
+        }
+        attrs.push(KeyValue::new(attr::SERVER_ADDRESS, self.host.clone()));
+        attrs
+    }
+}
+
+/// Why a stage failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("name lookup failed")]
+    Dns(#[source] Classified),
+    #[error("connect failed")]
+    Connect(#[source] Classified),
+    #[error("TLS handshake failed")]
+    Tls(#[source] Classified),
+    #[error("ApiVersions failed")]
+    Kafka(#[source] Classified),
+    #[error("the stage ran out of time")]
+    Deadline(#[source] TimedOut),
+}
+
+/// A failed stage.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub stage: Stage,
+    pub error: Arc<StageError>,
+}
+
+impl Failure {
+    /// The `error.type` it is reported under.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::of(&*self.error)
+    }
+
+    /// What went wrong, with its causes.
+    pub fn detail(&self) -> String {
+        Chain(&*self.error).to_string()
+    }
+}
+
+impl Serialize for Failure {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut f = s.serialize_struct("Failure", 3)?;
+        f.serialize_field("stage", &self.stage)?;
+        f.serialize_field("kind", self.kind().as_str())?;
+        f.serialize_field("detail", &self.detail())?;
+        f.end()
+    }
+}
+
+/// The outcome of one probe of one broker.
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    pub target: Target,
+    /// Stages that completed, in order, with their durations.
+    #[serde(serialize_with = "serialize_stages")]
+    pub stages: Vec<(Stage, Duration)>,
+    /// The stage that failed and why.
+    pub failure: Option<Failure>,
+    /// How long the failed stage ran before failing.
+    #[serde(skip)]
+    pub failed_after: Option<Duration>,
+    /// The address connected to.
+    pub peer: Option<SocketAddr>,
+    /// ApiVersions version the broker answered.
+    pub api_version: Option<i16>,
+}
+
+fn serialize_stages<S: serde::Serializer>(
+    stages: &[(Stage, Duration)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap as _;
+    let mut map = s.serialize_map(Some(stages.len()))?;
+    for (stage, d) in stages {
+        map.serialize_entry(stage.as_str(), &(d.as_secs_f64() * 1000.0))?;
+    }
+    map.end()
+}
+
+impl Outcome {
+    pub fn up(&self) -> bool {
+        self.failure.is_none()
+    }
+
+    pub fn stage(&self, stage: Stage) -> Option<Duration> {
+        self.stages
+            .iter()
+            .find(|(s, _)| *s == stage)
+            .map(|(_, d)| *d)
+    }
+}
+
+/// Probes one broker. `tls` is the cluster's TLS client config when it uses TLS.
+pub async fn probe(
+    target: &Target,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    timeout: Duration,
+) -> Outcome {
+    probe_with_version(target, tls, timeout, wire::LATEST).await
+}
+
+/// Like [`probe`], starting ApiVersions at `version`: the version the broker answered last
+/// time, so a broker without the latest version costs one round trip, not two.
+pub async fn probe_with_version(
+    target: &Target,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    timeout: Duration,
+    version: i16,
+) -> Outcome {
+    let mut outcome = Outcome {
+        target: target.clone(),
+        stages: Vec::with_capacity(4),
+        failure: None,
+        failed_after: None,
+        peer: None,
+        api_version: None,
+    };
+    let mut stages = Stages {
+        outcome: &mut outcome,
+        deadline: tokio::time::Instant::now() + timeout,
+        timeout,
+    };
+    if let Some(version) = stages.run_all(target, tls, version).await {
+        outcome.api_version = Some(version);
+    }
+    outcome
+}
+
+/// Runs the stages of one probe under a shared deadline, recording each one's time.
+struct Stages<'a> {
+    outcome: &'a mut Outcome,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+}
+
+impl Stages<'_> {
+    /// Runs every stage; the ApiVersions version answered, or `None` after a failure.
+    async fn run_all(
+        &mut self,
+        target: &Target,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+        version: i16,
+    ) -> Option<i16> {
+        let addr = self
+            .stage(
+                Stage::Dns,
+                resolve(&target.host, target.port),
+                StageError::Dns,
+            )
+            .await?;
+        self.outcome.peer = Some(addr);
+        let connect = async {
+            TcpStream::connect(addr)
+                .await
+                .map_err(|e| Classified::new(ErrorKind::Transport, e))
+        };
+        let tcp = self.stage(Stage::Tcp, connect, StageError::Connect).await?;
+        let _ = tcp.set_nodelay(true);
+        let answer = match tls {
+            Some(config) => {
+                let handshake = async {
+                    let name = tls::server_name(&target.host).ok_or_else(|| {
+                        Classified::new(
+                            ErrorKind::Tls,
+                            format!("{:?} is not a valid TLS server name", target.host),
+                        )
+                    })?;
+                    tokio_rustls::TlsConnector::from(Arc::clone(config))
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|e| Classified::new(ErrorKind::Tls, e))
+                };
+                let mut stream = self.stage(Stage::Tls, handshake, StageError::Tls).await?;
+                self.stage(
+                    Stage::Kafka,
+                    api_versions(&mut stream, version),
+                    StageError::Kafka,
+                )
+                .await?
+            }
+            None => {
+                let mut stream = tcp;
+                self.stage(
+                    Stage::Kafka,
+                    api_versions(&mut stream, version),
+                    StageError::Kafka,
+                )
+                .await?
+            }
+        };
+        Some(answer.version)
+    }
+
+    /// Runs one stage under the deadline; records its time, or its failure and `None`.
+    async fn stage<T>(
+        &mut self,
+        stage: Stage,
+        work: impl Future<Output = Result<T, Classified>>,
+        wrap: fn(Classified) -> StageError,
+    ) -> Option<T> {
+        let started = Instant::now();
+        let result = tokio::time::timeout_at(self.deadline, work).await;
+        let took = started.elapsed();
+        let error = match result {
+            Ok(Ok(value)) => {
+                self.outcome.stages.push((stage, took));
+                return Some(value);
+            }
+            Ok(Err(error)) => wrap(error),
+            Err(_) => StageError::Deadline(TimedOut {
+                what: "no answer",
+                after: self.timeout,
+            }),
+        };
+        self.outcome.failure = Some(Failure {
+            stage,
+            error: Arc::new(error),
+        });
+        self.outcome.failed_after = Some(took);
+        None
+    }
+}
+
+async fn resolve(host: &str, port: u16) -> Result<SocketAddr, Classified> {
+    tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| Classified::new(ErrorKind::Dns, e))?
+        .next()
+        .ok_or_else(|| Classified::new(ErrorKind::Dns, "the name has no addresses"))
+}
+
+async fn api_versions<S>(stream: &mut S, version: i16) -> Result<wire::ApiVersions, Classified>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    wire::api_versions(stream, version).await.map_err(|e| {
+        let kind = match &e {
+            WireError::Io(_) => ErrorKind::Transport,
+            WireError::Closed | WireError::Protocol(_) => ErrorKind::Protocol,
+            WireError::Broker(_) => ErrorKind::BrokerError,
+        };
+        Classified::new(kind, e)
+    })
+}

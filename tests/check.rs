@@ -1,0 +1,109 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // test code panics and prints on purpose
+
+//! `cc-heartbeat check` from outside: a healthy cluster, a down broker, a black hole.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::process::run_to_end;
+use support::{MockKafka, unique_topic};
+
+fn check_config(bootstrap: &str, topic: &str) -> tempfile::NamedTempFile {
+    support::process::config_file(&format!(
+        "clusters:\n  - name: checked\n    bootstrap_servers: '{bootstrap}'\n    librdkafka: {{fetch.wait.max.ms: '10'}}\n\
+         heartbeat: {{topic: {topic}, message_timeout: 1s, loss_timeout: 5s}}\n\
+         checks: {{connectivity: {{interval: 5s, timeout: 1s}}}}\n"
+    ))
+}
+
+fn run_check(config: &tempfile::NamedTempFile, json: bool) -> (Option<i32>, String, Duration) {
+    let mut args = vec!["check", "--config", config.path().to_str().unwrap()];
+    if json {
+        args.push("--json");
+    }
+    let started = Instant::now();
+    let out = run_to_end(&args, &[], Duration::from_secs(120));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), stdout, started.elapsed())
+}
+
+#[test]
+fn check_reports_a_healthy_cluster_and_exits_0() {
+    let mock = MockKafka::new(3);
+    let topic = unique_topic("check");
+    mock.create_topic(&topic, 3);
+    let (code, report, _) = run_check(&check_config(&mock.bootstrap(), &topic), false);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(report.contains("verdict: HEALTHY"), "{report}");
+    let broker_rows = report
+        .lines()
+        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()) && l.ends_with("ok"))
+        .count();
+    assert_eq!(
+        broker_rows, 6,
+        "three brokers and three partitions, each ok:\n{report}"
+    );
+    assert!(
+        report.contains(&format!("heartbeat topic {topic}: 3 partitions")),
+        "{report}"
+    );
+}
+
+#[test]
+fn check_reports_a_down_broker_and_exits_1() {
+    let mock = MockKafka::new(3);
+    let topic = unique_topic("check");
+    mock.create_topic(&topic, 3);
+    mock.broker_down(2);
+    let (code, report, took) = run_check(&check_config(&mock.bootstrap(), &topic), true);
+    assert_eq!(code, Some(1), "{report}");
+    let json: serde_json::Value = serde_json::from_str(&report).expect("JSON report");
+    assert_eq!(json["healthy"], false);
+    let cluster = &json["clusters"][0];
+    let failed: Vec<&serde_json::Value> = cluster["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| !p["error"].is_null())
+        .collect();
+    assert_eq!(failed.len(), 1, "{report}");
+    assert_eq!(failed[0]["leader"], 2);
+    // The mock drops a down broker from its metadata, so the client sees no leader for its
+    // partition: the heartbeat cannot even be placed there. The report says which broker.
+    assert!(
+        failed[0]["error"].as_str().unwrap().starts_with("not sent"),
+        "{report}"
+    );
+    let problems = cluster["problems"].as_array().unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p
+                == "broker 2 leads heartbeat partitions [1] but is not in the metadata (down?)"),
+        "{report}"
+    );
+    assert!(took < Duration::from_secs(40), "took {took:?}");
+}
+
+#[test]
+fn check_against_a_black_hole_finishes_in_bounded_time_with_exit_1() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for socket in listener.incoming().take(20) {
+            held.push(socket);
+        }
+    });
+    let (code, report, took) = run_check(
+        &check_config(&format!("127.0.0.1:{port}"), "cc-heartbeat"),
+        false,
+    );
+    drop(held);
+    assert_eq!(code, Some(1), "{report}");
+    assert!(report.contains("FAILED at kafka: timeout"), "{report}");
+    assert!(report.contains("cannot fetch cluster metadata"), "{report}");
+    assert!(took < Duration::from_secs(30), "bounded: took {took:?}");
+}
