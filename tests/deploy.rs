@@ -455,10 +455,28 @@ fn the_dockerfile_builds_a_release_and_runs_it_non_root_without_a_shell() {
     let exec_form: Vec<String> =
         serde_json::from_str(entrypoint.trim_start_matches("ENTRYPOINT ")).expect("exec form");
     assert_eq!(exec_form, ["/usr/local/bin/cc-heartbeat"]);
-    for copied in ["Cargo.toml", "Cargo.lock", "src"] {
-        assert!(repo(copied).exists());
+    // Everything the build stage copies from the repository exists and gets past
+    // .dockerignore (which lets in only what is named).
+    let ignore = read(".dockerignore");
+    let copied: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+        .flat_map(|l| {
+            let parts: Vec<&str> = l.split_whitespace().skip(1).collect();
+            parts[..parts.len() - 1].to_vec()
+        })
+        .collect();
+    assert!(
+        copied.contains(&"src") && copied.contains(&"patches"),
+        "{copied:?}"
+    );
+    for copied in copied {
+        assert!(repo(copied).exists(), "{copied} exists");
+        let name = copied.trim_end_matches('/');
         assert!(
-            read(".dockerignore").contains(&format!("!{copied}")),
+            ignore
+                .lines()
+                .any(|l| l.trim_end_matches('/') == format!("!{name}")),
             ".dockerignore lets {copied} in"
         );
     }
