@@ -80,6 +80,7 @@ pub async fn run(
             metadata_ready: readiness.latch(format!("{} metadata", cluster.name)),
             heartbeat_ready: readiness
                 .latch(format!("{} first heartbeat round trip", cluster.name)),
+            topic_ready: readiness.condition(),
         };
         tasks.spawn(run.run(admin, cancel.clone(), tasks.clone()));
     }

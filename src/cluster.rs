@@ -14,7 +14,7 @@ use tracing::{Instrument as _, info};
 use crate::config::{ChecksConfig, ClusterConfig, HeartbeatConfig};
 use crate::error::Chain;
 use crate::events::broker::BrokerProbeUnavailable;
-use crate::health::Latch;
+use crate::health::{Condition, Latch};
 use crate::kafka::admin::Admin;
 use crate::kafka::metadata::ClusterView;
 use crate::kafka::tls;
@@ -34,6 +34,8 @@ pub struct ClusterRun {
     pub tap: Option<Tap>,
     pub metadata_ready: Latch,
     pub heartbeat_ready: Latch,
+    /// Unmet while the heartbeat topic is missing.
+    pub topic_ready: Condition,
 }
 
 impl ClusterRun {
@@ -60,6 +62,8 @@ impl ClusterRun {
         );
         let (view_tx, mut view) = watch::channel(Arc::new(ClusterView::unknown()));
         let refresh = Wake::new();
+        let create_topic = Wake::new();
+        let probe_brokers = Wake::new();
         let metadata = MetadataWatch::new(MetadataParts {
             cluster: name.clone(),
             topic: self.heartbeat.topic.clone(),
@@ -68,6 +72,9 @@ impl ClusterRun {
             view: view_tx,
             instruments: self.instruments.clone(),
             ready: Some(self.metadata_ready),
+            topic_ready: Some(self.topic_ready),
+            create_topic: self.heartbeat.create_topic.then(|| create_topic.clone()),
+            brokers_changed: Some(probe_brokers.clone()),
         });
         tasks.spawn(probe::run(metadata, &name, refresh.clone(), cancel.clone()));
 
@@ -82,7 +89,7 @@ impl ClusterRun {
                     timeout: self.checks.connectivity.timeout,
                     instruments: self.instruments.clone(),
                 });
-                tasks.spawn(probe::run(brokers, &name, Wake::new(), cancel.clone()));
+                tasks.spawn(probe::run(brokers, &name, probe_brokers, cancel.clone()));
             }
             Err(error) => BrokerProbeUnavailable { error: &error }.emit(),
         }
@@ -96,11 +103,11 @@ impl ClusterRun {
             admin,
             config: self.heartbeat.clone(),
             view: view.clone(),
-            refresh,
+            refresh: refresh.clone(),
             interval: self.checks.topic.interval,
             retry_max: self.checks.metadata.interval,
         });
-        tasks.spawn(probe::run(topic, &name, Wake::new(), cancel.clone()));
+        tasks.spawn(probe::run(topic, &name, create_topic, cancel.clone()));
 
         let parts = HeartbeatParts {
             cluster: self.cluster,
@@ -108,6 +115,7 @@ impl ClusterRun {
             instance_id: self.instance_id,
             instruments: self.instruments,
             view,
+            refresh,
             tap: self.tap,
             first_round_trip: Some(self.heartbeat_ready),
         };

@@ -114,8 +114,8 @@ impl ErrorKind {
             | C::State
             | C::Fail
             | C::BrokerDestroy => Self::ClientError,
-            // Positive codes are errors the broker sent back.
-            other if (other as i32) > 0 => Self::BrokerError,
+            // Positive codes are errors the broker sent back; -1 is its UNKNOWN_SERVER_ERROR.
+            other if (other as i32) > 0 || other == C::Unknown => Self::BrokerError,
             _ => Self::Other,
         }
     }

@@ -41,6 +41,15 @@ impl Readiness {
         }
     }
 
+    /// A condition that can become unmet (with a reason) and met again any number of times,
+    /// e.g. "the heartbeat topic exists". It starts met.
+    pub fn condition(&self) -> Condition {
+        Condition {
+            readiness: self.clone(),
+            reason: None,
+        }
+    }
+
     pub fn is_ready(&self) -> bool {
         self.pending.lock().map(|p| p.is_empty()).unwrap_or(false)
     }
@@ -66,6 +75,40 @@ impl Latch {
     pub fn release(self) {
         if let Ok(mut pending) = self.readiness.pending.lock() {
             pending.remove(&self.what);
+        }
+    }
+}
+
+/// A readiness condition that comes and goes; see [`Readiness::condition`].
+#[derive(Debug)]
+pub struct Condition {
+    readiness: Readiness,
+    /// Why the agent is not ready, while the condition is unmet.
+    reason: Option<String>,
+}
+
+impl Condition {
+    /// Marks the condition unmet, with the reason `/readyz` shows.
+    pub fn unmet(&mut self, reason: impl Into<String>) {
+        let reason = reason.into();
+        if self.reason.as_ref() == Some(&reason) {
+            return;
+        }
+        if let Ok(mut pending) = self.readiness.pending.lock() {
+            if let Some(old) = self.reason.take() {
+                pending.remove(&old);
+            }
+            pending.insert(reason.clone());
+        }
+        self.reason = Some(reason);
+    }
+
+    /// Marks the condition met.
+    pub fn met(&mut self) {
+        if let Some(old) = self.reason.take()
+            && let Ok(mut pending) = self.readiness.pending.lock()
+        {
+            pending.remove(&old);
         }
     }
 }
@@ -158,5 +201,19 @@ mod tests {
         assert_eq!(r.pending(), ["a first heartbeat"]);
         drop(b);
         assert!(!r.is_ready(), "a dropped latch does not count as released");
+    }
+
+    #[test]
+    fn a_condition_comes_and_goes_with_its_reason() {
+        let r = Readiness::new();
+        let mut topic = r.condition();
+        assert!(r.is_ready(), "a condition starts met");
+        topic.unmet("a: heartbeat topic t is missing");
+        topic.unmet("a: heartbeat topic t is missing");
+        assert_eq!(r.pending(), ["a: heartbeat topic t is missing"]);
+        topic.unmet("a: heartbeat topic t is not readable");
+        assert_eq!(r.pending(), ["a: heartbeat topic t is not readable"]);
+        topic.met();
+        assert!(r.is_ready());
     }
 }

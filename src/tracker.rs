@@ -7,16 +7,25 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::error::ErrorKind;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     /// Handed to the producer, no ack yet.
     InFlight,
-    /// Acked by the broker, not consumed back yet: the only state that can become lost.
+    /// Acked by the broker, not consumed back yet.
     Acked,
-    /// The send failed; not expected back, but welcome if it shows up.
-    Failed,
+    /// Acked, and not consumed back within the loss timeout: lost, once the topic is known
+    /// to be still there (see [`Tracker::overdue`]).
+    Suspected,
+    /// The send failed (with this error); not expected back, but it may show up: then it
+    /// was written after all.
+    Failed(ErrorKind),
     /// Not consumed back within the loss timeout after its ack.
     Lost,
+    /// Sent to a topic that has since disappeared or been recreated: it can no longer be
+    /// read back, so it is never counted lost (but counts as received if it shows up).
+    Voided,
     /// Consumed back.
     Received,
 }
@@ -50,11 +59,13 @@ impl Ledger {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Receipt {
     /// First time seen. `late` when it had already been counted lost; `out_of_order` when a
-    /// higher sequence number was seen before it.
+    /// higher sequence number was seen before it; `failed` when its send had been reported
+    /// as failed (it was written after all).
     Received {
         end_to_end: Duration,
         out_of_order: bool,
         late: bool,
+        failed: Option<ErrorKind>,
     },
     /// Seen before.
     Duplicate,
@@ -72,8 +83,8 @@ pub struct Tracker {
     ledgers: BTreeMap<i32, Ledger>,
 }
 
-/// A heartbeat that has just been counted lost.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One heartbeat, by partition and sequence number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Lost {
     pub partition: i32,
     pub seq: u64,
@@ -136,12 +147,16 @@ impl Tracker {
             .filter(|slot| slot.seq == seq)
     }
 
-    /// The broker acked (or refused) the heartbeat.
-    pub fn acked(&mut self, partition: i32, seq: u64, at: Instant, success: bool) {
+    /// The broker acked the heartbeat, or its send failed with `Err(kind)`.
+    pub fn acked(&mut self, partition: i32, seq: u64, at: Instant, result: Result<(), ErrorKind>) {
         if let Some(slot) = self.slot_mut(partition, seq) {
-            // A heartbeat may be consumed before its ack arrives: keep it Received.
+            // A heartbeat may be consumed before its ack arrives (keep it Received), or be
+            // voided while in flight (keep it Voided).
             if slot.state == State::InFlight {
-                slot.state = if success { State::Acked } else { State::Failed };
+                slot.state = match result {
+                    Ok(()) => State::Acked,
+                    Err(kind) => State::Failed(kind),
+                };
                 slot.acked_at = Some(at);
             }
         }
@@ -163,10 +178,12 @@ impl Tracker {
         let Some(slot) = ledger.slots[index].as_mut().filter(|s| s.seq == seq) else {
             return Receipt::Stale;
         };
-        if slot.state == State::Received {
-            return Receipt::Duplicate;
-        }
-        let late = slot.state == State::Lost;
+        let (late, failed) = match slot.state {
+            State::Received => return Receipt::Duplicate,
+            State::Lost => (true, None),
+            State::Failed(kind) => (false, Some(kind)),
+            State::InFlight | State::Acked | State::Suspected | State::Voided => (false, None),
+        };
         slot.state = State::Received;
         let out_of_order = ledger.highest_received.is_some_and(|h| h > seq);
         ledger.highest_received = Some(ledger.highest_received.map_or(seq, |h| h.max(seq)));
@@ -174,13 +191,16 @@ impl Tracker {
             end_to_end: at.saturating_duration_since(slot.sent_at),
             out_of_order,
             late,
+            failed,
         }
     }
 
-    /// Marks acked heartbeats not consumed back within the loss timeout (counted from the
-    /// ack) as lost, and returns them.
-    pub fn sweep(&mut self, now: Instant) -> Vec<Lost> {
-        let mut lost = Vec::new();
+    /// Acked heartbeats not consumed back within the loss timeout (counted from the ack):
+    /// marks them suspected and returns them. They count as lost once
+    /// [`Tracker::confirm_lost`] says so, which the caller does after checking that the
+    /// topic is still there; a topic that vanished voids them instead.
+    pub fn overdue(&mut self, now: Instant) -> Vec<Lost> {
+        let mut overdue = Vec::new();
         for (partition, ledger) in &mut self.ledgers {
             for slot in ledger.slots.iter_mut().flatten() {
                 if slot.state == State::Acked
@@ -188,16 +208,64 @@ impl Tracker {
                         now.saturating_duration_since(acked) >= self.loss_timeout
                     })
                 {
-                    slot.state = State::Lost;
-                    lost.push(Lost {
+                    slot.state = State::Suspected;
+                    overdue.push(Lost {
                         partition: *partition,
                         seq: slot.seq,
                     });
                 }
             }
         }
-        lost.sort_by_key(|l| (l.partition, l.seq));
-        lost
+        overdue.sort();
+        overdue
+    }
+
+    /// Counts as lost the suspected heartbeats among `suspects` (those consumed or voided
+    /// meanwhile are not), and returns them.
+    pub fn confirm_lost(&mut self, suspects: &[Lost]) -> Vec<Lost> {
+        suspects
+            .iter()
+            .copied()
+            .filter(|l| {
+                self.slot_mut(l.partition, l.seq)
+                    .filter(|slot| slot.state == State::Suspected)
+                    .map(|slot| slot.state = State::Lost)
+                    .is_some()
+            })
+            .collect()
+    }
+
+    /// Voids one heartbeat, unless it is already resolved.
+    pub fn void(&mut self, partition: i32, seq: u64) {
+        if let Some(slot) = self.slot_mut(partition, seq)
+            && matches!(
+                slot.state,
+                State::InFlight | State::Acked | State::Suspected
+            )
+        {
+            slot.state = State::Voided;
+        }
+    }
+
+    /// Voids every unresolved heartbeat (in flight, acked or suspected) of `partitions`, or
+    /// of every partition: their topic is gone. Returns how many.
+    pub fn void_pending(&mut self, partitions: Option<&[i32]>) -> usize {
+        let mut voided = 0;
+        for (partition, ledger) in &mut self.ledgers {
+            if partitions.is_some_and(|only| !only.contains(partition)) {
+                continue;
+            }
+            for slot in ledger.slots.iter_mut().flatten() {
+                if matches!(
+                    slot.state,
+                    State::InFlight | State::Acked | State::Suspected
+                ) {
+                    slot.state = State::Voided;
+                    voided += 1;
+                }
+            }
+        }
+        voided
     }
 
     /// Heartbeats sent but not yet resolved (in flight, or acked and awaited).
@@ -205,7 +273,7 @@ impl Tracker {
         self.ledgers
             .values()
             .flat_map(|l| l.slots.iter().flatten())
-            .filter(|s| matches!(s.state, State::InFlight | State::Acked))
+            .filter(|s| matches!(s.state, State::InFlight | State::Acked | State::Suspected))
             .count()
     }
 }
@@ -220,6 +288,12 @@ mod tests {
         let mut t = Tracker::new(SEC, 20 * SEC);
         t.add_partition(0);
         (t, Instant::now())
+    }
+
+    /// Overdue heartbeats, confirmed lost at once (the topic is there).
+    fn sweep(t: &mut Tracker, now: Instant) -> Vec<Lost> {
+        let overdue = t.overdue(now);
+        t.confirm_lost(&overdue)
     }
 
     /// Registers the next heartbeat of `partition`, as the sender numbers them.
@@ -243,14 +317,15 @@ mod tests {
     fn round_trip_reports_end_to_end_from_the_send_time() {
         let (mut t, t0) = tracker();
         let seq = send(&mut t, 0, t0);
-        t.acked(0, seq, t0 + Duration::from_millis(3), true);
+        t.acked(0, seq, t0 + Duration::from_millis(3), Ok(()));
         let r = t.received(0, seq, t0 + Duration::from_millis(7));
         assert_eq!(
             r,
             Receipt::Received {
                 end_to_end: Duration::from_millis(7),
                 out_of_order: false,
-                late: false
+                late: false,
+                failed: None,
             }
         );
         assert_eq!(t.pending(), 0);
@@ -264,21 +339,21 @@ mod tests {
             t.received(0, seq, t0 + SEC),
             Receipt::Received { .. }
         ));
-        t.acked(0, seq, t0 + 2 * SEC, true);
-        assert!(t.sweep(t0 + 60 * SEC).is_empty());
+        t.acked(0, seq, t0 + 2 * SEC, Ok(()));
+        assert!(sweep(&mut t, t0 + 60 * SEC).is_empty());
     }
 
     #[test]
     fn acked_but_never_consumed_is_lost_after_the_timeout_from_the_ack() {
         let (mut t, t0) = tracker();
         let seq = send(&mut t, 0, t0);
-        t.acked(0, seq, t0 + 5 * SEC, true);
+        t.acked(0, seq, t0 + 5 * SEC, Ok(()));
         assert!(
-            t.sweep(t0 + 24 * SEC).is_empty(),
+            sweep(&mut t, t0 + 24 * SEC).is_empty(),
             "19 s after the ack is not yet lost"
         );
-        assert_eq!(t.sweep(t0 + 25 * SEC), [Lost { partition: 0, seq }]);
-        assert!(t.sweep(t0 + 26 * SEC).is_empty(), "counted once");
+        assert_eq!(sweep(&mut t, t0 + 25 * SEC), [Lost { partition: 0, seq }]);
+        assert!(sweep(&mut t, t0 + 26 * SEC).is_empty(), "counted once");
         // A late arrival counts as received, flagged late, and is not un-lost.
         assert!(matches!(
             t.received(0, seq, t0 + 30 * SEC),
@@ -287,15 +362,79 @@ mod tests {
     }
 
     #[test]
-    fn failed_sends_are_never_lost_but_may_arrive() {
+    fn failed_sends_are_never_lost_and_are_flagged_when_they_arrive_after_all() {
         let (mut t, t0) = tracker();
         let seq = send(&mut t, 0, t0);
-        t.acked(0, seq, t0 + 5 * SEC, false);
-        assert!(t.sweep(t0 + 100 * SEC).is_empty());
+        t.acked(0, seq, t0 + 5 * SEC, Err(ErrorKind::Timeout));
+        assert!(sweep(&mut t, t0 + 100 * SEC).is_empty());
         assert!(matches!(
             t.received(0, seq, t0 + 6 * SEC),
+            Receipt::Received {
+                late: false,
+                failed: Some(ErrorKind::Timeout),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn overdue_heartbeats_count_lost_only_when_confirmed_and_not_resolved_meanwhile() {
+        let (mut t, t0) = tracker();
+        let a = send(&mut t, 0, t0);
+        let b = send(&mut t, 0, t0);
+        t.acked(0, a, t0, Ok(()));
+        t.acked(0, b, t0, Ok(()));
+        let overdue = t.overdue(t0 + 21 * SEC);
+        assert_eq!(overdue.len(), 2);
+        assert!(t.overdue(t0 + 22 * SEC).is_empty(), "suspected once");
+        // One shows up while its loss is being confirmed: it is received, not lost or late.
+        assert!(matches!(
+            t.received(0, b, t0 + 22 * SEC),
             Receipt::Received { late: false, .. }
         ));
+        assert_eq!(
+            t.confirm_lost(&overdue),
+            [Lost {
+                partition: 0,
+                seq: a
+            }]
+        );
+        assert_eq!(t.pending(), 0);
+    }
+
+    #[test]
+    fn a_vanished_topic_voids_what_was_pending_so_it_is_never_lost() {
+        let (mut t, t0) = tracker();
+        t.add_partition(1);
+        let inflight = send(&mut t, 0, t0);
+        let acked = send(&mut t, 0, t0);
+        let suspected = send(&mut t, 0, t0);
+        let other = send(&mut t, 1, t0);
+        t.acked(0, acked, t0, Ok(()));
+        t.acked(0, suspected, t0, Ok(()));
+        t.acked(1, other, t0, Ok(()));
+        let overdue: Vec<Lost> = t
+            .overdue(t0 + 21 * SEC)
+            .into_iter()
+            .filter(|l| l.partition == 0)
+            .collect();
+        assert_eq!(t.void_pending(Some(&[0])), 3);
+        // An ack arriving after the topic vanished does not revive it.
+        t.acked(0, inflight, t0 + 21 * SEC, Ok(()));
+        assert!(t.confirm_lost(&overdue).is_empty());
+        assert!(sweep(&mut t, t0 + 60 * SEC).is_empty());
+        // A voided heartbeat that does show up (written to the new topic) counts as received.
+        assert!(matches!(
+            t.received(0, acked, t0 + 61 * SEC),
+            Receipt::Received {
+                late: false,
+                failed: None,
+                ..
+            }
+        ));
+        // Partition 1 was not voided: its heartbeat is still suspected.
+        assert_eq!(t.pending(), 1);
+        assert_eq!(t.void_pending(None), 1);
     }
 
     #[test]
@@ -337,7 +476,7 @@ mod tests {
         let window = t.window() as u64;
         for i in 0..window + 5 {
             let seq = send(&mut t, 0, t0 + Duration::from_millis(i));
-            t.acked(0, seq, t0, true);
+            t.acked(0, seq, t0, Ok(()));
             t.received(0, seq, t0 + SEC);
         }
         assert_eq!(t.received(0, 0, t0 + SEC), Receipt::Stale);
@@ -352,9 +491,9 @@ mod tests {
         assert_eq!(send(&mut t, 0, t0), 0);
         assert_eq!(send(&mut t, 1, t0), 0);
         assert_eq!(send(&mut t, 1, t0), 1);
-        t.acked(1, 1, t0, true);
+        t.acked(1, 1, t0, Ok(()));
         assert_eq!(
-            t.sweep(t0 + 30 * SEC),
+            sweep(&mut t, t0 + 30 * SEC),
             [Lost {
                 partition: 1,
                 seq: 1

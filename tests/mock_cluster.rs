@@ -326,7 +326,9 @@ async fn a_stalled_consume_path_counts_lost_heartbeats_on_that_brokers_partition
             let lost = agent
                 .observations()
                 .iter()
-                .filter(|o| matches!(o, Observation::Lost { partition } if *partition == victim))
+                .filter(
+                    |o| matches!(o, Observation::Lost { partition, .. } if *partition == victim),
+                )
                 .count();
             (lost >= 3).then_some(())
         },

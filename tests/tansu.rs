@@ -222,7 +222,7 @@ async fn a_duplicate_and_foreign_messages_from_another_client_are_counted_as_suc
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn describe_cluster_reports_the_controller_and_no_racks() {
     use cc_heartbeat::kafka::admin::Admin;
-    use cc_heartbeat::kafka::describe::Node;
+    use cc_heartbeat::kafka::native::Node;
     let tansu = Tansu::start();
     let config = tansu_config(&tansu, "unused", "");
     let admin = Admin::new(&config.clusters[0], &config.heartbeat).unwrap();

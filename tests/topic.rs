@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use cc_heartbeat::telemetry::instruments::name;
-use support::metrics::{attribute_sets, gauge};
+use support::metrics::{attribute_sets, counter, gauge};
 use support::process::AgentProcess;
 use support::tansu::Tansu;
 use support::{
@@ -123,4 +123,68 @@ async fn a_topic_with_fewer_partitions_than_brokers_is_left_alone_and_warned_abo
     }
     let (partitions, _) = describe_topic(&mock.bootstrap(), &topic).await;
     assert_eq!(partitions, 1, "still one partition");
+}
+
+/// With `create_topic: false`, a topic that disappears is reported (readiness, the leader gauge
+/// at 0) until an operator creates it again; then it counts as recreated and heartbeats flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_topic_is_reported_until_it_is_back() {
+    let tansu = Tansu::start();
+    let topic = unique_topic("vanishing");
+    tansu.create_topic(&topic, 1);
+    let agent = TestAgent::start(config(&format!(
+        "clusters:\n  - name: tansu\n    bootstrap_servers: '{}'\n\
+         heartbeat: {{topic: {topic}, interval: 200ms, loss_timeout: 3s, message_timeout: 1s, create_topic: false}}\n\
+         checks: {{metadata: {{interval: 1s}}}}\n\
+         export: {{otlp: {{enabled: false}}}}\n",
+        tansu.bootstrap()
+    )));
+    agent
+        .wait_round_trips(&[0], 3, Duration::from_secs(30))
+        .await;
+    eventually(Duration::from_secs(5), "ready", || {
+        agent.readiness.is_ready().then_some(())
+    })
+    .await;
+
+    tansu.delete_topic(&topic);
+    let why = format!("tansu: heartbeat topic {topic} missing");
+    eventually(Duration::from_secs(5), "not ready, saying why", || {
+        agent.readiness.pending().contains(&why).then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(5), "no leader brokers", || {
+        (gauge(&agent.metrics(), name::HEARTBEAT_LEADER_BROKERS, &[]) == [0]).then_some(())
+    })
+    .await;
+    // It stays missing: the agent does not create it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(agent.readiness.pending().contains(&why));
+
+    let before = agent.observations().len();
+    tansu.create_topic(&topic, 1);
+    eventually(Duration::from_secs(10), "ready again", || {
+        agent.readiness.is_ready().then_some(())
+    })
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "round trips on the new topic",
+        || {
+            agent.observations()[before..]
+                .iter()
+                .any(|o| {
+                    matches!(
+                        o,
+                        cc_heartbeat::probe::heartbeat::Observation::RoundTrip { .. }
+                    )
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    let (metrics, _) = agent.stop().await;
+    assert_eq!(counter(&metrics, name::TOPIC_RECREATIONS, &[]), 1);
+    assert_eq!(counter(&metrics, name::MESSAGES_LOST, &[]), 0);
+    assert_eq!(gauge(&metrics, name::HEARTBEAT_LEADER_BROKERS, &[]), [1]);
 }

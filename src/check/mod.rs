@@ -132,6 +132,9 @@ async fn check_cluster(
         view: view_tx,
         instruments: instruments.clone(),
         ready: None,
+        topic_ready: None,
+        create_topic: None,
+        brokers_changed: None,
     });
     let mut brokers = BrokerProbe::new(BrokerProbeParts {
         cluster: cluster.name.clone(),
@@ -246,6 +249,7 @@ async fn heartbeat_round(
         instance_id: instance_id.to_owned(),
         instruments,
         view,
+        refresh: Wake::new(),
         tap: Some(tap),
         first_round_trip: None,
     };

@@ -68,7 +68,7 @@ const SASL_MECHANISMS: [(&str, SaslMechanism); 4] = [
 
 /// librdkafka properties the agent sets itself, either from typed keys or because the
 /// measurement rules depend on them (acks=all, no retries, no linger, no consumer group).
-const RESERVED_LIBRDKAFKA: [(&str, &str); 20] = [
+const RESERVED_LIBRDKAFKA: [(&str, &str); 21] = [
     ("bootstrap.servers", "use bootstrap_servers"),
     ("metadata.broker.list", "use bootstrap_servers"),
     ("security.protocol", "use security_protocol"),
@@ -94,6 +94,10 @@ const RESERVED_LIBRDKAFKA: [(&str, &str); 20] = [
         "heartbeats are never retried, so failures are seen",
     ),
     ("linger.ms", "heartbeats are sent without linger"),
+    (
+        "batch.num.messages",
+        "each heartbeat is a record batch of its own",
+    ),
     (
         "queue.buffering.max.ms",
         "heartbeats are sent without linger",

@@ -68,6 +68,7 @@ impl Summary {
                 leader,
                 latency,
                 error,
+                ..
             } => {
                 let w = self.window.entry(partition).or_default();
                 w.leader = leader.or(w.leader);
@@ -96,7 +97,7 @@ impl Summary {
                     self.totals.out_of_order += 1;
                 }
             }
-            Observation::Lost { partition } => {
+            Observation::Lost { partition, .. } => {
                 self.window.entry(partition).or_default().lost += 1;
                 self.totals.lost += 1;
             }
@@ -194,23 +195,30 @@ mod tests {
         let mut summary = Summary::default();
         summary.add(Observation::Acked {
             partition: 0,
+            seq: 0,
             leader: Some(2),
             latency: Duration::from_millis(4),
             error: None,
         });
         summary.add(Observation::Acked {
             partition: 0,
+            seq: 1,
             leader: Some(2),
             latency: Duration::from_millis(3000),
             error: Some(ErrorKind::Timeout),
         });
         summary.add(Observation::RoundTrip {
             partition: 0,
+            seq: 0,
             end_to_end: Duration::from_millis(6),
             out_of_order: false,
             late: false,
+            failed: None,
         });
-        summary.add(Observation::Lost { partition: 0 });
+        summary.add(Observation::Lost {
+            partition: 0,
+            seq: 2,
+        });
         let table = summary.take_window(Duration::from_secs(5));
         let lines: Vec<&str> = table.lines().collect();
         assert!(

@@ -9,7 +9,9 @@ use crate::kafka::tls::TlsSetupError;
 use crate::telemetry::instruments::attr;
 use crate::telemetry::{ClusterAttributes, Instruments};
 
-/// One broker was probed: a duration per stage, the check by outcome, and `up`.
+/// One broker was probed: a duration per stage, the check by outcome, and `up`. The bootstrap
+/// address, probed until the brokers are known, is reported through `up` alone: that gauge
+/// goes when the brokers are known, while a counter's or histogram's series would stay.
 pub struct BrokerProbed<'a> {
     pub cluster: &'a str,
     pub attrs: &'a ClusterAttributes,
@@ -25,6 +27,10 @@ impl BrokerProbed<'_> {
             a.extend_from_slice(extra);
             a
         };
+        instruments.set_broker_up(self.cluster, outcome.target.id, attrs.clone(), outcome.up());
+        if outcome.target.id == BOOTSTRAP_ID {
+            return;
+        }
         for (stage, took) in &outcome.stages {
             instruments.record_stage(
                 *took,
@@ -44,7 +50,6 @@ impl BrokerProbed<'_> {
                 instruments.count_check(&failed);
             }
         }
-        instruments.set_broker_up(self.cluster, outcome.target.id, attrs, outcome.up());
     }
 }
 

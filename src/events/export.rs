@@ -31,7 +31,7 @@ pub struct ExportFailed<'a> {
 
 impl ExportFailed<'_> {
     pub fn emit(self) {
-        let failing_for = humantime::format_duration(round_secs(self.failing_for));
+        let failing_for = super::seconds(self.failing_for);
         if self.failures == 1 {
             warn!(
                 endpoint = %self.endpoint,
@@ -63,12 +63,8 @@ impl ExportRecovered<'_> {
         info!(
             endpoint = %self.endpoint,
             failed_exports = self.failures,
-            outage = %humantime::format_duration(round_secs(self.outage)),
+            outage = %super::seconds(self.outage),
             "OTLP export recovered; cumulative metrics continue where they were.",
         );
     }
-}
-
-fn round_secs(d: Duration) -> Duration {
-    Duration::from_secs(d.as_secs())
 }

@@ -19,18 +19,23 @@ use crate::tracker::Lost;
 pub enum Observation {
     Acked {
         partition: i32,
+        seq: u64,
         leader: Option<i32>,
         latency: Duration,
         error: Option<ErrorKind>,
     },
     RoundTrip {
         partition: i32,
+        seq: u64,
         end_to_end: Duration,
         out_of_order: bool,
         late: bool,
+        /// Its send had been reported failed with this error: it was written after all.
+        failed: Option<ErrorKind>,
     },
     Lost {
         partition: i32,
+        seq: u64,
     },
     Duplicated {
         partition: i32,
@@ -67,9 +72,11 @@ fn leader_name(leader: Option<i32>) -> String {
     leader.map_or_else(|| "none".to_owned(), |id| id.to_string())
 }
 
-/// The consumer now reads these partitions, from their current end.
+/// The consumer now reads these partitions. Their counters start at 0 (and, the first
+/// time, the cluster's).
 pub struct PartitionsAssigned<'a> {
     pub partitions: &'a [i32],
+    pub cluster_counters: bool,
 }
 
 impl PartitionsAssigned<'_> {
@@ -77,7 +84,10 @@ impl PartitionsAssigned<'_> {
         for p in self.partitions {
             r.instruments.zero_partition(&r.partition(*p));
         }
-        debug!(partitions = ?self.partitions, "Consumer assigned at the current end.");
+        if self.cluster_counters {
+            r.instruments.count_recreation(r.attrs.base(), false);
+        }
+        debug!(partitions = ?self.partitions, "Consumer assigned.");
     }
 }
 
@@ -111,6 +121,7 @@ impl AssignmentFailed<'_> {
 /// The broker acknowledged a heartbeat.
 pub struct HeartbeatAcked {
     pub partition: i32,
+    pub seq: u64,
     pub leader: Option<i32>,
     pub latency: Duration,
 }
@@ -125,6 +136,7 @@ impl HeartbeatAcked {
         r.instruments.record_produce(self.latency, &attrs);
         r.observe(Observation::Acked {
             partition: self.partition,
+            seq: self.seq,
             leader: self.leader,
             latency: self.latency,
             error: None,
@@ -136,6 +148,7 @@ impl HeartbeatAcked {
 /// partition starts failing; counted every time.
 pub struct HeartbeatSendFailed<'a> {
     pub partition: i32,
+    pub seq: u64,
     pub leader: Option<i32>,
     /// Send until the failure, when the send got that far.
     pub latency: Option<Duration>,
@@ -167,6 +180,7 @@ impl HeartbeatSendFailed<'_> {
         }
         r.observe(Observation::Acked {
             partition: self.partition,
+            seq: self.seq,
             leader: self.leader,
             latency: self.latency.unwrap_or_default(),
             error: Some(kind),
@@ -195,10 +209,13 @@ impl HeartbeatSendsRecovered {
 /// One of this run's heartbeats was consumed back.
 pub struct HeartbeatReceived {
     pub partition: i32,
+    pub seq: u64,
     pub end_to_end: Duration,
     pub out_of_order: bool,
     /// It had already been counted lost.
     pub late: bool,
+    /// Its send had been reported failed with this error: it is also counted ambiguous.
+    pub failed: Option<ErrorKind>,
 }
 
 impl HeartbeatReceived {
@@ -208,12 +225,96 @@ impl HeartbeatReceived {
         if self.out_of_order {
             r.instruments.count_out_of_order(&attrs);
         }
+        if let Some(kind) = self.failed {
+            let mut attrs = attrs;
+            attrs.push(error_kv(kind));
+            r.instruments.count_ambiguous(&attrs);
+        }
         r.observe(Observation::RoundTrip {
             partition: self.partition,
+            seq: self.seq,
             end_to_end: self.end_to_end,
             out_of_order: self.out_of_order,
             late: self.late,
+            failed: self.failed,
         });
+    }
+}
+
+/// Sends reported failed on a partition turned out to be written after all. Logged once
+/// per partition and episode, when no more of them can arrive.
+pub struct WrittenAfterAll {
+    pub partition: i32,
+    pub count: u64,
+    pub kind: ErrorKind,
+}
+
+impl WrittenAfterAll {
+    pub fn emit(self) {
+        warn!(
+            partition = self.partition,
+            ambiguous = self.count,
+            error.type = self.kind.as_str(),
+            "{} heartbeats reported as failed ({}) were written after all: the client gave up on them, the broker did not.",
+            self.count,
+            self.kind,
+        );
+    }
+}
+
+/// Heartbeats arrived out of order on a partition (logged at most every few minutes).
+pub struct HeartbeatOutOfOrder {
+    pub partition: i32,
+    /// Out-of-order arrivals since the last time this was logged, this one included.
+    pub count: u64,
+}
+
+impl HeartbeatOutOfOrder {
+    pub fn emit(self) {
+        warn!(
+            partition = self.partition,
+            out_of_order = self.count,
+            "Heartbeats arrived out of order: one with a lower sequence number than one already consumed.",
+        );
+    }
+}
+
+/// The heartbeat topic is gone: what was in flight can no longer be read back, and is not
+/// counted lost.
+pub struct PendingVoided {
+    pub voided: usize,
+}
+
+impl PendingVoided {
+    pub fn emit(self) {
+        info!(
+            in_flight = self.voided,
+            "The heartbeat topic is gone: heartbeats in flight are not counted lost."
+        );
+    }
+}
+
+/// The heartbeat topic was recreated: counted, and what was in flight is not counted lost.
+pub struct TopicRecreated<'a> {
+    /// It was seen missing, then present again (else: its offsets went back).
+    pub came_back: bool,
+    pub partitions: &'a [i32],
+    pub voided: usize,
+}
+
+impl TopicRecreated<'_> {
+    pub fn emit(self, r: &Recorder<'_>) {
+        r.instruments.count_recreation(r.attrs.base(), true);
+        warn!(
+            partitions = ?self.partitions,
+            in_flight = self.voided,
+            "The heartbeat topic was recreated ({}); heartbeats in flight are not counted lost, and the consumer reads the new topic from its start.",
+            if self.came_back {
+                "the metadata shows a new topic under the same name"
+            } else {
+                "its offsets went back"
+            },
+        );
     }
 }
 
@@ -250,6 +351,7 @@ impl HeartbeatsLost<'_> {
             r.instruments.count_lost(&r.partition(l.partition));
             r.observe(Observation::Lost {
                 partition: l.partition,
+                seq: l.seq,
             });
         }
         let partitions: BTreeSet<i32> = self.lost.iter().map(|l| l.partition).collect();

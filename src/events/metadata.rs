@@ -2,6 +2,7 @@
 //! partitions' coverage of the brokers, the cluster gauges), and racks learned.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use tracing::{info, warn};
 
@@ -33,7 +34,7 @@ impl ClusterViewed<'_> {
         let had_partitions = !previous.partitions().is_empty();
         if !view.partitions().is_empty() && (now != was || !had_partitions) {
             if now.is_empty() {
-                if !was.is_empty() {
+                if had_partitions && !was.is_empty() {
                     info!("Every broker leads a heartbeat partition again.");
                 }
             } else {
@@ -53,8 +54,8 @@ impl ClusterViewed<'_> {
                 attrs: attrs.base().to_vec(),
                 brokers: view.brokers.len() as i64,
                 controller: view.controller,
-                leader_brokers: (!view.partitions().is_empty())
-                    .then(|| view.leader_brokers().len() as i64),
+                // 0 while the topic is missing: a value, not a gap.
+                leader_brokers: view.fetched.then(|| view.leader_brokers().len() as i64),
             },
         );
     }
@@ -68,6 +69,53 @@ pub struct RacksLearned<'a> {
 impl RacksLearned<'_> {
     pub fn emit(self) {
         info!(racks = ?self.racks, "Broker racks learned.");
+    }
+}
+
+/// The heartbeat topic is missing from the metadata. Logged when it goes missing, and then as
+/// a reminder every few minutes while it stays missing.
+pub struct TopicMissing<'a> {
+    pub topic: &'a str,
+    /// How long it has been missing; `None` when it has just gone.
+    pub missing_for: Option<Duration>,
+    /// The agent will create it again.
+    pub create: bool,
+}
+
+impl TopicMissing<'_> {
+    pub fn emit(self) {
+        let what = if self.create {
+            "it is created again"
+        } else {
+            "heartbeat.create_topic is false, so create it"
+        };
+        match self.missing_for {
+            None => warn!(
+                topic = %self.topic,
+                "The heartbeat topic is missing; heartbeats stop until it is back ({what})."
+            ),
+            Some(d) => warn!(
+                topic = %self.topic,
+                missing_for = %super::seconds(d),
+                "The heartbeat topic is still missing ({what})."
+            ),
+        }
+    }
+}
+
+/// The heartbeat topic is in the metadata again.
+pub struct TopicBack<'a> {
+    pub topic: &'a str,
+    pub missing_for: Duration,
+}
+
+impl TopicBack<'_> {
+    pub fn emit(self) {
+        info!(
+            topic = %self.topic,
+            missing_for = %super::seconds(self.missing_for),
+            "The heartbeat topic is back."
+        );
     }
 }
 
@@ -184,6 +232,9 @@ mod tests {
                     })
                     .collect(),
             ),
+            topic_id: None,
+            refresh: 1,
+            topic_incarnation: 0,
         }
     }
 

@@ -25,6 +25,11 @@ pub mod metadata;
 pub mod probe;
 pub mod topic;
 
+/// A duration for a log line, in whole seconds (`1m 5s`, not `1m 5s 312ms 77us`).
+pub(crate) fn seconds(d: std::time::Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(std::time::Duration::from_secs(d.as_secs()))
+}
+
 /// Whether something is failing now: a failure is logged when an episode starts and when it
 /// ends, and only counted in between.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -7,8 +7,8 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-use super::describe::{self, ClusterDescription, DescribeError};
 use super::metadata::{ClusterView, view_from};
+use super::native::{self, AdminError, ClusterDescription};
 use super::{AgentContext, Role, client_config};
 use crate::config::{ClusterConfig, HeartbeatConfig};
 use crate::error::{BuildError, TimedOut};
@@ -79,7 +79,7 @@ impl Admin {
             // The metadata response carried the cluster id and controller; librdkafka has
             // them cached by now.
             let cluster_id = inner.fetch_cluster_id(Duration::from_millis(500));
-            let controller = describe::controller_id(inner, Duration::from_millis(500));
+            let controller = native::controller_id(inner, Duration::from_millis(500));
             Ok(view_from(&metadata, cluster_id, controller, &topic))
         });
         task.await.map_err(MetadataError::Task)?
@@ -87,11 +87,30 @@ impl Admin {
 
     /// DescribeCluster: every broker with its rack. Not every cluster answers it (librdkafka's
     /// mock does not), so callers treat a failure as "racks unknown".
-    pub async fn describe(&self, timeout: Duration) -> Result<ClusterDescription, DescribeError> {
+    pub async fn describe(&self, timeout: Duration) -> Result<ClusterDescription, AdminError> {
         let client = Arc::clone(&self.client);
-        tokio::task::spawn_blocking(move || describe::describe_cluster(client.inner(), timeout))
+        tokio::task::spawn_blocking(move || native::describe_cluster(client.inner(), timeout))
             .await
-            .map_err(DescribeError::Task)?
+            .map_err(|source| AdminError::Task {
+                request: "DescribeCluster",
+                source,
+            })?
+    }
+
+    /// The id of `topic` (DescribeTopics), where the cluster reports one.
+    pub async fn topic_id(
+        &self,
+        topic: &str,
+        timeout: Duration,
+    ) -> Result<Option<u128>, AdminError> {
+        let client = Arc::clone(&self.client);
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || native::topic_id(client.inner(), &topic, timeout))
+            .await
+            .map_err(|source| AdminError::Task {
+                request: "DescribeTopics",
+                source,
+            })?
     }
 
     /// Creates the heartbeat topic as `plan` says; an existing topic counts as success.

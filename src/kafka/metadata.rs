@@ -45,6 +45,14 @@ pub struct ClusterView {
     /// The broker the cluster reports as controller (on KRaft, any live broker).
     pub controller: Option<i32>,
     pub topic: TopicState,
+    /// The heartbeat topic's id, where the cluster reports one.
+    pub topic_id: Option<u128>,
+    /// Counts the metadata answers behind this view: a later view always has a higher
+    /// count, so "has the metadata been read again since …" is a comparison.
+    pub refresh: u64,
+    /// Counts the times the heartbeat topic was seen missing and then present again in this
+    /// run: a new count means a new topic under the old name.
+    pub topic_incarnation: u64,
 }
 
 impl ClusterView {
@@ -56,6 +64,9 @@ impl ClusterView {
             brokers: Vec::new(),
             controller: None,
             topic: TopicState::Missing,
+            topic_id: None,
+            refresh: 0,
+            topic_incarnation: 0,
         }
     }
 
@@ -95,6 +106,11 @@ impl ClusterView {
             }
         }
         self
+    }
+
+    /// Whether the metadata says the heartbeat topic exists.
+    pub fn topic_present(&self) -> bool {
+        matches!(self.topic, TopicState::Present(_))
     }
 
     pub fn partitions(&self) -> &[PartitionInfo] {
@@ -171,5 +187,8 @@ pub(crate) fn view_from(
         brokers,
         controller,
         topic: topic_state,
+        topic_id: None,
+        refresh: 0,
+        topic_incarnation: 0,
     }
 }

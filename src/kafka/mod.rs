@@ -5,8 +5,8 @@
 //! client ever auto-creates a topic.
 
 pub mod admin;
-pub mod describe;
 pub mod metadata;
+pub mod native;
 pub mod reach;
 pub mod tls;
 pub mod wire;
@@ -54,6 +54,9 @@ pub fn client_config(
     c.set("security.protocol", cluster.security_protocol.as_str());
     // The agent creates the heartbeat topic itself, with the settings it was given.
     c.set("allow.auto.create.topics", "false");
+    // A broker that comes back is used within a second, not after librdkafka's default
+    // backoff of up to 10 s, which would read as produce failures after the outage ended.
+    c.set("reconnect.backoff.max.ms", "1000");
     if let Some(sasl) = &cluster.sasl {
         c.set("sasl.mechanism", sasl.mechanism.as_str());
         if let Some(username) = &sasl.username {
@@ -110,6 +113,9 @@ pub fn client_config(
             c.set("enable.idempotence", "false");
             c.set("message.send.max.retries", "0");
             c.set("linger.ms", "0");
+            // One heartbeat per record batch: each ack times one heartbeat, and heartbeats
+            // queued behind a slow request are not merged into one batch.
+            c.set("batch.num.messages", "1");
             c.set("message.timeout.ms", &timeout_ms);
             c.set("request.timeout.ms", &timeout_ms);
         }
@@ -117,6 +123,10 @@ pub fn client_config(
             c.set("enable.auto.commit", "false");
             c.set("enable.auto.offset.store", "false");
             c.set("enable.partition.eof", "false");
+            // A position outside a partition's log (the topic was recreated, or retention
+            // passed it) is reported to the agent, which reads the partition again from its
+            // start, instead of jumping to the end and skipping what is there.
+            c.set("auto.offset.reset", "error");
             // Fetches return as soon as a heartbeat arrives; this only bounds an idle wait.
             c.set("fetch.wait.max.ms", "100");
         }

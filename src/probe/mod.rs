@@ -123,7 +123,7 @@ impl Wake {
 /// The span every log line of a probe carries: `probe{kind, cluster}`.
 pub fn span(kind: &'static str, cluster: &str) -> tracing::Span {
     // A root span: the cluster's own span would only repeat the cluster name.
-    tracing::info_span!(parent: None, "probe", kind, cluster = %cluster)
+    tracing::info_span!(parent: None, "probe", kind = %kind, cluster = %cluster)
 }
 
 /// Runs `probe` until `cancel`, inside its [`span`], then stops it. `wake` asks for a round

@@ -21,6 +21,8 @@ pub mod name {
     pub const MESSAGES_LOST: &str = "kafka.heartbeat.messages.lost";
     pub const MESSAGES_DUPLICATED: &str = "kafka.heartbeat.messages.duplicated";
     pub const MESSAGES_OUT_OF_ORDER: &str = "kafka.heartbeat.messages.out_of_order";
+    pub const MESSAGES_AMBIGUOUS: &str = "kafka.heartbeat.messages.ambiguous";
+    pub const TOPIC_RECREATIONS: &str = "kafka.heartbeat.topic.recreations";
     /// Messages on the heartbeat topic that this agent did not send, or could not decode.
     pub const MESSAGES_SKIPPED: &str = "kafka.heartbeat.messages.skipped";
     pub const BROKER_CONNECTION_DURATION: &str = "kafka.broker.connection.duration";
@@ -79,6 +81,8 @@ pub struct Instruments {
     messages_duplicated: Counter<u64>,
     messages_out_of_order: Counter<u64>,
     messages_skipped: Counter<u64>,
+    messages_ambiguous: Counter<u64>,
+    topic_recreations: Counter<u64>,
     connection_duration: Histogram<f64>,
     connection_checks: Counter<u64>,
     /// Values of the observable gauges, written through events, read at each export.
@@ -194,6 +198,17 @@ impl Instruments {
                 name::MESSAGES_SKIPPED,
                 "Messages on the heartbeat topic skipped: another agent's (foreign), not a heartbeat (undecodable), or too old (stale).",
             ),
+            messages_ambiguous: messages(
+                name::MESSAGES_AMBIGUOUS,
+                "Heartbeats whose send failed client-side (error.type, e.g. timeout) but that were consumed back: written after all.",
+            ),
+            topic_recreations: meter
+                .u64_counter(name::TOPIC_RECREATIONS)
+                .with_unit("{event}")
+                .with_description(
+                    "The heartbeat topic disappeared and came back, or its offsets went back; heartbeats in flight then are not counted lost.",
+                )
+                .build(),
             connection_duration: seconds(
                 name::BROKER_CONNECTION_DURATION,
                 "Time spent in each stage of a broker probe: dns, tcp, tls, kafka (ApiVersions).",
@@ -247,6 +262,15 @@ impl Instruments {
 
     pub(crate) fn count_skipped(&self, attrs: &[KeyValue]) {
         self.messages_skipped.add(1, attrs);
+    }
+
+    pub(crate) fn count_ambiguous(&self, attrs: &[KeyValue]) {
+        self.messages_ambiguous.add(1, attrs);
+    }
+
+    /// Counts a recreation of the heartbeat topic (`count: false` starts the series at 0).
+    pub(crate) fn count_recreation(&self, cluster: &[KeyValue], count: bool) {
+        self.topic_recreations.add(u64::from(count), cluster);
     }
 
     /// Starts a partition's counters at 0, so "nothing lost" is a series at 0 rather than no

@@ -345,3 +345,4 @@ pub fn free_port() -> u16 {
 pub fn unique_topic(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
+pub mod witness;

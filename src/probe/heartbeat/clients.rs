@@ -2,10 +2,13 @@
 //! and the consumer's thread stamp their times where things happen and forward them as
 //! [`Event`]s to the [`Receiver`](super::receiver::HeartbeatReceiver).
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use rdkafka::consumer::BaseConsumer;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, DeliveryResult, Message as _};
 use rdkafka::producer::ProducerContext;
 use rdkafka::{ClientContext, config::RDKafkaLogLevel};
@@ -52,8 +55,26 @@ pub(super) enum Event {
         at: Instant,
         decoded: Decoded,
     },
-    /// Time to count as lost what was not consumed back in time.
-    Sweep { at: Instant },
+    /// Time to count as lost what was not consumed back in time. `checked` counts the
+    /// position checks done so far (see [`Positions::request_check`]).
+    Sweep { at: Instant, checked: u64 },
+    /// The heartbeat topic disappeared: what is in flight can no longer be read back.
+    TopicGone,
+    /// The topic the consumer reads (these partitions of it) is not the one it was: it
+    /// disappeared and came back, or its offsets went back.
+    Recreated {
+        partitions: Vec<i32>,
+        how: Recreation,
+    },
+}
+
+/// How a recreated topic was noticed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Recreation {
+    /// The metadata showed it missing, then present again.
+    CameBack,
+    /// A partition's end is now before where the consumer was: its log started over.
+    OffsetsWentBack,
 }
 
 pub(super) type Events = mpsc::UnboundedSender<Event>;
@@ -101,11 +122,76 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
+/// Where the consumer is, as its thread saw it, for the probe to compare with the brokers'.
+#[derive(Debug, Default)]
+pub(super) struct Positions {
+    /// The offset after the last message consumed, per partition.
+    next: Mutex<BTreeMap<i32, i64>>,
+    /// The consumer found its position outside a partition's log (`auto.offset.reset` is
+    /// `error`, so it stops there instead of skipping silently).
+    out_of_range: AtomicBool,
+    /// The receiver suspects losses: are the positions still inside the logs?
+    check_requested: AtomicBool,
+    /// Position checks done.
+    checks: AtomicU64,
+}
+
+impl Positions {
+    fn consumed(&self, partition: i32, offset: i64) {
+        if let Ok(mut next) = self.next.lock() {
+            next.insert(partition, offset + 1);
+        }
+    }
+
+    /// Where the consumer will read `partition` next, if it has read anything.
+    pub(super) fn next(&self, partition: i32) -> Option<i64> {
+        self.next.lock().ok()?.get(&partition).copied()
+    }
+
+    /// The consumer was assigned `partition` at `offset`.
+    pub(super) fn assigned_at(&self, partition: i32, offset: i64) {
+        if let Ok(mut next) = self.next.lock() {
+            next.insert(partition, offset);
+        }
+    }
+
+    /// Forgets `partition` (it is assigned afresh).
+    pub(super) fn forget(&self, partition: i32) {
+        if let Ok(mut next) = self.next.lock() {
+            next.remove(&partition);
+        }
+    }
+
+    /// Whether the positions need checking: the consumer fell outside a log, or the
+    /// receiver asked, since the last call.
+    pub(super) fn take_check(&self) -> bool {
+        let out_of_range = self.out_of_range.swap(false, Ordering::AcqRel);
+        let requested = self.check_requested.swap(false, Ordering::AcqRel);
+        out_of_range || requested
+    }
+
+    /// Asks the probe to compare the positions with the brokers' logs on its next round:
+    /// heartbeats overdue on a partition whose log went back were not lost, the topic was
+    /// recreated.
+    pub(super) fn request_check(&self) {
+        self.check_requested.store(true, Ordering::Release);
+    }
+
+    pub(super) fn checked(&self) {
+        self.checks.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(super) fn checks(&self) -> u64 {
+        self.checks.load(Ordering::Acquire)
+    }
+}
+
 /// The consumer thread: polls, stamps the receive time, decodes, forwards; until `cancel`.
 pub(super) fn consume_loop(
     consumer: &BaseConsumer<AgentContext>,
     origin: &Origin,
     events: &Events,
+    positions: &Positions,
     cancel: &CancellationToken,
 ) {
     let mut last_error: Option<String> = None;
@@ -114,9 +200,13 @@ pub(super) fn consume_loop(
             None => {}
             Some(Ok(message)) => {
                 let at = Instant::now();
+                positions.consumed(message.partition(), message.offset());
                 if events.send(consumed(&message, at, origin)).is_err() {
                     break;
                 }
+            }
+            Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
+                positions.out_of_range.store(true, Ordering::Release);
             }
             Some(Err(error)) => {
                 // Fetch errors repeat while a broker is away; the heartbeat counters show it.

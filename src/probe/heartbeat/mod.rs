@@ -17,22 +17,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::error::KafkaResult;
 use rdkafka::producer::{BaseRecord, Producer as _, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
-use super::{Probe, Schedule};
+use super::{Probe, Schedule, Wake};
 use crate::config::{ClusterConfig, HeartbeatConfig};
 use crate::error::{BuildError, ErrorKind};
 use crate::events::heartbeat::{AssignmentFailed, PartitionEndUnknown};
 use crate::health::Latch;
-use crate::kafka::metadata::ClusterView;
+use crate::kafka::metadata::{ClusterView, TopicState};
 use crate::kafka::{AgentContext, LibrdkafkaLog, Role, client_config};
 use crate::telemetry::{ClusterAttributes, Instruments};
 use crate::tracker::Tracker;
-use clients::{DeliveryContext, DeliveryTag, Event, Events};
+use clients::{DeliveryContext, DeliveryTag, Event, Events, Positions, Recreation};
 use payload::Origin;
 
 pub use crate::events::heartbeat::{Observation, Tap};
@@ -50,6 +51,8 @@ pub struct HeartbeatParts {
     pub instance_id: String,
     pub instruments: Instruments,
     pub view: watch::Receiver<Arc<ClusterView>>,
+    /// Asks the metadata watch for a fresh view (before counting heartbeats lost).
+    pub refresh: Wake,
     pub tap: Option<Tap>,
     /// Released on the first own heartbeat consumed back.
     pub first_round_trip: Option<Latch>,
@@ -75,9 +78,24 @@ pub struct HeartbeatProbe {
     view: watch::Receiver<Arc<ClusterView>>,
     assigned: BTreeSet<i32>,
     next_seq: BTreeMap<i32, u64>,
+    positions: Arc<Positions>,
+    presence: TopicPresence,
+    /// Partitions are assigned at their start (a new topic), not at their end.
+    from_start: bool,
     /// Stops the consumer thread when the probe goes, cancelled or not (a runtime shutting
     /// down waits for blocking threads, so one must never outlive the probe).
     _consumer_stop: DropGuard,
+}
+
+/// What the probe knows of the heartbeat topic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TopicPresence {
+    /// Not seen yet (it may still be created).
+    Unknown,
+    /// There, in this incarnation.
+    Present { incarnation: u64 },
+    /// Gone from the metadata after it was there.
+    Gone,
 }
 
 /// Builds the heartbeat's clients and starts its consumer thread (tracked by `tasks`, stopped
@@ -94,6 +112,7 @@ pub fn start(
         instance_id,
         instruments,
         view,
+        refresh,
         tap,
         first_round_trip,
     } = parts;
@@ -124,25 +143,29 @@ pub fn start(
     let consumer = Arc::new(consumer);
 
     let consumer_stop = cancel.child_token();
+    let positions = Arc::new(Positions::default());
     {
         let (consumer, origin, events) = (Arc::clone(&consumer), origin.clone(), events_tx.clone());
-        let stop = consumer_stop.clone();
-        tasks.spawn_blocking(move || clients::consume_loop(&consumer, &origin, &events, &stop));
+        let (positions, stop) = (Arc::clone(&positions), consumer_stop.clone());
+        tasks.spawn_blocking(move || {
+            clients::consume_loop(&consumer, &origin, &events, &positions, &stop)
+        });
     }
     let attrs = ClusterAttributes::new(&view.borrow().cluster_id, &cluster.name);
     let receiver = HeartbeatReceiver {
         events,
+        positions: Arc::clone(&positions),
         tracker: Tracker::new(heartbeat.interval, heartbeat.loss_timeout),
+        loss_timeout: heartbeat.loss_timeout,
         cluster: cluster.name,
         topic: heartbeat.topic.clone(),
         view: view.clone(),
+        refresh,
         attrs,
         instruments,
         tap,
         first_round_trip,
-        failing: BTreeMap::new(),
-        losing: Default::default(),
-        undecodable_logged: false,
+        state: Default::default(),
     };
     let probe = HeartbeatProbe {
         topic: heartbeat.topic,
@@ -155,6 +178,9 @@ pub fn start(
         view,
         assigned: BTreeSet::new(),
         next_seq: BTreeMap::new(),
+        positions,
+        presence: TopicPresence::Unknown,
+        from_start: false,
         _consumer_stop: consumer_stop.drop_guard(),
     };
     Ok((probe, receiver))
@@ -176,26 +202,22 @@ impl HeartbeatProbe {
         if wanted.is_empty() {
             return Vec::new();
         }
-        let consumer = Arc::clone(&self.consumer);
-        let topic = self.topic.clone();
-        let looked_up = tokio::task::spawn_blocking(move || {
-            wanted
-                .into_iter()
-                .map(|p| (p, consumer.fetch_watermarks(&topic, p, WATERMARK_TIMEOUT)))
-                .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_default();
+        let looked_up = self.watermarks(wanted).await;
         let mut list = TopicPartitionList::new();
         let mut added = Vec::new();
         let mut unassigned = Vec::new();
         for (partition, result) in looked_up {
             match result {
-                Ok((_, high)) => {
+                Ok((low, high)) => {
+                    // A new topic is read from its start: heartbeats sent since it appeared
+                    // are there. Otherwise from the end, so nothing older is read.
+                    let start = if self.from_start { low } else { high };
+                    tracing::debug!(partition, low, high, start, "Assigning the partition.");
                     if list
-                        .add_partition_offset(&self.topic, partition, Offset::Offset(high))
+                        .add_partition_offset(&self.topic, partition, Offset::Offset(start))
                         .is_ok()
                     {
+                        self.positions.assigned_at(partition, start);
                         added.push(partition);
                     }
                 }
@@ -216,6 +238,9 @@ impl HeartbeatProbe {
             Ok(()) => {
                 self.assigned.extend(&added);
                 let _ = self.events.send(Event::Assigned { partitions: added });
+                if self.assigned.len() >= self.view.borrow().partitions().len() {
+                    self.from_start = false;
+                }
             }
             Err(error) => {
                 AssignmentFailed { error: &error }.emit();
@@ -224,6 +249,127 @@ impl HeartbeatProbe {
             }
         }
         unassigned
+    }
+
+    /// Each partition's (low, high) watermarks, looked up off the async threads.
+    async fn watermarks(&self, partitions: Vec<i32>) -> Vec<(i32, KafkaResult<(i64, i64)>)> {
+        let consumer = Arc::clone(&self.consumer);
+        let topic = self.topic.clone();
+        tokio::task::spawn_blocking(move || {
+            partitions
+                .into_iter()
+                .map(|p| (p, consumer.fetch_watermarks(&topic, p, WATERMARK_TIMEOUT)))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    /// Has both clients read the topic's metadata now, so they send to and read from the
+    /// topic the metadata watch just saw instead of what they cached.
+    async fn refresh_client_metadata(&self) {
+        let (producer, consumer) = (self.producer.clone(), Arc::clone(&self.consumer));
+        let topic = self.topic.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = producer
+                .client()
+                .fetch_metadata(Some(&topic), WATERMARK_TIMEOUT);
+            let _ = consumer
+                .client()
+                .fetch_metadata(Some(&topic), WATERMARK_TIMEOUT);
+        })
+        .await;
+    }
+
+    /// Stops reading `partitions` (they are assigned again later, or their topic is gone).
+    fn unassign(&mut self, partitions: &[i32]) {
+        let mut list = TopicPartitionList::new();
+        for p in partitions {
+            let _ = list.add_partition(&self.topic, *p);
+            self.assigned.remove(p);
+            self.positions.forget(*p);
+        }
+        if let Err(error) = self.consumer.incremental_unassign(&list) {
+            AssignmentFailed { error: &error }.emit();
+        }
+    }
+
+    /// Follows the heartbeat topic through the metadata: when it disappears, what is in flight
+    /// is voided and the consumer lets go of it; when it comes back (a new incarnation), it is
+    /// counted as recreated and read from its start. A consumer that found itself outside a
+    /// partition's log is checked against the brokers: a log that went back is a recreation
+    /// too.
+    async fn follow_topic(&mut self) {
+        let (present, missing, incarnation) = {
+            let view = self.view.borrow();
+            let missing = view.fetched && view.topic == TopicState::Missing;
+            (view.topic_present(), missing, view.topic_incarnation)
+        };
+        let current = TopicPresence::Present { incarnation };
+        match self.presence {
+            TopicPresence::Present { .. } if missing => {
+                let all: Vec<i32> = self.assigned.iter().copied().collect();
+                self.unassign(&all);
+                self.presence = TopicPresence::Gone;
+                let _ = self.events.send(Event::TopicGone);
+            }
+            TopicPresence::Unknown if present => self.presence = current,
+            TopicPresence::Present { .. } | TopicPresence::Gone
+                if present && self.presence != current =>
+            {
+                let partitions: Vec<i32> = self
+                    .view
+                    .borrow()
+                    .partitions()
+                    .iter()
+                    .map(|p| p.id)
+                    .collect();
+                let all: Vec<i32> = self.assigned.iter().copied().collect();
+                self.unassign(&all);
+                self.from_start = true;
+                self.presence = current;
+                let _ = self.events.send(Event::Recreated {
+                    partitions,
+                    how: Recreation::CameBack,
+                });
+                self.refresh_client_metadata().await;
+            }
+            _ => {}
+        }
+        if matches!(self.presence, TopicPresence::Present { .. }) && self.positions.take_check() {
+            self.check_positions().await;
+        }
+    }
+
+    /// The consumer stopped outside some partition's log: compares where it was with where
+    /// each log now ends. A log that ends before the consumer's position started over (the
+    /// topic was recreated); either way the partition is read again from its start.
+    async fn check_positions(&mut self) {
+        let assigned: Vec<i32> = self.assigned.iter().copied().collect();
+        let mut went_back = Vec::new();
+        let mut restart = Vec::new();
+        for (partition, result) in self.watermarks(assigned).await {
+            let Ok((low, high)) = result else { continue };
+            match self.positions.next(partition) {
+                Some(next) if next > high => {
+                    went_back.push(partition);
+                    restart.push(partition);
+                }
+                Some(next) if next >= low => {}
+                _ => restart.push(partition),
+            }
+        }
+        if !went_back.is_empty() {
+            let _ = self.events.send(Event::Recreated {
+                partitions: went_back,
+                how: Recreation::OffsetsWentBack,
+            });
+        }
+        if !restart.is_empty() {
+            self.unassign(&restart);
+            self.from_start = true;
+        }
+        self.positions.checked();
     }
 
     /// Hands one heartbeat for `partition` to the producer.
@@ -279,7 +425,11 @@ impl Probe for HeartbeatProbe {
     }
 
     async fn probe_once(&mut self) -> Result<Round, Infallible> {
-        let _ = self.events.send(Event::Sweep { at: Instant::now() });
+        self.follow_topic().await;
+        let _ = self.events.send(Event::Sweep {
+            at: Instant::now(),
+            checked: self.positions.checks(),
+        });
         let unassigned = if self.assigned.len() < self.view.borrow().partitions().len() {
             self.sync_assignment().await
         } else {

@@ -1,42 +1,96 @@
 //! The heartbeat's bookkeeping: one task owns the [`Tracker`] and turns every [`Event`] (a
-//! send, an ack, a consumed message, a sweep) into the heartbeat events that log and record.
-//! It runs until every event source is gone: the probe, the producer and the consumer.
+//! send, an ack, a consumed message, a sweep, the topic going or coming back) into the
+//! heartbeat events that log and record. It runs until every event source is gone: the
+//! probe, the producer and the consumer.
+//!
+//! A heartbeat not consumed back within the loss timeout is only suspected at first: the
+//! metadata is read again, and it counts as lost only if its topic is still there. A topic
+//! that vanished (or was recreated) voids what was in flight instead, so deleting the topic
+//! never reads as heartbeats lost.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rdkafka::error::KafkaError;
 use tokio::sync::{mpsc, watch};
 
-use super::clients::Event;
+use super::clients::{Event, Positions, Recreation};
 use super::payload::Decoded;
+use crate::error::ErrorKind;
 use crate::events::Episode;
 use crate::events::heartbeat::{
-    FirstRoundTrip, HeartbeatAcked, HeartbeatDuplicated, HeartbeatReceived, HeartbeatSendFailed,
-    HeartbeatSendsRecovered, HeartbeatsFlowAgain, HeartbeatsLost, MessageSkipped,
-    PartitionsAssigned, Recorder, Tap,
+    FirstRoundTrip, HeartbeatAcked, HeartbeatDuplicated, HeartbeatOutOfOrder, HeartbeatReceived,
+    HeartbeatSendFailed, HeartbeatSendsRecovered, HeartbeatsFlowAgain, HeartbeatsLost,
+    MessageSkipped, PartitionsAssigned, PendingVoided, Recorder, Tap, TopicRecreated,
+    WrittenAfterAll,
 };
 use crate::health::Latch;
 use crate::kafka::metadata::ClusterView;
+use crate::probe::Wake;
 use crate::telemetry::{ClusterAttributes, Instruments, SkipReason};
-use crate::tracker::{Receipt, Tracker};
+use crate::tracker::{Lost, Receipt, Tracker};
+
+/// Whether a send was given up by the agent itself (its producer closing at shutdown with
+/// the heartbeat still queued or in flight), rather than failed.
+fn abandoned(error: &KafkaError) -> bool {
+    use rdkafka::error::RDKafkaErrorCode as C;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(C::PurgeQueue | C::PurgeInflight | C::BrokerDestroy | C::DestroyBroker)
+    )
+}
+
+/// How long suspected losses wait for fresh metadata before they count anyway (the cluster
+/// does not answer metadata requests either, so the losses are real).
+const CONFIRM_WAIT: Duration = Duration::from_secs(15);
+/// Out-of-order arrivals on a partition are logged at most this often.
+const OUT_OF_ORDER_LOG_EVERY: Duration = Duration::from_secs(300);
 
 pub struct HeartbeatReceiver {
     pub(super) events: mpsc::UnboundedReceiver<Event>,
+    /// Where the consumer is; asked to be checked before losses count.
+    pub(super) positions: Arc<Positions>,
     pub(super) tracker: Tracker,
+    pub(super) loss_timeout: Duration,
     pub(super) cluster: String,
     pub(super) topic: String,
     pub(super) view: watch::Receiver<Arc<ClusterView>>,
+    /// Asks the metadata watch for a fresh view (to confirm losses).
+    pub(super) refresh: Wake,
     pub(super) attrs: ClusterAttributes,
     pub(super) instruments: Instruments,
     pub(super) tap: Option<Tap>,
     /// Released on the first own heartbeat consumed back.
     pub(super) first_round_trip: Option<Latch>,
+    pub(super) state: ReceiverState,
+}
+
+/// What the receiver remembers between events, besides the tracker.
+#[derive(Debug, Default)]
+pub(super) struct ReceiverState {
     /// Partitions whose sends are failing (logged when it starts and ends).
-    pub(super) failing: BTreeMap<i32, Episode>,
-    pub(super) losing: Episode,
-    pub(super) undecodable_logged: bool,
+    failing: BTreeMap<i32, Episode>,
+    losing: Episode,
+    undecodable_logged: bool,
+    /// Overdue heartbeats waiting for fresh metadata and a position check, with when they
+    /// became suspect, and the metadata refresh and position check counts then.
+    suspects: Vec<Lost>,
+    suspected: Option<Suspicion>,
+    /// Per partition: failed sends that were written after all (not yet logged), of what
+    /// kind, and the last failure.
+    written_after_all: BTreeMap<i32, (u64, ErrorKind)>,
+    last_failure: BTreeMap<i32, Instant>,
+    /// Per partition: out-of-order arrivals not yet logged, and when that was last logged.
+    out_of_order: BTreeMap<i32, (u64, Option<Instant>)>,
+    counters_started: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Suspicion {
+    since: Instant,
+    refresh: u64,
+    checked: u64,
 }
 
 impl HeartbeatReceiver {
@@ -56,6 +110,7 @@ impl HeartbeatReceiver {
                 }
                 PartitionsAssigned {
                     partitions: &partitions,
+                    cluster_counters: !std::mem::replace(&mut self.state.counters_started, true),
                 }
                 .emit(&self.recorder());
             }
@@ -70,8 +125,9 @@ impl HeartbeatReceiver {
                 at,
                 error,
             } => {
-                self.tracker.acked(partition, seq, at, false);
-                self.send_failed(partition, None, &error);
+                self.tracker
+                    .acked(partition, seq, at, Err(ErrorKind::of(&error)));
+                self.send_failed(partition, seq, None, &error, at);
             }
             Event::Acked {
                 partition,
@@ -92,7 +148,25 @@ impl HeartbeatReceiver {
                 at,
                 decoded,
             } => self.on_consumed(partition, offset, at, decoded),
-            Event::Sweep { at } => self.sweep(at),
+            Event::Sweep { at, checked } => self.sweep(at, checked),
+            Event::TopicGone => {
+                let voided = self.tracker.void_pending(None);
+                self.state.suspects.clear();
+                self.state.suspected = None;
+                PendingVoided { voided }.emit();
+            }
+            Event::Recreated { partitions, how } => {
+                let voided = self.tracker.void_pending(Some(&partitions));
+                self.state
+                    .suspects
+                    .retain(|l| !partitions.contains(&l.partition));
+                TopicRecreated {
+                    came_back: how == Recreation::CameBack,
+                    partitions: &partitions,
+                    voided,
+                }
+                .emit(&self.recorder());
+            }
         }
     }
 
@@ -121,22 +195,33 @@ impl HeartbeatReceiver {
         &mut self,
         partition: i32,
         seq: u64,
-        latency: std::time::Duration,
+        latency: Duration,
         at: Instant,
         outcome: Result<(), KafkaError>,
     ) {
-        self.tracker.acked(partition, seq, at, outcome.is_ok());
+        if outcome.as_ref().is_err_and(abandoned) {
+            // Dropped by the agent itself while shutting down: not a measurement.
+            self.tracker.void(partition, seq);
+            return;
+        }
+        let result = outcome.as_ref().map_err(|e| ErrorKind::of(e)).copied();
+        self.tracker.acked(partition, seq, at, result);
         let leader = self.leader_of(partition);
         match outcome {
             Ok(()) => {
                 HeartbeatAcked {
                     partition,
+                    seq,
                     leader,
                     latency,
                 }
                 .emit(&self.recorder());
-                if let Some(failures) = self.failing.get_mut(&partition).and_then(Episode::recover)
-                {
+                let recovered = self
+                    .state
+                    .failing
+                    .get_mut(&partition)
+                    .and_then(Episode::recover);
+                if let Some(failures) = recovered {
                     HeartbeatSendsRecovered {
                         partition,
                         leader,
@@ -145,19 +230,23 @@ impl HeartbeatReceiver {
                     .emit();
                 }
             }
-            Err(error) => self.send_failed(partition, Some(latency), &error),
+            Err(error) => self.send_failed(partition, seq, Some(latency), &error, at),
         }
     }
 
     fn send_failed(
         &mut self,
         partition: i32,
-        latency: Option<std::time::Duration>,
+        seq: u64,
+        latency: Option<Duration>,
         error: &KafkaError,
+        at: Instant,
     ) {
-        let first = self.failing.entry(partition).or_default().fail();
+        let first = self.state.failing.entry(partition).or_default().fail();
+        self.state.last_failure.insert(partition, at);
         HeartbeatSendFailed {
             partition,
+            seq,
             leader: self.leader_of(partition),
             latency,
             error,
@@ -166,13 +255,62 @@ impl HeartbeatReceiver {
         .emit(&self.recorder());
     }
 
-    fn sweep(&mut self, now: Instant) {
-        let lost = self.tracker.sweep(now);
-        if lost.is_empty() {
-            return;
+    /// Suspects what is overdue and has the topic checked: fresh metadata (is it still
+    /// there?) and the consumer's positions (did a log go back?). What was suspected counts as
+    /// lost once both say the topic is the same (or after a while without answers). Also
+    /// closes the tally of sends reported failed but written after all, once no more of them
+    /// can arrive.
+    fn sweep(&mut self, now: Instant, checked: u64) {
+        let refresh = self.view.borrow().refresh;
+        let overdue = self.tracker.overdue(now);
+        if !overdue.is_empty() {
+            if self.state.suspected.is_none() {
+                self.state.suspected = Some(Suspicion {
+                    since: now,
+                    refresh,
+                    checked,
+                });
+                self.refresh.now();
+                self.positions.request_check();
+            }
+            self.state.suspects.extend(overdue);
         }
-        let first = self.losing.fail();
-        HeartbeatsLost { lost: &lost, first }.emit(&self.recorder());
+        if let Some(s) = self.state.suspected {
+            let topic_there = self.view.borrow().topic_present();
+            let checked_since = refresh > s.refresh && checked > s.checked;
+            if (checked_since && topic_there) || now - s.since >= CONFIRM_WAIT {
+                let suspects = std::mem::take(&mut self.state.suspects);
+                self.state.suspected = None;
+                let lost = self.tracker.confirm_lost(&suspects);
+                if !lost.is_empty() {
+                    let first = self.state.losing.fail();
+                    HeartbeatsLost { lost: &lost, first }.emit(&self.recorder());
+                }
+            }
+        }
+        let loss_timeout = self.loss_timeout;
+        let last_failure = &self.state.last_failure;
+        let settled: Vec<i32> = self
+            .state
+            .written_after_all
+            .keys()
+            .copied()
+            .filter(|p| {
+                last_failure
+                    .get(p)
+                    .is_none_or(|at| now - *at >= loss_timeout)
+            })
+            .collect();
+        for partition in settled {
+            if let Some((count, kind)) = self.state.written_after_all.remove(&partition) {
+                WrittenAfterAll {
+                    partition,
+                    count,
+                    kind,
+                }
+                .emit();
+            }
+        }
     }
 
     fn on_consumed(&mut self, partition: i32, offset: i64, at: Instant, decoded: Decoded) {
@@ -188,15 +326,29 @@ impl HeartbeatReceiver {
                 end_to_end,
                 out_of_order,
                 late,
+                failed,
             } => {
                 HeartbeatReceived {
                     partition,
+                    seq,
                     end_to_end,
                     out_of_order,
                     late,
+                    failed,
                 }
                 .emit(&self.recorder());
-                if !late && self.losing.recover().is_some() {
+                if let Some(kind) = failed {
+                    let tally = self
+                        .state
+                        .written_after_all
+                        .entry(partition)
+                        .or_insert((0, kind));
+                    tally.0 += 1;
+                }
+                if out_of_order {
+                    self.note_out_of_order(partition, at);
+                }
+                if !late && self.state.losing.recover().is_some() {
                     HeartbeatsFlowAgain.emit();
                 }
                 if self.first_round_trip.is_some() {
@@ -220,9 +372,24 @@ impl HeartbeatReceiver {
         }
     }
 
+    /// Logs out-of-order arrivals on a partition at most every few minutes, with how many.
+    fn note_out_of_order(&mut self, partition: i32, now: Instant) {
+        let (count, logged) = self.state.out_of_order.entry(partition).or_default();
+        *count += 1;
+        if logged.is_none_or(|at| now - at >= OUT_OF_ORDER_LOG_EVERY) {
+            HeartbeatOutOfOrder {
+                partition,
+                count: *count,
+            }
+            .emit();
+            *count = 0;
+            *logged = Some(now);
+        }
+    }
+
     fn skip(&mut self, partition: i32, offset: i64, reason: SkipReason) {
-        let log = reason == SkipReason::Undecodable && !self.undecodable_logged;
-        self.undecodable_logged |= log;
+        let log = reason == SkipReason::Undecodable && !self.state.undecodable_logged;
+        self.state.undecodable_logged |= log;
         MessageSkipped {
             topic: &self.topic,
             partition,

@@ -1,0 +1,89 @@
+//! An independent witness of the heartbeat topic: a second client that reads every record
+//! from the start of each partition up to its end, and says which heartbeats of an agent are
+//! really there. The truth the agent's own counts are checked against.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// (partition, sequence number) of one heartbeat.
+pub type Heartbeat = (i32, u64);
+
+/// The heartbeats of agent `instance` on `topic` now: every record from the start of each
+/// partition up to where it ended when the read began. Empty when the topic does not exist.
+pub async fn heartbeats_on_topic(
+    bootstrap: &str,
+    topic: &str,
+    instance: &str,
+) -> BTreeSet<Heartbeat> {
+    let (bootstrap, topic, instance) =
+        (bootstrap.to_owned(), topic.to_owned(), instance.to_owned());
+    tokio::task::spawn_blocking(move || read_all(&bootstrap, &topic, &instance))
+        .await
+        .expect("witness task")
+}
+
+fn read_all(bootstrap: &str, topic: &str, instance: &str) -> BTreeSet<Heartbeat> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set(
+            "group.id",
+            format!("witness-{}", uuid::Uuid::new_v4().simple()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "50")
+        .create()
+        .expect("witness consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .expect("witness metadata");
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut ends = Vec::new();
+    let mut list = TopicPartitionList::new();
+    for p in &partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, *p, Duration::from_secs(5))
+            .expect("witness watermarks");
+        if high > low {
+            list.add_partition_offset(topic, *p, Offset::Offset(low))
+                .expect("partition");
+            ends.push((*p, high));
+        }
+    }
+    let mut found = BTreeSet::new();
+    if ends.is_empty() {
+        return found;
+    }
+    consumer.assign(&list).expect("witness assign");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut remaining: Vec<(i32, i64)> = ends;
+    while !remaining.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "witness did not reach the end: {remaining:?}"
+        );
+        let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let next = m.offset() + 1;
+        remaining.retain(|(p, end)| !(*p == m.partition() && next >= *end));
+        let Some(payload) = m.payload() else { continue };
+        let Ok(json) = serde_json::from_slice::<serde_json::Value>(payload) else {
+            continue;
+        };
+        if json["instance"] == instance
+            && let Some(seq) = json["seq"].as_u64()
+        {
+            found.insert((m.partition(), seq));
+        }
+    }
+    found
+}
