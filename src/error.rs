@@ -259,7 +259,7 @@ pub enum BuildError {
     OtlpExporter {
         endpoint: String,
         #[source]
-        source: opentelemetry_otlp::ExporterBuildError,
+        source: crate::telemetry::TransportError,
     },
     #[error("could not listen on {addr} for the health endpoints")]
     HealthListener {

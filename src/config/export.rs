@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::types::{
-    Compression, DEFAULT_EXPORT_INTERVAL, DEFAULT_EXPORT_TIMEOUT, DEFAULT_OTLP_GRPC_ENDPOINT,
-    DEFAULT_OTLP_HTTP_ENDPOINT, ExportConfig, HistogramKind, OtlpConfig, OtlpProtocol, Secret,
-    Temporality,
+    Compression, DEFAULT_DELTA_BUFFER, DEFAULT_EXPORT_INTERVAL, DEFAULT_EXPORT_TIMEOUT,
+    DEFAULT_OTLP_GRPC_ENDPOINT, DEFAULT_OTLP_HTTP_ENDPOINT, ExportConfig, HistogramKind,
+    OtlpConfig, OtlpProtocol, Secret, Temporality,
 };
 use super::yaml::{Field, Reader, Section};
 
@@ -64,6 +64,10 @@ pub(super) fn read_export(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<Expo
         &TEMPORALITIES,
     );
     let histogram = choose(r, o.field("histogram"), &[HISTOGRAM_VAR], &HISTOGRAMS);
+    let delta_buffer = match o.field("delta_buffer") {
+        Some(f) => f.duration(r, Duration::ZERO),
+        None => Some(DEFAULT_DELTA_BUFFER),
+    };
     o.finish(r);
     s.finish(r);
 
@@ -81,6 +85,7 @@ pub(super) fn read_export(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<Expo
             compression: compression?,
             temporality: temporality?,
             histogram: histogram?,
+            delta_buffer: delta_buffer?,
         },
     })
 }

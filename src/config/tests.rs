@@ -376,7 +376,7 @@ checks:
   metadata: {{interval: 45s}}
   topic: {{interval: 2h}}
 export:
-  otlp: {{enabled: false, endpoint: 'http://collector:4318', protocol: http/protobuf, interval: 20s, timeout: 4s, headers: {{x-key: v}}, compression: none, temporality: delta, histogram: explicit}}
+  otlp: {{enabled: false, endpoint: 'http://collector:4318', protocol: http/protobuf, interval: 20s, timeout: 4s, headers: {{x-key: v}}, compression: none, temporality: delta, histogram: explicit, delta_buffer: 10m}}
 http: {{listen: '127.0.0.1:9999', prometheus: true}}
 log: {{level: debug, format: json}}
 "

@@ -35,6 +35,8 @@ pub const DEFAULT_OTLP_HTTP_ENDPOINT: &str = "http://localhost:4318/v1/metrics";
 /// How often metrics are pushed, and how long one push may take.
 pub const DEFAULT_EXPORT_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+/// With delta temporality, how much of a collector outage is held and delivered afterwards.
+pub const DEFAULT_DELTA_BUFFER: Duration = Duration::from_secs(3600);
 /// Health listener address (the original app's port).
 pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8080";
 /// Default explicit histogram boundaries, in seconds (design contract).
@@ -236,6 +238,10 @@ pub struct OtlpConfig {
     pub compression: Compression,
     pub temporality: Temporality,
     pub histogram: HistogramKind,
+    /// With delta temporality: exports that fail are held this long's worth (in export
+    /// intervals) and sent in order when the collector is back.
+    #[serde(serialize_with = "render::duration")]
+    pub delta_buffer: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

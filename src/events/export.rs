@@ -1,9 +1,11 @@
 //! Events of the OTLP export: the first export, failures (once, then a reminder every few
-//! minutes), and the recovery.
+//! minutes), the delta buffer filling up, and the recovery.
 
 use std::time::Duration;
 
 use tracing::{info, warn};
+
+use super::seconds;
 
 /// The first export of the run went through.
 pub struct ExportStarted<'a> {
@@ -20,34 +22,54 @@ impl ExportStarted<'_> {
 /// DEBUG.
 pub struct ExportFailed<'a> {
     pub endpoint: &'a str,
-    pub error: &'a dyn std::fmt::Display,
+    pub error: &'a (dyn std::error::Error + 'static),
     /// Failed exports in this outage, this one included.
     pub failures: u64,
     /// How long the outage has lasted.
     pub failing_for: Duration,
     /// Whether to remind at WARN (the first failure, or a reminder is due).
     pub loud: bool,
+    /// With delta temporality: the exports held for when the collector is back.
+    pub held: Option<usize>,
 }
 
 impl ExportFailed<'_> {
     pub fn emit(self) {
-        let failing_for = super::seconds(self.failing_for);
+        let error = crate::error::Chain(self.error);
+        let then = match self.held {
+            Some(_) => "measuring continues and the exports are held until it is back",
+            None => "measuring continues and the next export carries the totals",
+        };
         if self.failures == 1 {
-            warn!(
-                endpoint = %self.endpoint,
-                error = %self.error,
-                "OTLP export failed; measuring continues and the next export retries.",
-            );
+            warn!(endpoint = %self.endpoint, %error, "OTLP export failed; {then}.");
         } else {
             warn_or_debug!(
                 self.loud,
                 endpoint = %self.endpoint,
-                error = %self.error,
+                %error,
                 failed_exports = self.failures,
-                %failing_for,
+                failing_for = %seconds(self.failing_for),
+                held_exports = self.held,
                 "OTLP export still failing.",
             );
         }
+    }
+}
+
+/// With delta temporality, the collector has been away longer than the buffer holds: from
+/// now on the oldest held exports are dropped (logged once per outage).
+pub struct ExportBufferFull<'a> {
+    pub endpoint: &'a str,
+    pub capacity: usize,
+}
+
+impl ExportBufferFull<'_> {
+    pub fn emit(self) {
+        warn!(
+            endpoint = %self.endpoint,
+            held_exports = self.capacity,
+            "The delta export buffer is full: the oldest held exports are dropped (export.otlp.delta_buffer).",
+        );
     }
 }
 
@@ -56,15 +78,38 @@ pub struct ExportRecovered<'a> {
     pub endpoint: &'a str,
     pub failures: u64,
     pub outage: Duration,
+    /// With delta temporality: held exports delivered now, still held (sent with the next
+    /// exports), and dropped because the buffer was full.
+    pub delta: Option<(u64, usize, u64)>,
 }
 
 impl ExportRecovered<'_> {
     pub fn emit(self) {
-        info!(
-            endpoint = %self.endpoint,
-            failed_exports = self.failures,
-            outage = %super::seconds(self.outage),
-            "OTLP export recovered; cumulative metrics continue where they were.",
-        );
+        let (endpoint, outage) = (self.endpoint, seconds(self.outage));
+        match self.delta {
+            None => info!(
+                %endpoint,
+                failed_exports = self.failures,
+                %outage,
+                "OTLP export recovered; the cumulative totals cover the outage, nothing was lost.",
+            ),
+            Some((delivered, still_held, 0)) => info!(
+                %endpoint,
+                failed_exports = self.failures,
+                %outage,
+                delivered,
+                still_held,
+                "OTLP export recovered; the exports held during the outage are delivered in order, none dropped.",
+            ),
+            Some((delivered, still_held, dropped)) => warn!(
+                %endpoint,
+                failed_exports = self.failures,
+                %outage,
+                delivered,
+                still_held,
+                dropped,
+                "OTLP export recovered; the exports held during the outage are delivered in order, but {dropped} were dropped when the buffer was full: their counts are lost.",
+            ),
+        }
     }
 }

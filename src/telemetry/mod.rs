@@ -15,6 +15,7 @@ use opentelemetry_sdk::metrics::{
 };
 use tracing::{info, warn};
 
+pub use export::TransportError;
 pub use instruments::{ClusterAttributes, Instruments, SkipReason};
 
 use crate::config::{HistogramKind, OtlpConfig};
@@ -139,7 +140,7 @@ impl Telemetry {
             });
         }
         if otlp.enabled {
-            let exporter = export::build_otlp_exporter(otlp)?;
+            let exporter = export::OtlpExporter::new(otlp)?;
             let reader = PeriodicReader::builder(exporter)
                 .with_interval(otlp.interval)
                 .build();
@@ -150,6 +151,7 @@ impl Telemetry {
                 interval = %humantime::format_duration(otlp.interval),
                 temporality = ?otlp.temporality,
                 histogram = ?otlp.histogram,
+                delta_buffer = %humantime::format_duration(otlp.delta_buffer),
                 "OTLP metric export configured.",
             );
         } else {
