@@ -268,11 +268,9 @@ async fn heartbeat_round(
         .probe_once()
         .await
         .unwrap_or_else(|never| match never {});
-    for (partition, kind) in &round.unassigned {
+    for (partition, why) in &round.unassigned {
         if let Some(r) = reports.get_mut(partition) {
-            r.error = Some(format!(
-                "not sent: where the partition ends could not be read ({kind})"
-            ));
+            r.error = Some(format!("not sent: {why}"));
         }
     }
     let deadline = tokio::time::Instant::now() + config.heartbeat.message_timeout + CONSUME_WAIT;

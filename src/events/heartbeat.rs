@@ -188,6 +188,28 @@ impl HeartbeatSendFailed<'_> {
     }
 }
 
+/// A heartbeat partition's acks come from another broker now: its leader moved. Seen by the
+/// producer on every ack, so a move between two metadata refreshes is seen too.
+pub struct LeaderMoved {
+    pub partition: i32,
+    pub from: i32,
+    pub to: i32,
+}
+
+impl LeaderMoved {
+    pub fn emit(self) {
+        info!(
+            partition = self.partition,
+            from = self.from,
+            to = self.to,
+            "Heartbeat partition {} is led by broker {} now (was {}).",
+            self.partition,
+            self.to,
+            self.from,
+        );
+    }
+}
+
 /// Heartbeats to a partition that was failing are acknowledged again.
 pub struct HeartbeatSendsRecovered {
     pub partition: i32,
@@ -416,6 +438,12 @@ impl MessageSkipped<'_> {
                 partition = self.partition,
                 offset = self.offset,
                 "Skipping a message that is not a heartbeat; such messages are counted, not logged again.",
+            );
+        } else if self.reason == SkipReason::NewerVersion {
+            debug!(
+                partition = self.partition,
+                offset = self.offset,
+                "Skipping a heartbeat of a later version (an agent being upgraded shares the topic).",
             );
         }
         r.observe(Observation::Skipped {

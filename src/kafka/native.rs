@@ -1,6 +1,7 @@
 //! librdkafka calls the rdkafka crate does not wrap, made on the handle of a client the agent
 //! already has: DescribeCluster (every broker with its rack, the controller, the cluster id),
-//! DescribeTopics (the heartbeat topic's id), and the controller id from cached metadata.
+//! DescribeTopics (the heartbeat topic's id), the controller id from cached metadata, and the
+//! broker a produced message went to.
 //!
 //! The only module with `unsafe`. Each `unsafe` block holds one foreign call (or one read of
 //! memory librdkafka hands out) and states why it is sound; everything around it is safe code.
@@ -301,6 +302,13 @@ pub fn topic_id<C: ClientContext>(
     // SAFETY: created above, not used after this, destroyed once.
     unsafe { rd::rd_kafka_TopicCollection_destroy(topics) };
     result
+}
+
+/// The broker a delivered (or failed) message was produced to, as librdkafka reports it.
+pub fn message_broker(message: &rdkafka::message::BorrowedMessage<'_>) -> Option<i32> {
+    // SAFETY: the pointer of a message borrowed for this call; the call only reads it.
+    let id = unsafe { rd::rd_kafka_message_broker_id(message.ptr()) };
+    (id >= 0).then_some(id)
 }
 
 /// The controller id from the client's metadata (fetching it when not cached), if known.

@@ -56,16 +56,28 @@ pub enum SkipReason {
     Undecodable,
     /// This run's heartbeat, but older than the bookkeeping window remembers.
     Stale,
+    /// This run's heartbeat, found in a partition other than the one it was sent to.
+    Misplaced,
+    /// A heartbeat of a later payload version (an upgraded agent shares the topic).
+    NewerVersion,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 3] = [Self::Foreign, Self::Undecodable, Self::Stale];
+    pub const ALL: [SkipReason; 5] = [
+        Self::Foreign,
+        Self::Undecodable,
+        Self::Stale,
+        Self::Misplaced,
+        Self::NewerVersion,
+    ];
 
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Foreign => "foreign",
             Self::Undecodable => "undecodable",
             Self::Stale => "stale",
+            Self::Misplaced => "misplaced",
+            Self::NewerVersion => "newer_version",
         }
     }
 }
@@ -196,7 +208,7 @@ impl Instruments {
             ),
             messages_skipped: messages(
                 name::MESSAGES_SKIPPED,
-                "Messages on the heartbeat topic skipped: another agent's (foreign), not a heartbeat (undecodable), or too old (stale).",
+                "Messages on the heartbeat topic skipped, by reason: foreign, undecodable, stale, misplaced, newer_version.",
             ),
             messages_ambiguous: messages(
                 name::MESSAGES_AMBIGUOUS,

@@ -106,6 +106,13 @@ impl MockKafka {
         partition % self.brokers + 1
     }
 
+    /// Makes `broker` the leader of `partition`.
+    pub fn move_leader(&self, topic: &str, partition: i32, broker: i32) {
+        self.mock()
+            .partition_leader(topic, partition, Some(broker))
+            .expect("set leader");
+    }
+
     pub fn broker_down(&self, broker: i32) {
         self.mock().broker_down(broker).expect("broker down");
     }
@@ -165,7 +172,7 @@ pub struct TestAgent {
     task: tokio::task::JoinHandle<Result<(), cc_heartbeat::error::BuildError>>,
     provider: opentelemetry_sdk::metrics::SdkMeterProvider,
     exporter: InMemoryMetricExporter,
-    observations: Arc<Mutex<Vec<Observation>>>,
+    observations: Arc<Mutex<Vec<(std::time::Instant, Observation)>>>,
     pub readiness: Readiness,
     pub identity: Identity,
 }
@@ -191,7 +198,10 @@ impl TestAgent {
             let observations = Arc::clone(&observations);
             tokio::spawn(async move {
                 while let Some(o) = rx.recv().await {
-                    observations.lock().unwrap().push(o);
+                    observations
+                        .lock()
+                        .unwrap()
+                        .push((std::time::Instant::now(), o));
                 }
             });
         }
@@ -232,6 +242,16 @@ impl TestAgent {
     }
 
     pub fn observations(&self) -> Vec<Observation> {
+        self.observations
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, o)| o.clone())
+            .collect()
+    }
+
+    /// Observations with when the test received each (within microseconds of the event).
+    pub fn observations_at(&self) -> Vec<(std::time::Instant, Observation)> {
         self.observations.lock().unwrap().clone()
     }
 
@@ -284,7 +304,7 @@ impl TestAgent {
                 .pop()
                 .expect("an export")
         };
-        let observations = self.observations.lock().unwrap().clone();
+        let observations = self.observations();
         (metrics, observations)
     }
 }
@@ -345,4 +365,5 @@ pub fn free_port() -> u16 {
 pub fn unique_topic(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
+pub mod kafka_proxy;
 pub mod witness;

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::payload::{Decoded, Origin};
-use crate::kafka::{AgentContext, LibrdkafkaLog};
+use crate::kafka::{AgentContext, LibrdkafkaLog, native};
 
 /// How long the consumer thread blocks in one poll; bounds how fast it notices shutdown.
 const CONSUMER_POLL: std::time::Duration = std::time::Duration::from_millis(100);
@@ -46,6 +46,8 @@ pub(super) enum Event {
         seq: u64,
         sent_at: Instant,
         at: Instant,
+        /// The broker it was produced to, as the producer reports it.
+        broker: Option<i32>,
         outcome: Result<(), KafkaError>,
     },
     /// A message was consumed from the heartbeat topic.
@@ -107,9 +109,9 @@ impl ProducerContext for DeliveryContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, tag: Box<DeliveryTag>) {
         let at = Instant::now();
-        let outcome = match result {
-            Ok(_) => Ok(()),
-            Err((error, _)) => Err(error.clone()),
+        let (outcome, broker) = match result {
+            Ok(message) => (Ok(()), native::message_broker(message)),
+            Err((error, message)) => (Err(error.clone()), native::message_broker(message)),
         };
         // The receiver is gone only during shutdown, when outcomes no longer matter.
         let _ = self.events.send(Event::Acked {
@@ -117,6 +119,7 @@ impl ProducerContext for DeliveryContext {
             seq: tag.seq,
             sent_at: tag.sent_at,
             at,
+            broker,
             outcome,
         });
     }
@@ -225,6 +228,6 @@ fn consumed(message: &BorrowedMessage<'_>, at: Instant, origin: &Origin) -> Even
         partition: message.partition(),
         offset: message.offset(),
         at,
-        decoded: origin.decode(message.payload()),
+        decoded: origin.decode(message.partition(), message.payload()),
     }
 }

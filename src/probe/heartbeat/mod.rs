@@ -59,11 +59,36 @@ pub struct HeartbeatParts {
 }
 
 /// One round: the heartbeats handed to the producer, as (partition, sequence number), and
-/// the partitions left out because the consumer could not be placed at their end, with why.
+/// the partitions left out, with why.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Round {
     pub sent: Vec<(i32, u64)>,
-    pub unassigned: Vec<(i32, ErrorKind)>,
+    pub unassigned: Vec<(i32, NotSent)>,
+}
+
+/// Why a partition of the topic got no heartbeat this round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotSent {
+    /// The producer's metadata does not have the partition yet.
+    UnknownToProducer,
+    /// Where the partition ends could not be looked up, so the consumer could not be placed.
+    EndUnknown(ErrorKind),
+    /// The consumer refused the assignment.
+    AssignmentFailed(ErrorKind),
+}
+
+impl std::fmt::Display for NotSent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UnknownToProducer => f.write_str("the producer does not know the partition yet"),
+            Self::EndUnknown(kind) => {
+                write!(f, "where the partition ends could not be read ({kind})")
+            }
+            Self::AssignmentFailed(kind) => {
+                write!(f, "the consumer could not be assigned to it ({kind})")
+            }
+        }
+    }
 }
 
 /// The sending half, run by the probe loop.
@@ -190,7 +215,7 @@ impl HeartbeatProbe {
     /// Assigns partitions not yet consumed, each at the high watermark it has now, so every
     /// heartbeat sent from here on is read back and nothing older triggers a reset. Returns
     /// the partitions that could not be assigned, with why.
-    async fn sync_assignment(&mut self) -> Vec<(i32, ErrorKind)> {
+    async fn sync_assignment(&mut self) -> Vec<(i32, NotSent)> {
         let wanted: Vec<i32> = self
             .view
             .borrow()
@@ -202,10 +227,22 @@ impl HeartbeatProbe {
         if wanted.is_empty() {
             return Vec::new();
         }
+        // New partitions (at start, or added to the topic): the clients read the metadata now
+        // rather than at their own next refresh, and only partitions the producer knows are
+        // used, so no send fails for want of the client's metadata.
+        let known = self.refresh_client_metadata().await;
+        let (wanted, unknown): (Vec<i32>, Vec<i32>) =
+            wanted.into_iter().partition(|p| known.contains(p));
+        if !unknown.is_empty() {
+            tracing::debug!(partitions = ?unknown, "The producer does not know these partitions yet; they wait a round.");
+        }
+        let mut unassigned: Vec<(i32, NotSent)> = unknown
+            .into_iter()
+            .map(|p| (p, NotSent::UnknownToProducer))
+            .collect();
         let looked_up = self.watermarks(wanted).await;
         let mut list = TopicPartitionList::new();
         let mut added = Vec::new();
-        let mut unassigned = Vec::new();
         for (partition, result) in looked_up {
             match result {
                 Ok((low, high)) => {
@@ -227,7 +264,7 @@ impl HeartbeatProbe {
                         error: &error,
                     }
                     .emit();
-                    unassigned.push((partition, ErrorKind::of(&error)));
+                    unassigned.push((partition, NotSent::EndUnknown(ErrorKind::of(&error))));
                 }
             }
         }
@@ -245,7 +282,11 @@ impl HeartbeatProbe {
             Err(error) => {
                 AssignmentFailed { error: &error }.emit();
                 let kind = ErrorKind::of(&error);
-                unassigned.extend(added.into_iter().map(|p| (p, kind)));
+                unassigned.extend(
+                    added
+                        .into_iter()
+                        .map(|p| (p, NotSent::AssignmentFailed(kind))),
+                );
             }
         }
         unassigned
@@ -267,18 +308,29 @@ impl HeartbeatProbe {
 
     /// Has both clients read the topic's metadata now, so they send to and read from the
     /// topic the metadata watch just saw instead of what they cached.
-    async fn refresh_client_metadata(&self) {
+    /// Returns the partitions of the topic the producer knows now.
+    async fn refresh_client_metadata(&self) -> BTreeSet<i32> {
         let (producer, consumer) = (self.producer.clone(), Arc::clone(&self.consumer));
         let topic = self.topic.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            let _ = producer
+        tokio::task::spawn_blocking(move || {
+            let known = producer
                 .client()
-                .fetch_metadata(Some(&topic), WATERMARK_TIMEOUT);
+                .fetch_metadata(Some(&topic), WATERMARK_TIMEOUT)
+                .map(|m| {
+                    m.topics()
+                        .iter()
+                        .filter(|t| t.name() == topic && t.error().is_none())
+                        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                        .collect()
+                })
+                .unwrap_or_default();
             let _ = consumer
                 .client()
                 .fetch_metadata(Some(&topic), WATERMARK_TIMEOUT);
+            known
         })
-        .await;
+        .await
+        .unwrap_or_default()
     }
 
     /// Stops reading `partitions` (they are assigned again later, or their topic is gone).
@@ -332,7 +384,6 @@ impl HeartbeatProbe {
                     partitions,
                     how: Recreation::CameBack,
                 });
-                self.refresh_client_metadata().await;
             }
             _ => {}
         }

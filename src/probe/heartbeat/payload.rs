@@ -55,32 +55,45 @@ impl Origin {
         serde_json::to_vec(&heartbeat).unwrap_or_default()
     }
 
-    /// Classifies a consumed payload.
-    pub fn decode(&self, payload: Option<&[u8]>) -> Decoded {
+    /// Classifies a payload consumed from `partition`.
+    pub fn decode(&self, partition: i32, payload: Option<&[u8]>) -> Decoded {
         let Some(bytes) = payload else {
             return Decoded::Undecodable;
         };
+        // The version first, read leniently: a later version may carry other fields.
+        let version = serde_json::from_slice::<Version>(bytes).map(|v| v.cc_heartbeat);
+        match version {
+            Ok(v) if v > VERSION => return Decoded::NewerVersion,
+            Ok(VERSION) => {}
+            _ => return Decoded::Undecodable,
+        }
         match serde_json::from_slice::<Heartbeat>(bytes) {
-            Ok(h)
-                if h.cc_heartbeat == VERSION
-                    && h.instance == self.instance
-                    && h.run == self.run =>
-            {
-                Decoded::Own { seq: h.seq }
-            }
-            Ok(h) if h.cc_heartbeat == VERSION => Decoded::Foreign,
-            _ => Decoded::Undecodable,
+            Ok(h) if h.instance != self.instance || h.run != self.run => Decoded::Foreign,
+            // One of ours, copied into another partition: its sequence belongs elsewhere.
+            Ok(h) if h.partition != partition => Decoded::Misplaced,
+            Ok(h) => Decoded::Own { seq: h.seq },
+            Err(_) => Decoded::Undecodable,
         }
     }
 }
 
+/// Just the version of a payload, whatever else it holds.
+#[derive(Deserialize)]
+struct Version {
+    cc_heartbeat: u32,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decoded {
-    /// A heartbeat this run sent.
+    /// A heartbeat this run sent, found in the partition it was sent to.
     Own { seq: u64 },
     /// A well-formed heartbeat of another agent or an earlier run.
     Foreign,
-    /// Not a heartbeat of a known version.
+    /// A heartbeat of this run found in a partition other than the one it names.
+    Misplaced,
+    /// A heartbeat of a later format version (an agent being upgraded shares the topic).
+    NewerVersion,
+    /// Not a heartbeat.
     Undecodable,
 }
 
@@ -95,15 +108,27 @@ mod tests {
         let other = Origin::new("agent-b");
         assert_ne!(me.run, restarted.run);
         let mine = me.encode(3, 42);
-        assert_eq!(me.decode(Some(&mine)), Decoded::Own { seq: 42 });
-        assert_eq!(me.decode(Some(&restarted.encode(3, 42))), Decoded::Foreign);
-        assert_eq!(me.decode(Some(&other.encode(3, 42))), Decoded::Foreign);
-        assert_eq!(me.decode(Some(b"hello")), Decoded::Undecodable);
-        assert_eq!(me.decode(Some(b"")), Decoded::Undecodable);
-        assert_eq!(me.decode(None), Decoded::Undecodable);
-        let future =
-            br#"{"cc_heartbeat":2,"instance":"x","run":"y","partition":0,"seq":1,"sent_at_ms":1}"#;
-        assert_eq!(me.decode(Some(future)), Decoded::Undecodable);
+        assert_eq!(me.decode(3, Some(&mine)), Decoded::Own { seq: 42 });
+        assert_eq!(me.decode(4, Some(&mine)), Decoded::Misplaced);
+        assert_eq!(
+            me.decode(3, Some(&restarted.encode(3, 42))),
+            Decoded::Foreign
+        );
+        assert_eq!(me.decode(3, Some(&other.encode(3, 42))), Decoded::Foreign);
+        assert_eq!(me.decode(3, Some(b"hello")), Decoded::Undecodable);
+        assert_eq!(me.decode(3, Some(b"")), Decoded::Undecodable);
+        assert_eq!(me.decode(3, None), Decoded::Undecodable);
+        assert_eq!(
+            me.decode(3, Some(br#"{"cc_heartbeat":1}"#)),
+            Decoded::Undecodable
+        );
+        // A later version, with fields this one does not know, is told apart from garbage.
+        let future = br#"{"cc_heartbeat":2,"instance":"x","run":"y","partition":0,"seq":1,"sent_at_ms":1,"zone":"a"}"#;
+        assert_eq!(me.decode(0, Some(future)), Decoded::NewerVersion);
+        assert_eq!(
+            me.decode(0, Some(br#"{"cc_heartbeat":0}"#)),
+            Decoded::Undecodable
+        );
     }
 
     #[test]

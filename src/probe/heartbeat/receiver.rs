@@ -21,7 +21,7 @@ use crate::error::ErrorKind;
 use crate::events::Episode;
 use crate::events::heartbeat::{
     FirstRoundTrip, HeartbeatAcked, HeartbeatDuplicated, HeartbeatOutOfOrder, HeartbeatReceived,
-    HeartbeatSendFailed, HeartbeatSendsRecovered, HeartbeatsFlowAgain, HeartbeatsLost,
+    HeartbeatSendFailed, HeartbeatSendsRecovered, HeartbeatsFlowAgain, HeartbeatsLost, LeaderMoved,
     MessageSkipped, PartitionsAssigned, PendingVoided, Recorder, Tap, TopicRecreated,
     WrittenAfterAll,
 };
@@ -84,6 +84,9 @@ pub(super) struct ReceiverState {
     /// Per partition: out-of-order arrivals not yet logged, and when that was last logged.
     out_of_order: BTreeMap<i32, (u64, Option<Instant>)>,
     counters_started: bool,
+    /// The broker that acked each partition's last heartbeat: its leader, as seen by the
+    /// producer.
+    acked_by: BTreeMap<i32, i32>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -127,21 +130,20 @@ impl HeartbeatReceiver {
             } => {
                 self.tracker
                     .acked(partition, seq, at, Err(ErrorKind::of(&error)));
-                self.send_failed(partition, seq, None, &error, at);
+                let leader = self.leader_of(partition);
+                self.send_failed(partition, seq, None, leader, &error, at);
             }
             Event::Acked {
                 partition,
                 seq,
                 sent_at,
                 at,
+                broker,
                 outcome,
-            } => self.on_ack(
-                partition,
-                seq,
-                at.saturating_duration_since(sent_at),
-                at,
-                outcome,
-            ),
+            } => {
+                let latency = at.saturating_duration_since(sent_at);
+                self.on_ack(partition, seq, latency, at, broker, outcome);
+            }
             Event::Consumed {
                 partition,
                 offset,
@@ -197,6 +199,7 @@ impl HeartbeatReceiver {
         seq: u64,
         latency: Duration,
         at: Instant,
+        broker: Option<i32>,
         outcome: Result<(), KafkaError>,
     ) {
         if outcome.as_ref().is_err_and(abandoned) {
@@ -206,9 +209,21 @@ impl HeartbeatReceiver {
         }
         let result = outcome.as_ref().map_err(|e| ErrorKind::of(e)).copied();
         self.tracker.acked(partition, seq, at, result);
-        let leader = self.leader_of(partition);
+        // The broker the producer sent it to; the metadata's leader only when unknown.
+        let leader = broker.or_else(|| self.leader_of(partition));
         match outcome {
             Ok(()) => {
+                if let Some(to) = broker {
+                    let from = self.state.acked_by.insert(partition, to);
+                    if let Some(from) = from.filter(|from| *from != to) {
+                        LeaderMoved {
+                            partition,
+                            from,
+                            to,
+                        }
+                        .emit();
+                    }
+                }
                 HeartbeatAcked {
                     partition,
                     seq,
@@ -230,7 +245,7 @@ impl HeartbeatReceiver {
                     .emit();
                 }
             }
-            Err(error) => self.send_failed(partition, seq, Some(latency), &error, at),
+            Err(error) => self.send_failed(partition, seq, Some(latency), leader, &error, at),
         }
     }
 
@@ -239,6 +254,7 @@ impl HeartbeatReceiver {
         partition: i32,
         seq: u64,
         latency: Option<Duration>,
+        leader: Option<i32>,
         error: &KafkaError,
         at: Instant,
     ) {
@@ -247,7 +263,7 @@ impl HeartbeatReceiver {
         HeartbeatSendFailed {
             partition,
             seq,
-            leader: self.leader_of(partition),
+            leader,
             latency,
             error,
             first,
@@ -317,6 +333,10 @@ impl HeartbeatReceiver {
         let seq = match decoded {
             Decoded::Own { seq } => seq,
             Decoded::Foreign => return self.skip(partition, offset, SkipReason::Foreign),
+            Decoded::Misplaced => return self.skip(partition, offset, SkipReason::Misplaced),
+            Decoded::NewerVersion => {
+                return self.skip(partition, offset, SkipReason::NewerVersion);
+            }
             Decoded::Undecodable => {
                 return self.skip(partition, offset, SkipReason::Undecodable);
             }
