@@ -12,9 +12,9 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
-COPY scripts/vendor-librdkafka ./scripts/
+COPY scripts/vendor-patched-crates ./scripts/
 COPY patches ./patches
-RUN scripts/vendor-librdkafka
+RUN scripts/vendor-patched-crates
 COPY src ./src
 RUN cargo build --release --locked \
     && install -m 0755 target/release/cc-heartbeat /cc-heartbeat

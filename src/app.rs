@@ -11,8 +11,8 @@ use crate::cluster::ClusterRun;
 use crate::config::Config;
 use crate::error::BuildError;
 use crate::health::{self, Readiness};
-use crate::kafka::admin::Admin;
-use crate::probe::heartbeat::Tap;
+use crate::kafka::ClientTiming;
+use crate::probe::heartbeat::{HeartbeatClients, Tap};
 use crate::telemetry::{Identity, Instruments};
 
 /// How long probes get to stop after the shutdown trigger.
@@ -45,9 +45,14 @@ pub async fn run(
     let readiness = options.readiness.unwrap_or_default();
 
     // Build every client before anything runs, so a bad setting fails start-up at once.
-    let mut admins = Vec::with_capacity(config.clusters.len());
+    let timing = ClientTiming::of(config);
+    let mut clients = Vec::with_capacity(config.clusters.len());
     for cluster in &config.clusters {
-        admins.push(Admin::new(cluster, &config.heartbeat)?);
+        clients.push(HeartbeatClients::new(
+            cluster,
+            timing,
+            &identity.instance_id,
+        )?);
     }
     let health = if options.health {
         Some(
@@ -69,12 +74,11 @@ pub async fn run(
         clusters = config.clusters.len(),
         "cc-heartbeat started.",
     );
-    for (cluster, admin) in config.clusters.iter().zip(admins) {
+    for (cluster, clients) in config.clusters.iter().zip(clients) {
         let run = ClusterRun {
             cluster: cluster.clone(),
             heartbeat: config.heartbeat.clone(),
             checks: config.checks.clone(),
-            instance_id: identity.instance_id.clone(),
             instruments: instruments.clone(),
             tap: options.tap.clone(),
             metadata_ready: readiness.latch(format!("{} metadata", cluster.name)),
@@ -82,7 +86,7 @@ pub async fn run(
                 .latch(format!("{} first heartbeat round trip", cluster.name)),
             topic_ready: readiness.condition(),
         };
-        tasks.spawn(run.run(admin, cancel.clone(), tasks.clone()));
+        tasks.spawn(run.run(clients, cancel.clone(), tasks.clone()));
     }
 
     shutdown.await;

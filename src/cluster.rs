@@ -15,11 +15,10 @@ use crate::config::{ChecksConfig, ClusterConfig, HeartbeatConfig};
 use crate::error::Chain;
 use crate::events::broker::BrokerProbeUnavailable;
 use crate::health::{Condition, Latch};
-use crate::kafka::admin::Admin;
 use crate::kafka::metadata::ClusterView;
 use crate::kafka::tls;
 use crate::probe::broker::{BrokerProbe, BrokerProbeParts};
-use crate::probe::heartbeat::{self, HeartbeatParts, Tap};
+use crate::probe::heartbeat::{self, HeartbeatClients, HeartbeatParts, Tap};
 use crate::probe::metadata::{MetadataParts, MetadataWatch};
 use crate::probe::topic::{TopicParts, TopicProbe};
 use crate::probe::{self, Wake};
@@ -29,7 +28,6 @@ pub struct ClusterRun {
     pub cluster: ClusterConfig,
     pub heartbeat: HeartbeatConfig,
     pub checks: ChecksConfig,
-    pub instance_id: String,
     pub instruments: Instruments,
     pub tap: Option<Tap>,
     pub metadata_ready: Latch,
@@ -40,12 +38,25 @@ pub struct ClusterRun {
 
 impl ClusterRun {
     /// Runs every probe of the cluster until `cancel`; failures are measured and retried.
-    pub async fn run(self, admin: Admin, cancel: CancellationToken, tasks: TaskTracker) {
+    pub async fn run(
+        self,
+        clients: HeartbeatClients,
+        cancel: CancellationToken,
+        tasks: TaskTracker,
+    ) {
         let span = tracing::info_span!("cluster", cluster = %self.cluster.name);
-        self.run_probes(admin, cancel, tasks).instrument(span).await;
+        self.run_probes(clients, cancel, tasks)
+            .instrument(span)
+            .await;
     }
 
-    async fn run_probes(self, admin: Admin, cancel: CancellationToken, tasks: TaskTracker) {
+    async fn run_probes(
+        self,
+        clients: HeartbeatClients,
+        cancel: CancellationToken,
+        tasks: TaskTracker,
+    ) {
+        let admin = clients.admin();
         let name = self.cluster.name.clone();
         let security = match &self.cluster.sasl {
             Some(sasl) => format!(
@@ -112,14 +123,13 @@ impl ClusterRun {
         let parts = HeartbeatParts {
             cluster: self.cluster,
             heartbeat: self.heartbeat,
-            instance_id: self.instance_id,
             instruments: self.instruments,
             view,
             refresh,
             tap: self.tap,
             first_round_trip: Some(self.heartbeat_ready),
         };
-        match heartbeat::start(parts, &cancel, &tasks) {
+        match heartbeat::start(parts, clients, &cancel, &tasks) {
             Ok((sender, receiver)) => {
                 tasks.spawn(receiver.run().instrument(probe::span("heartbeat", &name)));
                 tasks.spawn(probe::run(sender, &name, Wake::new(), cancel));

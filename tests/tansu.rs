@@ -219,9 +219,12 @@ async fn messages_injected_by_another_client_are_counted_under_their_own_reasons
 async fn describe_cluster_reports_the_controller_and_no_racks() {
     use cc_heartbeat::kafka::admin::Admin;
     use cc_heartbeat::kafka::native::Node;
+    use cc_heartbeat::kafka::{ClientTiming, producer};
     let tansu = Tansu::start();
     let config = tansu_config(&tansu, "unused", "");
-    let admin = Admin::new(&config.clusters[0], &config.heartbeat).unwrap();
+    let timing = ClientTiming::of(&config);
+    let admin =
+        Admin::new(producer::producer(&config.clusters[0], timing, Box::new(|_| {})).unwrap());
     let description = admin.describe(Duration::from_secs(5)).await.unwrap();
     assert_eq!(description.controller, Some(111));
     assert_eq!(

@@ -19,11 +19,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{ClusterConfig, Config};
 use crate::error::Chain;
-use crate::kafka::admin::Admin;
+use crate::kafka::ClientTiming;
 use crate::kafka::metadata::ClusterView;
 use crate::kafka::tls;
 use crate::probe::broker::{BrokerProbe, BrokerProbeParts, Outcome};
-use crate::probe::heartbeat::{self, HeartbeatParts, Observation};
+use crate::probe::heartbeat::{self, HeartbeatClients, HeartbeatParts, Observation};
 use crate::probe::metadata::{MetadataParts, MetadataWatch};
 use crate::probe::topic::{TopicParts, TopicProbe};
 use crate::probe::{Probe as _, Wake};
@@ -107,8 +107,8 @@ async fn check_cluster(
         ..ClusterReport::default()
     };
     let instruments = Instruments::unexported();
-    let admin = match Admin::new(&cluster, &config.heartbeat) {
-        Ok(a) => a,
+    let clients = match HeartbeatClients::new(&cluster, ClientTiming::of(config), instance_id) {
+        Ok(c) => c,
         Err(e) => {
             report
                 .problems
@@ -116,6 +116,7 @@ async fn check_cluster(
             return report;
         }
     };
+    let admin = clients.admin();
     let tls = tls::for_cluster(&cluster).unwrap_or_else(|e| {
         report.problems.push(format!(
             "cannot set up TLS for the broker probe: {}",
@@ -208,7 +209,7 @@ async fn check_cluster(
     report.uncovered_brokers = view.borrow().uncovered_brokers();
     report.problems.extend(absent_leaders(&view.borrow()));
 
-    report.partitions = heartbeat_round(config, cluster, instance_id, instruments, view).await;
+    report.partitions = heartbeat_round(config, cluster, clients, instruments, view).await;
     for p in &report.partitions {
         if let Some(error) = &p.error {
             report
@@ -223,7 +224,7 @@ async fn check_cluster(
 async fn heartbeat_round(
     config: &Config,
     cluster: ClusterConfig,
-    instance_id: &str,
+    clients: HeartbeatClients,
     instruments: Instruments,
     view: watch::Receiver<Arc<ClusterView>>,
 ) -> Vec<PartitionReport> {
@@ -246,7 +247,6 @@ async fn heartbeat_round(
     let parts = HeartbeatParts {
         cluster,
         heartbeat: config.heartbeat.clone(),
-        instance_id: instance_id.to_owned(),
         instruments,
         view,
         refresh: Wake::new(),
@@ -254,7 +254,7 @@ async fn heartbeat_round(
         first_round_trip: None,
     };
     let (cancel, tasks) = (CancellationToken::new(), TaskTracker::new());
-    let (mut probe, receiver) = match heartbeat::start(parts, &cancel, &tasks) {
+    let (mut probe, receiver) = match heartbeat::start(parts, clients, &cancel, &tasks) {
         Ok(started) => started,
         Err(e) => {
             for r in reports.values_mut() {

@@ -1,17 +1,16 @@
-//! Cluster-level requests: metadata snapshots, DescribeCluster, and creating the heartbeat
-//! topic.
+//! Cluster-level requests, made on the cluster's producer handle: metadata snapshots,
+//! DescribeCluster, DescribeTopics, and creating the heartbeat topic.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::Client;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::Producer as _;
 
 use super::metadata::{ClusterView, view_from};
 use super::native::{self, AdminError, ClusterDescription};
-use super::{AgentContext, Role, client_config};
-use crate::config::{ClusterConfig, HeartbeatConfig};
-use crate::error::{BuildError, TimedOut};
+use super::producer::{DeliveryContext, Producer};
+use crate::config::HeartbeatConfig;
 
 /// A metadata request that failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,9 +25,7 @@ pub enum MetadataError {
 #[derive(Debug, thiserror::Error)]
 pub enum CreateTopicError {
     #[error("the create-topic request failed")]
-    Request(#[source] KafkaError),
-    #[error("the create-topic request got no answer")]
-    Timeout(#[source] TimedOut),
+    Request(#[source] AdminError),
     #[error("this agent is not allowed to create it; create {plan} or grant CREATE on the topic")]
     NotAllowed {
         plan: String,
@@ -43,53 +40,51 @@ pub enum CreateTopicError {
     },
 }
 
-/// The admin client of one cluster; cheap to clone.
+/// The cluster-level requests of one cluster, made on its producer's handle; cheap to clone.
 #[derive(Clone)]
 pub struct Admin {
-    client: Arc<AdminClient<AgentContext>>,
+    producer: Producer,
 }
 
 impl Admin {
-    pub fn new(cluster: &ClusterConfig, heartbeat: &HeartbeatConfig) -> Result<Self, BuildError> {
-        let client = client_config(cluster, Role::Admin, heartbeat.message_timeout)
-            .create_with_context(AgentContext::new(&cluster.name, Role::Admin))
-            .map_err(|source| BuildError::KafkaClient {
-                cluster: cluster.name.clone(),
-                role: Role::Admin.as_str(),
-                source,
-            })?;
-        Ok(Self {
-            client: Arc::new(client),
-        })
+    pub fn new(producer: Producer) -> Self {
+        Self { producer }
     }
 
-    /// A metadata snapshot for `topic`, fetched off the async threads.
+    /// Runs `request` on the producer's client, off the async threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        request: impl FnOnce(&Client<DeliveryContext>) -> T + Send + 'static,
+    ) -> Result<T, tokio::task::JoinError> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || request(producer.client())).await
+    }
+
+    /// A metadata snapshot for `topic`.
     pub async fn metadata(
         &self,
         topic: &str,
         timeout: Duration,
     ) -> Result<ClusterView, MetadataError> {
-        let client = Arc::clone(&self.client);
         let topic = topic.to_owned();
-        let task = tokio::task::spawn_blocking(move || {
-            let inner = client.inner();
-            let metadata = inner
+        self.blocking(move |client| {
+            let metadata = client
                 .fetch_metadata(Some(&topic), timeout)
                 .map_err(MetadataError::Request)?;
             // The metadata response carried the cluster id and controller; librdkafka has
             // them cached by now.
-            let cluster_id = inner.fetch_cluster_id(Duration::from_millis(500));
-            let controller = native::controller_id(inner, Duration::from_millis(500));
+            let cluster_id = client.fetch_cluster_id(Duration::from_millis(500));
+            let controller = native::controller_id(client, Duration::from_millis(500));
             Ok(view_from(&metadata, cluster_id, controller, &topic))
-        });
-        task.await.map_err(MetadataError::Task)?
+        })
+        .await
+        .map_err(MetadataError::Task)?
     }
 
     /// DescribeCluster: every broker with its rack. Not every cluster answers it (librdkafka's
     /// mock does not), so callers treat a failure as "racks unknown".
     pub async fn describe(&self, timeout: Duration) -> Result<ClusterDescription, AdminError> {
-        let client = Arc::clone(&self.client);
-        tokio::task::spawn_blocking(move || native::describe_cluster(client.inner(), timeout))
+        self.blocking(move |client| native::describe_cluster(client, timeout))
             .await
             .map_err(|source| AdminError::Task {
                 request: "DescribeCluster",
@@ -103,9 +98,8 @@ impl Admin {
         topic: &str,
         timeout: Duration,
     ) -> Result<Option<u128>, AdminError> {
-        let client = Arc::clone(&self.client);
         let topic = topic.to_owned();
-        tokio::task::spawn_blocking(move || native::topic_id(client.inner(), &topic, timeout))
+        self.blocking(move |client| native::topic_id(client, &topic, timeout))
             .await
             .map_err(|source| AdminError::Task {
                 request: "DescribeTopics",
@@ -120,35 +114,29 @@ impl Admin {
         plan: &TopicPlan,
         timeout: Duration,
     ) -> Result<(), CreateTopicError> {
-        let retention = plan.retention.as_millis().to_string();
-        let new_topic = NewTopic::new(
-            topic,
-            plan.partitions,
-            TopicReplication::Fixed(i32::from(plan.replication_factor)),
-        )
-        .set("retention.ms", &retention);
-        let options = AdminOptions::new()
-            .request_timeout(Some(timeout))
-            .operation_timeout(Some(timeout));
-        let results = tokio::time::timeout(
-            timeout + Duration::from_secs(1),
-            self.client.create_topics([&new_topic], &options),
-        )
-        .await
-        .map_err(|_| {
-            CreateTopicError::Timeout(TimedOut {
-                what: "no answer",
-                after: timeout,
-            })
-        })?
-        .map_err(CreateTopicError::Request)?;
-        for result in results {
-            match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((_, code)) => return Err(create_error(topic, plan, code)),
-            }
+        let new_topic = native::NewTopic {
+            name: topic.to_owned(),
+            partitions: plan.partitions,
+            replication_factor: i32::from(plan.replication_factor),
+            configs: vec![(
+                "retention.ms".to_owned(),
+                plan.retention.as_millis().to_string(),
+            )],
+        };
+        let code = self
+            .blocking(move |client| native::create_topic(client, &new_topic, timeout))
+            .await
+            .map_err(|source| {
+                CreateTopicError::Request(AdminError::Task {
+                    request: "CreateTopics",
+                    source,
+                })
+            })?
+            .map_err(CreateTopicError::Request)?;
+        match code {
+            None | Some(RDKafkaErrorCode::TopicAlreadyExists) => Ok(()),
+            Some(code) => Err(create_error(topic, plan, code)),
         }
-        Ok(())
     }
 }
 

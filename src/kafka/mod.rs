@@ -1,12 +1,17 @@
 //! Kafka clients: librdkafka settings per role, and the context that routes librdkafka's logs.
 //!
-//! The measurement rules live here as settings: the producer sends with acks=all, no retries
-//! and no linger; the consumer has no group (it reads by assignment and never commits); no
-//! client ever auto-creates a topic.
+//! A cluster costs two librdkafka clients: the producer, which also carries the agent's
+//! cluster-level requests ([`admin`]), and the heartbeat consumer. The measurement rules live
+//! here as settings: the producer sends with acks=all, no retries and no linger; the consumer
+//! has no group (it reads by assignment and never commits); no client ever auto-creates a
+//! topic. The rest keeps an idle agent quiet: no client telemetry push, no statistics, long
+//! fetch waits (a broker answers a waiting fetch as soon as data arrives), and the clients'
+//! own metadata refresh at the agent's metadata interval.
 
 pub mod admin;
 pub mod metadata;
 pub mod native;
+pub mod producer;
 pub mod reach;
 pub mod tls;
 pub mod wire;
@@ -29,7 +34,6 @@ use crate::config::{ClusterConfig, SaslMechanism};
 pub enum Role {
     Producer,
     Consumer,
-    Admin,
 }
 
 impl Role {
@@ -37,17 +41,34 @@ impl Role {
         match self {
             Self::Producer => "producer",
             Self::Consumer => "consumer",
-            Self::Admin => "admin",
         }
     }
 }
 
+/// The timings from the config that the clients' settings follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientTiming {
+    /// How long a send may wait for its ack.
+    pub message_timeout: Duration,
+    /// The agent's metadata interval: the clients refresh their own metadata as often.
+    pub metadata_interval: Duration,
+}
+
+impl ClientTiming {
+    pub fn of(config: &crate::config::Config) -> Self {
+        Self {
+            message_timeout: config.heartbeat.message_timeout,
+            metadata_interval: config.checks.metadata.interval,
+        }
+    }
+}
+
+/// Fetches wait this long for data when a partition has none; a broker answers at once when
+/// data arrives, so it bounds only an idle wait (and the fetch requests of an idle agent).
+pub const FETCH_WAIT: Duration = Duration::from_millis(500);
+
 /// librdkafka settings for one role of one cluster.
-pub fn client_config(
-    cluster: &ClusterConfig,
-    role: Role,
-    message_timeout: Duration,
-) -> ClientConfig {
+pub fn client_config(cluster: &ClusterConfig, role: Role, timing: ClientTiming) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", cluster.bootstrap_servers.join(","));
     c.set("client.id", format!("cc-heartbeat-{}", role.as_str()));
@@ -57,6 +78,14 @@ pub fn client_config(
     // A broker that comes back is used within a second, not after librdkafka's default
     // backoff of up to 10 s, which would read as produce failures after the outage ended.
     c.set("reconnect.backoff.max.ms", "1000");
+    // Quiet: no client telemetry pushed to the brokers (its per-broker histograms cost
+    // memory), no statistics, and the clients' own metadata refresh at the agent's pace.
+    c.set("enable.metrics.push", "false");
+    c.set("statistics.interval.ms", "0");
+    c.set(
+        "topic.metadata.refresh.interval.ms",
+        timing.metadata_interval.as_millis().to_string(),
+    );
     if let Some(sasl) = &cluster.sasl {
         c.set("sasl.mechanism", sasl.mechanism.as_str());
         if let Some(username) = &sasl.username {
@@ -106,7 +135,7 @@ pub fn client_config(
         c.set("enable.ssl.certificate.verification", "false");
         c.set("ssl.endpoint.identification.algorithm", "none");
     }
-    let timeout_ms = message_timeout.as_millis().to_string();
+    let timeout_ms = timing.message_timeout.as_millis().to_string();
     match role {
         Role::Producer => {
             c.set("acks", "all");
@@ -127,10 +156,8 @@ pub fn client_config(
             // passed it) is reported to the agent, which reads the partition again from its
             // start, instead of jumping to the end and skipping what is there.
             c.set("auto.offset.reset", "error");
-            // Fetches return as soon as a heartbeat arrives; this only bounds an idle wait.
-            c.set("fetch.wait.max.ms", "100");
+            c.set("fetch.wait.max.ms", FETCH_WAIT.as_millis().to_string());
         }
-        Role::Admin => {}
     }
     for (k, v) in &cluster.librdkafka {
         c.set(k, v.expose());
@@ -219,7 +246,7 @@ impl LibrdkafkaLog {
     }
 }
 
-/// Client context of the admin client and the heartbeat consumer.
+/// Client context of the heartbeat consumer.
 #[derive(Clone, Debug)]
 pub struct AgentContext {
     log: LibrdkafkaLog,
@@ -266,7 +293,11 @@ mod tests {
             &|_| None,
         )
         .unwrap();
-        let c = client_config(&config.clusters[0], Role::Producer, Duration::from_secs(5));
+        let timing = ClientTiming {
+            message_timeout: Duration::from_secs(5),
+            metadata_interval: Duration::from_secs(60),
+        };
+        let c = client_config(&config.clusters[0], Role::Producer, timing);
         assert_eq!(c.get("bootstrap.servers"), Some("x:1,y:2"));
         assert_eq!(c.get("acks"), Some("all"));
         assert_eq!(c.get("message.send.max.retries"), Some("0"));
@@ -276,12 +307,15 @@ mod tests {
         assert_eq!(c.get("security.protocol"), Some("SASL_SSL"));
         assert_eq!(c.get("socket.keepalive.enable"), Some("true"));
         assert_eq!(c.get("allow.auto.create.topics"), Some("false"));
+        assert_eq!(c.get("enable.metrics.push"), Some("false"));
+        assert_eq!(c.get("topic.metadata.refresh.interval.ms"), Some("60000"));
         c.create_native_config()
             .expect("librdkafka accepts the producer settings");
 
-        let consumer = client_config(&config.clusters[0], Role::Consumer, Duration::from_secs(5));
+        let consumer = client_config(&config.clusters[0], Role::Consumer, timing);
         assert_eq!(consumer.get("group.id"), None);
         assert_eq!(consumer.get("enable.auto.commit"), Some("false"));
+        assert_eq!(consumer.get("fetch.wait.max.ms"), Some("500"));
         consumer
             .create_native_config()
             .expect("librdkafka accepts the consumer settings");

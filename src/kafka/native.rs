@@ -1,7 +1,8 @@
 //! librdkafka calls the rdkafka crate does not wrap, made on the handle of a client the agent
-//! already has: DescribeCluster (every broker with its rack, the controller, the cluster id),
-//! DescribeTopics (the heartbeat topic's id), the controller id from cached metadata, and the
-//! broker a produced message went to.
+//! already has (its producer), so cluster-level requests need no client of their own:
+//! DescribeCluster (every broker with its rack, the controller, the cluster id),
+//! DescribeTopics (the heartbeat topic's id), CreateTopics, the controller id from cached
+//! metadata, and the broker a produced message went to.
 //!
 //! The only module with `unsafe`. Each `unsafe` block holds one foreign call (or one read of
 //! memory librdkafka hands out) and states why it is sound; everything around it is safe code.
@@ -309,6 +310,104 @@ pub fn message_broker(message: &rdkafka::message::BorrowedMessage<'_>) -> Option
     // SAFETY: the pointer of a message borrowed for this call; the call only reads it.
     let id = unsafe { rd::rd_kafka_message_broker_id(message.ptr()) };
     (id >= 0).then_some(id)
+}
+
+/// A topic to create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewTopic {
+    pub name: String,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    /// Topic configs, e.g. `retention.ms`.
+    pub configs: Vec<(String, String)>,
+}
+
+/// Frees a NewTopic however the call ends.
+struct NewTopicHandle(*mut rd::rd_kafka_NewTopic_t);
+
+impl Drop for NewTopicHandle {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            // SAFETY: created by rd_kafka_NewTopic_new, owned here only, destroyed once.
+            unsafe { rd::rd_kafka_NewTopic_destroy(self.0) };
+        }
+    }
+}
+
+/// Creates `topic` and waits up to `timeout` for the answer: the broker's error code for it,
+/// `None` when it was created. Blocking: call it from `spawn_blocking`.
+pub fn create_topic<C: ClientContext>(
+    client: &Client<C>,
+    topic: &NewTopic,
+    timeout: Duration,
+) -> Result<Option<RDKafkaErrorCode>, AdminError> {
+    const REQUEST: &str = "CreateTopics";
+    let setup = AdminError::Setup { request: REQUEST };
+    let name =
+        CString::new(topic.name.as_str()).map_err(|_| AdminError::Setup { request: REQUEST })?;
+    let mut errstr = [0 as c_char; 256];
+    // SAFETY: `name` is NUL-terminated and `errstr` writable for its length; librdkafka copies
+    // the name. The result is freed by `NewTopicHandle`.
+    let new_topic = NewTopicHandle(unsafe {
+        rd::rd_kafka_NewTopic_new(
+            name.as_ptr(),
+            topic.partitions,
+            topic.replication_factor,
+            errstr.as_mut_ptr(),
+            errstr.len(),
+        )
+    });
+    if new_topic.0.is_null() {
+        return Err(setup);
+    }
+    for (key, value) in &topic.configs {
+        let (Ok(key), Ok(value)) = (CString::new(key.as_str()), CString::new(value.as_str()))
+        else {
+            return Err(AdminError::Setup { request: REQUEST });
+        };
+        // SAFETY: a live NewTopic and two NUL-terminated strings that librdkafka copies.
+        unsafe { rd::rd_kafka_NewTopic_set_config(new_topic.0, key.as_ptr(), value.as_ptr()) };
+    }
+    let op = rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_CREATETOPICS;
+    let send = |rk: Handle, options: Options, queue: Queue| {
+        let mut errstr = [0 as c_char; 256];
+        // SAFETY: live options; `errstr` is writable for its length. A bad timeout leaves the
+        // default in place.
+        unsafe {
+            rd::rd_kafka_AdminOptions_set_operation_timeout(
+                options,
+                millis(timeout),
+                errstr.as_mut_ptr(),
+                errstr.len(),
+            )
+        };
+        let mut topics = [new_topic.0];
+        // SAFETY: live handle, options and queue, and an array of one live NewTopic;
+        // librdkafka copies what it needs.
+        unsafe { rd::rd_kafka_CreateTopics(rk, topics.as_mut_ptr(), 1, options, queue) }
+    };
+    let read = |event: Event| {
+        // SAFETY: live event; the result and its topic results belong to it.
+        let result = unsafe { rd::rd_kafka_event_CreateTopics_result(event) };
+        if result.is_null() {
+            return Err(AdminError::UnexpectedEvent { request: REQUEST });
+        }
+        let mut count = 0usize;
+        // SAFETY: live result; `count` receives the length of the returned array.
+        let results = unsafe { rd::rd_kafka_CreateTopics_result_topics(result, &mut count) };
+        if count == 0 {
+            return Err(AdminError::UnexpectedEvent { request: REQUEST });
+        }
+        // SAFETY: `results` points to `count` (at least one) pointers owned by the result.
+        let first = unsafe { *results };
+        if first.is_null() {
+            return Err(AdminError::UnexpectedEvent { request: REQUEST });
+        }
+        // SAFETY: a non-null topic result of the live event.
+        let code = unsafe { rd::rd_kafka_topic_result_error(first) };
+        Ok((code != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR).then(|| code.into()))
+    };
+    admin_request(client, REQUEST, op, timeout, send, read)
 }
 
 /// The controller id from the client's metadata (fetching it when not cached), if known.

@@ -9,15 +9,17 @@ use std::time::Instant;
 
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, DeliveryResult, Message as _};
-use rdkafka::producer::ProducerContext;
-use rdkafka::{ClientContext, config::RDKafkaLogLevel};
+use rdkafka::message::{BorrowedMessage, Message as _};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::payload::{Decoded, Origin};
-use crate::kafka::{AgentContext, LibrdkafkaLog, native};
+use crate::config::ClusterConfig;
+use crate::error::BuildError;
+use crate::kafka::admin::Admin;
+use crate::kafka::producer::{self, Delivery, Producer};
+use crate::kafka::{AgentContext, ClientTiming, Role, client_config};
 
 /// How long the consumer thread blocks in one poll; bounds how fast it notices shutdown.
 const CONSUMER_POLL: std::time::Duration = std::time::Duration::from_millis(100);
@@ -81,47 +83,64 @@ pub(super) enum Recreation {
 
 pub(super) type Events = mpsc::UnboundedSender<Event>;
 
-/// Rides with each heartbeat through the producer, back to the delivery callback.
-pub(super) struct DeliveryTag {
-    pub(super) partition: i32,
-    pub(super) seq: u64,
-    pub(super) sent_at: Instant,
+/// The heartbeat's clients for one cluster, built before anything runs so a bad setting fails
+/// start-up. The producer's handle also carries the cluster-level requests
+/// ([`HeartbeatClients::admin`]).
+pub struct HeartbeatClients {
+    pub(super) producer: Producer,
+    pub(super) consumer: BaseConsumer<AgentContext>,
+    pub(super) origin: Origin,
+    pub(super) events_tx: Events,
+    pub(super) events: mpsc::UnboundedReceiver<Event>,
 }
 
-/// Producer context: stamps the ack time in librdkafka's callback and forwards it.
-pub(super) struct DeliveryContext {
-    pub(super) log: LibrdkafkaLog,
-    pub(super) events: Events,
-}
-
-impl ClientContext for DeliveryContext {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        self.log.log(level, fac, message);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.log.error(&error, reason);
-    }
-}
-
-impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = Box<DeliveryTag>;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, tag: Box<DeliveryTag>) {
-        let at = Instant::now();
-        let (outcome, broker) = match result {
-            Ok(message) => (Ok(()), native::message_broker(message)),
-            Err((error, message)) => (Err(error.clone()), native::message_broker(message)),
-        };
-        // The receiver is gone only during shutdown, when outcomes no longer matter.
-        let _ = self.events.send(Event::Acked {
-            partition: tag.partition,
-            seq: tag.seq,
-            sent_at: tag.sent_at,
-            at,
-            broker,
-            outcome,
+impl HeartbeatClients {
+    pub fn new(
+        cluster: &ClusterConfig,
+        timing: ClientTiming,
+        instance_id: &str,
+    ) -> Result<Self, BuildError> {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        // The producer outlives the heartbeat (the cluster-level requests share it), so its
+        // callback must not keep the receiver running: the channel closes when the probe
+        // and the consumer thread are gone, and later reports are dropped.
+        let acks = events_tx.downgrade();
+        let on_delivery = Box::new(move |delivery: Delivery| {
+            let Some(acks) = acks.upgrade() else { return };
+            let _ = acks.send(Event::Acked {
+                partition: delivery.tag.partition,
+                seq: delivery.tag.seq,
+                sent_at: delivery.tag.sent_at,
+                at: delivery.at,
+                broker: delivery.broker,
+                outcome: delivery.outcome,
+            });
         });
+        let producer = producer::producer(cluster, timing, on_delivery)?;
+        let origin = Origin::new(instance_id);
+        // librdkafka needs a group id to assign partitions at all. This one is unique to the
+        // run and only ever used with assign(): the consumer never joins, rebalances or
+        // commits.
+        let consumer = client_config(cluster, Role::Consumer, timing)
+            .set("group.id", format!("cc-heartbeat-{}", origin.run))
+            .create_with_context(AgentContext::new(&cluster.name, Role::Consumer))
+            .map_err(|source| BuildError::KafkaClient {
+                cluster: cluster.name.clone(),
+                role: Role::Consumer.as_str(),
+                source,
+            })?;
+        Ok(Self {
+            producer,
+            consumer,
+            origin,
+            events_tx,
+            events,
+        })
+    }
+
+    /// The cluster-level requests, on the producer's handle.
+    pub fn admin(&self) -> Admin {
+        Admin::new(self.producer.clone())
     }
 }
 

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::KafkaResult;
-use rdkafka::producer::{BaseRecord, Producer as _, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
@@ -29,14 +29,16 @@ use crate::config::{ClusterConfig, HeartbeatConfig};
 use crate::error::{BuildError, ErrorKind};
 use crate::events::heartbeat::{AssignmentFailed, PartitionEndUnknown};
 use crate::health::Latch;
+use crate::kafka::AgentContext;
 use crate::kafka::metadata::{ClusterView, TopicState};
-use crate::kafka::{AgentContext, LibrdkafkaLog, Role, client_config};
+use crate::kafka::producer::{Producer, Tag};
 use crate::telemetry::{ClusterAttributes, Instruments};
 use crate::tracker::Tracker;
-use clients::{DeliveryContext, DeliveryTag, Event, Events, Positions, Recreation};
+use clients::{Event, Events, Positions, Recreation};
 use payload::Origin;
 
 pub use crate::events::heartbeat::{Observation, Tap};
+pub use clients::HeartbeatClients;
 pub use receiver::HeartbeatReceiver;
 
 /// How long one watermark lookup may take before the partition is retried later.
@@ -48,7 +50,6 @@ const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 pub struct HeartbeatParts {
     pub cluster: ClusterConfig,
     pub heartbeat: HeartbeatConfig,
-    pub instance_id: String,
     pub instruments: Instruments,
     pub view: watch::Receiver<Arc<ClusterView>>,
     /// Asks the metadata watch for a fresh view (before counting heartbeats lost).
@@ -97,7 +98,7 @@ pub struct HeartbeatProbe {
     interval: Duration,
     message_timeout: Duration,
     origin: Origin,
-    producer: ThreadedProducer<DeliveryContext>,
+    producer: Producer,
     consumer: Arc<BaseConsumer<AgentContext>>,
     events: Events,
     view: watch::Receiver<Arc<ClusterView>>,
@@ -123,48 +124,31 @@ enum TopicPresence {
     Gone,
 }
 
-/// Builds the heartbeat's clients and starts its consumer thread (tracked by `tasks`, stopped
+/// Starts the heartbeat's consumer thread (tracked by `tasks`, stopped
 /// by `cancel` or when the probe is dropped). Returns the probe, for the probe loop, and the
 /// receiver, to be run as a task of its own.
 pub fn start(
     parts: HeartbeatParts,
+    clients: HeartbeatClients,
     cancel: &CancellationToken,
     tasks: &TaskTracker,
 ) -> Result<(HeartbeatProbe, HeartbeatReceiver), BuildError> {
     let HeartbeatParts {
         cluster,
         heartbeat,
-        instance_id,
         instruments,
         view,
         refresh,
         tap,
         first_round_trip,
     } = parts;
-    let (events_tx, events) = mpsc::unbounded_channel();
-    let client_error = |role: Role| {
-        let name = cluster.name.clone();
-        move |source| BuildError::KafkaClient {
-            cluster: name,
-            role: role.as_str(),
-            source,
-        }
-    };
-    let producer: ThreadedProducer<DeliveryContext> =
-        client_config(&cluster, Role::Producer, heartbeat.message_timeout)
-            .create_with_context(DeliveryContext {
-                log: LibrdkafkaLog::new(&cluster.name, Role::Producer),
-                events: events_tx.clone(),
-            })
-            .map_err(client_error(Role::Producer))?;
-    let origin = Origin::new(&instance_id);
-    // librdkafka needs a group id to assign partitions at all. This one is unique to the
-    // run and only ever used with assign(): the consumer never joins, rebalances or commits.
-    let consumer: BaseConsumer<AgentContext> =
-        client_config(&cluster, Role::Consumer, heartbeat.message_timeout)
-            .set("group.id", format!("cc-heartbeat-{}", origin.run))
-            .create_with_context(AgentContext::new(&cluster.name, Role::Consumer))
-            .map_err(client_error(Role::Consumer))?;
+    let HeartbeatClients {
+        producer,
+        consumer,
+        origin,
+        events_tx,
+        events,
+    } = clients;
     let consumer = Arc::new(consumer);
 
     let consumer_stop = cancel.child_token();
@@ -437,7 +421,7 @@ impl HeartbeatProbe {
             seq,
             sent_at,
         });
-        let tag = Box::new(DeliveryTag {
+        let tag = Box::new(Tag {
             partition,
             seq,
             sent_at,
