@@ -12,7 +12,6 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument as _, info};
 
 use crate::config::{ChecksConfig, ClusterConfig, HeartbeatConfig};
-use crate::error::Chain;
 use crate::events::broker::BrokerProbeUnavailable;
 use crate::health::{Condition, Latch};
 use crate::kafka::metadata::ClusterView;
@@ -56,6 +55,7 @@ impl ClusterRun {
         cancel: CancellationToken,
         tasks: TaskTracker,
     ) {
+        clients.serve(&cancel, &tasks);
         let admin = clients.admin();
         let name = self.cluster.name.clone();
         let security = match &self.cluster.sasl {
@@ -129,14 +129,8 @@ impl ClusterRun {
             tap: self.tap,
             first_round_trip: Some(self.heartbeat_ready),
         };
-        match heartbeat::start(parts, clients, &cancel, &tasks) {
-            Ok((sender, receiver)) => {
-                tasks.spawn(receiver.run().instrument(probe::span("heartbeat", &name)));
-                tasks.spawn(probe::run(sender, &name, Wake::new(), cancel));
-            }
-            Err(error) => {
-                tracing::error!(error = %Chain(&error), "The heartbeat probe could not start.")
-            }
-        }
+        let (sender, receiver) = heartbeat::start(parts, clients);
+        tasks.spawn(receiver.run().instrument(probe::span("heartbeat", &name)));
+        tasks.spawn(probe::run(sender, &name, Wake::new(), cancel));
     }
 }

@@ -106,7 +106,6 @@ async fn check_cluster(
         name: cluster.name.clone(),
         ..ClusterReport::default()
     };
-    let instruments = Instruments::unexported();
     let clients = match HeartbeatClients::new(&cluster, ClientTiming::of(config), instance_id) {
         Ok(c) => c,
         Err(e) => {
@@ -116,6 +115,24 @@ async fn check_cluster(
             return report;
         }
     };
+    let (cancel, tasks) = (CancellationToken::new(), TaskTracker::new());
+    clients.serve(&cancel, &tasks);
+    check_with_clients(config, cluster, clients, &tasks, &mut report).await;
+    cancel.cancel();
+    tasks.close();
+    tasks.wait().await;
+    report
+}
+
+/// The check itself, on clients that are being served (tasks go to `tasks`).
+async fn check_with_clients(
+    config: &Config,
+    cluster: ClusterConfig,
+    clients: HeartbeatClients,
+    tasks: &TaskTracker,
+    report: &mut ClusterReport,
+) {
+    let instruments = Instruments::unexported();
     let admin = clients.admin();
     let tls = tls::for_cluster(&cluster).unwrap_or_else(|e| {
         report.problems.push(format!(
@@ -161,7 +178,7 @@ async fn check_cluster(
                 .problems
                 .extend(outcomes.iter().filter_map(broker_problem));
             report.brokers = outcomes;
-            return report;
+            return;
         }
     };
     report.cluster_id = Some(fetched.cluster_id.clone());
@@ -197,19 +214,19 @@ async fn check_cluster(
                 report
                     .problems
                     .push(format!("cannot fetch cluster metadata: {}", Chain(&e)));
-                return report;
+                return;
             }
         }
         Ok(_) => {}
         Err(e) => {
             report.problems.push(Chain(&e).to_string());
-            return report;
+            return;
         }
     }
     report.uncovered_brokers = view.borrow().uncovered_brokers();
     report.problems.extend(absent_leaders(&view.borrow()));
 
-    report.partitions = heartbeat_round(config, cluster, clients, instruments, view).await;
+    report.partitions = heartbeat_round(config, cluster, clients, instruments, view, tasks).await;
     for p in &report.partitions {
         if let Some(error) = &p.error {
             report
@@ -217,7 +234,6 @@ async fn check_cluster(
                 .push(format!("partition {}: {error}", p.partition));
         }
     }
-    report
 }
 
 /// One heartbeat per partition, through the same probe `run` uses.
@@ -227,6 +243,7 @@ async fn heartbeat_round(
     clients: HeartbeatClients,
     instruments: Instruments,
     view: watch::Receiver<Arc<ClusterView>>,
+    tasks: &TaskTracker,
 ) -> Vec<PartitionReport> {
     let mut reports: BTreeMap<i32, PartitionReport> = view
         .borrow()
@@ -253,16 +270,7 @@ async fn heartbeat_round(
         tap: Some(tap),
         first_round_trip: None,
     };
-    let (cancel, tasks) = (CancellationToken::new(), TaskTracker::new());
-    let (mut probe, receiver) = match heartbeat::start(parts, clients, &cancel, &tasks) {
-        Ok(started) => started,
-        Err(e) => {
-            for r in reports.values_mut() {
-                r.error = Some(format!("cannot start the heartbeat: {}", Chain(&e)));
-            }
-            return reports.into_values().collect();
-        }
-    };
+    let (mut probe, receiver) = heartbeat::start(parts, clients);
     tasks.spawn(receiver.run());
     let round = probe
         .probe_once()
@@ -310,10 +318,7 @@ async fn heartbeat_round(
             _ => {}
         }
     }
-    cancel.cancel();
     probe.stop().await;
-    tasks.close();
-    tasks.wait().await;
     for r in reports.values_mut() {
         if r.error.is_none() && r.end_to_end_ms.is_none() {
             r.error = Some(match r.ack_ms {

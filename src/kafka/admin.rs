@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use rdkafka::client::Client;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::Producer as _;
 
 use super::metadata::{ClusterView, view_from};
 use super::native::{self, AdminError, ClusterDescription};

@@ -4,15 +4,19 @@
 //! Each delivery report is stamped with its time inside librdkafka's callback and handed,
 //! with the broker the record went to, to whoever built the producer.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
+use rdkafka::client::Client;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::message::DeliveryResult;
-use rdkafka::producer::{ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _, ProducerContext};
+use tokio_util::sync::CancellationToken;
 
-use super::{ClientTiming, LibrdkafkaLog, Role, client_config, native};
+use super::native::{self, queue::Driven};
+use super::{ClientTiming, LibrdkafkaLog, Role, client_config};
 use crate::config::ClusterConfig;
 use crate::error::BuildError;
 
@@ -35,7 +39,7 @@ pub struct Delivery {
     pub outcome: Result<(), KafkaError>,
 }
 
-/// Receives every delivery report, on librdkafka's polling thread: keep it short.
+/// Receives every delivery report, on the task serving the producer: keep it short.
 pub type OnDelivery = Box<dyn Fn(Delivery) + Send + Sync>;
 
 /// Producer context: routes librdkafka's logs, and stamps and forwards delivery reports.
@@ -72,16 +76,66 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
-/// The producer of one cluster; cheap to clone (clones share the client).
-pub type Producer = ThreadedProducer<DeliveryContext>;
+/// A heartbeat record: keyed by the agent instance, tagged for its delivery report.
+pub type Record<'a> = BaseRecord<'a, [u8], Vec<u8>, Box<Tag>>;
 
-/// Builds the producer of `cluster`; `on_delivery` receives every delivery report.
+/// The producer of one cluster; cheap to clone (clones share the client).
+///
+/// Its events (delivery reports, errors, librdkafka's logs) are served by [`Producer::serve`],
+/// a task that sleeps until there are some: no polling thread.
+#[derive(Clone)]
+pub struct Producer {
+    inner: Arc<Driven<BaseProducer<DeliveryContext>>>,
+}
+
+/// Bounds one burst of serving, so a flood of events never holds a runtime thread for long.
+const SERVE_BURST: usize = 1024;
+
+impl Producer {
+    /// The producer's librdkafka handle, for cluster-level requests.
+    pub fn client(&self) -> &Client<DeliveryContext> {
+        self.inner.client()
+    }
+
+    /// Hands `record` to librdkafka; its outcome comes to the delivery callback. An error
+    /// means librdkafka refused it at once (its queue is full, say).
+    pub fn send(&self, record: Record<'_>) -> Result<(), KafkaError> {
+        self.inner.send(record).map_err(|(error, _)| error)
+    }
+
+    /// Waits (blocking) until every record handed over has its outcome, or `timeout`.
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.inner.flush(timeout)
+    }
+
+    /// Serves the producer's events as they come, until `cancel`.
+    pub async fn serve(self, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = self.inner.ready() => {}
+            }
+            let mut served = 0;
+            while self.inner.pending() > 0 && served < SERVE_BURST {
+                // A zero timeout serves at most one event and never blocks.
+                self.inner.poll(Duration::ZERO);
+                served += 1;
+            }
+            if served == SERVE_BURST {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+/// Builds the producer of `cluster`; `on_delivery` receives every delivery report once
+/// [`Producer::serve`] runs.
 pub fn producer(
     cluster: &ClusterConfig,
     timing: ClientTiming,
     on_delivery: OnDelivery,
 ) -> Result<Producer, BuildError> {
-    client_config(cluster, Role::Producer, timing)
+    let producer: BaseProducer<DeliveryContext> = client_config(cluster, Role::Producer, timing)
         .create_with_context(DeliveryContext {
             log: LibrdkafkaLog::new(&cluster.name, Role::Producer),
             on_delivery,
@@ -90,5 +144,8 @@ pub fn producer(
             cluster: cluster.name.clone(),
             role: Role::Producer.as_str(),
             source,
-        })
+        })?;
+    Ok(Producer {
+        inner: Arc::new(Driven::new(producer)),
+    })
 }

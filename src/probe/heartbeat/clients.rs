@@ -1,28 +1,27 @@
 //! The heartbeat's two Kafka clients and what they report: the producer's delivery callback
-//! and the consumer's thread stamp their times where things happen and forward them as
+//! and the consumer's task stamp their times where things happen and forward them as
 //! [`Event`]s to the [`Receiver`](super::receiver::HeartbeatReceiver).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message as _};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use super::payload::{Decoded, Origin};
 use crate::config::ClusterConfig;
 use crate::error::BuildError;
 use crate::kafka::admin::Admin;
+use crate::kafka::native::queue::Driven;
 use crate::kafka::producer::{self, Delivery, Producer};
 use crate::kafka::{AgentContext, ClientTiming, Role, client_config};
-
-/// How long the consumer thread blocks in one poll; bounds how fast it notices shutdown.
-const CONSUMER_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Everything that happens to heartbeats, in the order it happened.
 #[derive(Debug)]
@@ -85,14 +84,21 @@ pub(super) type Events = mpsc::UnboundedSender<Event>;
 
 /// The heartbeat's clients for one cluster, built before anything runs so a bad setting fails
 /// start-up. The producer's handle also carries the cluster-level requests
-/// ([`HeartbeatClients::admin`]).
+/// ([`HeartbeatClients::admin`]). Neither client has a polling thread: [`serve`] runs a task
+/// for each that sleeps until its client has events.
+///
+/// [`serve`]: HeartbeatClients::serve
 pub struct HeartbeatClients {
     pub(super) producer: Producer,
-    pub(super) consumer: BaseConsumer<AgentContext>,
+    pub(super) consumer: Consumer,
     pub(super) origin: Origin,
+    pub(super) positions: Arc<Positions>,
     pub(super) events_tx: Events,
     pub(super) events: mpsc::UnboundedReceiver<Event>,
 }
+
+/// The heartbeat consumer, served by [`consume`].
+pub(super) type Consumer = Arc<Driven<BaseConsumer<AgentContext>>>;
 
 impl HeartbeatClients {
     pub fn new(
@@ -103,7 +109,7 @@ impl HeartbeatClients {
         let (events_tx, events) = mpsc::unbounded_channel();
         // The producer outlives the heartbeat (the cluster-level requests share it), so its
         // callback must not keep the receiver running: the channel closes when the probe
-        // and the consumer thread are gone, and later reports are dropped.
+        // and the consumer's task are gone, and later reports are dropped.
         let acks = events_tx.downgrade();
         let on_delivery = Box::new(move |delivery: Delivery| {
             let Some(acks) = acks.upgrade() else { return };
@@ -121,7 +127,7 @@ impl HeartbeatClients {
         // librdkafka needs a group id to assign partitions at all. This one is unique to the
         // run and only ever used with assign(): the consumer never joins, rebalances or
         // commits.
-        let consumer = client_config(cluster, Role::Consumer, timing)
+        let consumer: BaseConsumer<AgentContext> = client_config(cluster, Role::Consumer, timing)
             .set("group.id", format!("cc-heartbeat-{}", origin.run))
             .create_with_context(AgentContext::new(&cluster.name, Role::Consumer))
             .map_err(|source| BuildError::KafkaClient {
@@ -131,8 +137,9 @@ impl HeartbeatClients {
             })?;
         Ok(Self {
             producer,
-            consumer,
+            consumer: Arc::new(Driven::new(consumer)),
             origin,
+            positions: Arc::default(),
             events_tx,
             events,
         })
@@ -142,9 +149,23 @@ impl HeartbeatClients {
     pub fn admin(&self) -> Admin {
         Admin::new(self.producer.clone())
     }
+
+    /// Serves both clients' events (delivery reports, consumed messages, librdkafka's logs)
+    /// until `cancel`. Runs from the start, before the heartbeat does, so librdkafka's logs
+    /// about an unreachable cluster are written, not queued.
+    pub fn serve(&self, cancel: &CancellationToken, tasks: &TaskTracker) {
+        tasks.spawn(self.producer.clone().serve(cancel.clone()));
+        tasks.spawn(consume(
+            Arc::clone(&self.consumer),
+            self.origin.clone(),
+            self.events_tx.clone(),
+            Arc::clone(&self.positions),
+            cancel.clone(),
+        ));
+    }
 }
 
-/// Where the consumer is, as its thread saw it, for the probe to compare with the brokers'.
+/// Where the consumer is, as its task saw it, for the probe to compare with the brokers'.
 #[derive(Debug, Default)]
 pub(super) struct Positions {
     /// The offset after the last message consumed, per partition.
@@ -208,36 +229,52 @@ impl Positions {
     }
 }
 
-/// The consumer thread: polls, stamps the receive time, decodes, forwards; until `cancel`.
-pub(super) fn consume_loop(
-    consumer: &BaseConsumer<AgentContext>,
-    origin: &Origin,
-    events: &Events,
-    positions: &Positions,
-    cancel: &CancellationToken,
+/// Bounds one burst of consuming, so a flood of messages never holds a runtime thread for long.
+const CONSUME_BURST: usize = 1024;
+
+/// Serves the consumer: sleeps until it has events, then takes each message, stamps its
+/// receive time, decodes and forwards it; until `cancel`.
+async fn consume(
+    consumer: Consumer,
+    origin: Origin,
+    events: Events,
+    positions: Arc<Positions>,
+    cancel: CancellationToken,
 ) {
     let mut last_error: Option<String> = None;
-    while !cancel.is_cancelled() {
-        match consumer.poll(CONSUMER_POLL) {
-            None => {}
-            Some(Ok(message)) => {
-                let at = Instant::now();
-                positions.consumed(message.partition(), message.offset());
-                if events.send(consumed(&message, at, origin)).is_err() {
-                    break;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = consumer.ready() => {}
+        }
+        let mut served = 0;
+        while consumer.pending() > 0 && served < CONSUME_BURST {
+            served += 1;
+            // A zero timeout never blocks; it returns nothing when the event was not a message.
+            match consumer.poll(Duration::ZERO) {
+                None => {}
+                Some(Ok(message)) => {
+                    let at = Instant::now();
+                    positions.consumed(message.partition(), message.offset());
+                    if events.send(consumed(&message, at, &origin)).is_err() {
+                        return;
+                    }
+                }
+                Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
+                    positions.out_of_range.store(true, Ordering::Release);
+                }
+                Some(Err(error)) => {
+                    // Fetch errors repeat while a broker is away; the heartbeat counters show it.
+                    let text = error.to_string();
+                    if last_error.as_deref() != Some(&text) {
+                        debug!(%error, "Heartbeat consumer error.");
+                        last_error = Some(text);
+                    }
                 }
             }
-            Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
-                positions.out_of_range.store(true, Ordering::Release);
-            }
-            Some(Err(error)) => {
-                // Fetch errors repeat while a broker is away; the heartbeat counters show it.
-                let text = error.to_string();
-                if last_error.as_deref() != Some(&text) {
-                    debug!(%error, "Heartbeat consumer error.");
-                    last_error = Some(text);
-                }
-            }
+        }
+        if served == CONSUME_BURST {
+            tokio::task::yield_now().await;
         }
     }
 }

@@ -16,25 +16,22 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::consumer::Consumer as _;
 use rdkafka::error::KafkaResult;
-use rdkafka::producer::{BaseRecord, Producer as _};
+use rdkafka::producer::BaseRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
-use tokio_util::sync::{CancellationToken, DropGuard};
-use tokio_util::task::TaskTracker;
 
 use super::{Probe, Schedule, Wake};
 use crate::config::{ClusterConfig, HeartbeatConfig};
-use crate::error::{BuildError, ErrorKind};
+use crate::error::ErrorKind;
 use crate::events::heartbeat::{AssignmentFailed, PartitionEndUnknown};
 use crate::health::Latch;
-use crate::kafka::AgentContext;
 use crate::kafka::metadata::{ClusterView, TopicState};
 use crate::kafka::producer::{Producer, Tag};
 use crate::telemetry::{ClusterAttributes, Instruments};
 use crate::tracker::Tracker;
-use clients::{Event, Events, Positions, Recreation};
+use clients::{Consumer, Event, Events, Positions, Recreation};
 use payload::Origin;
 
 pub use crate::events::heartbeat::{Observation, Tap};
@@ -99,7 +96,7 @@ pub struct HeartbeatProbe {
     message_timeout: Duration,
     origin: Origin,
     producer: Producer,
-    consumer: Arc<BaseConsumer<AgentContext>>,
+    consumer: Consumer,
     events: Events,
     view: watch::Receiver<Arc<ClusterView>>,
     assigned: BTreeSet<i32>,
@@ -108,9 +105,6 @@ pub struct HeartbeatProbe {
     presence: TopicPresence,
     /// Partitions are assigned at their start (a new topic), not at their end.
     from_start: bool,
-    /// Stops the consumer thread when the probe goes, cancelled or not (a runtime shutting
-    /// down waits for blocking threads, so one must never outlive the probe).
-    _consumer_stop: DropGuard,
 }
 
 /// What the probe knows of the heartbeat topic.
@@ -124,15 +118,12 @@ enum TopicPresence {
     Gone,
 }
 
-/// Starts the heartbeat's consumer thread (tracked by `tasks`, stopped
-/// by `cancel` or when the probe is dropped). Returns the probe, for the probe loop, and the
-/// receiver, to be run as a task of its own.
+/// Puts the heartbeat together from its clients (which [`HeartbeatClients::serve`] serves):
+/// the probe, for the probe loop, and the receiver, to be run as a task of its own.
 pub fn start(
     parts: HeartbeatParts,
     clients: HeartbeatClients,
-    cancel: &CancellationToken,
-    tasks: &TaskTracker,
-) -> Result<(HeartbeatProbe, HeartbeatReceiver), BuildError> {
+) -> (HeartbeatProbe, HeartbeatReceiver) {
     let HeartbeatParts {
         cluster,
         heartbeat,
@@ -146,20 +137,10 @@ pub fn start(
         producer,
         consumer,
         origin,
+        positions,
         events_tx,
         events,
     } = clients;
-    let consumer = Arc::new(consumer);
-
-    let consumer_stop = cancel.child_token();
-    let positions = Arc::new(Positions::default());
-    {
-        let (consumer, origin, events) = (Arc::clone(&consumer), origin.clone(), events_tx.clone());
-        let (positions, stop) = (Arc::clone(&positions), consumer_stop.clone());
-        tasks.spawn_blocking(move || {
-            clients::consume_loop(&consumer, &origin, &events, &positions, &stop)
-        });
-    }
     let attrs = ClusterAttributes::new(&view.borrow().cluster_id, &cluster.name);
     let receiver = HeartbeatReceiver {
         events,
@@ -190,9 +171,8 @@ pub fn start(
         positions,
         presence: TopicPresence::Unknown,
         from_start: false,
-        _consumer_stop: consumer_stop.drop_guard(),
     };
-    Ok((probe, receiver))
+    (probe, receiver)
 }
 
 impl HeartbeatProbe {
@@ -430,7 +410,7 @@ impl HeartbeatProbe {
             .partition(partition)
             .key(self.origin.instance.as_bytes())
             .payload(&payload);
-        if let Err((error, _)) = self.producer.send(record) {
+        if let Err(error) = self.producer.send(record) {
             let _ = self.events.send(Event::Refused {
                 partition,
                 seq,
@@ -479,13 +459,10 @@ impl Probe for HeartbeatProbe {
     }
 
     /// Waits (bounded) for the acks of heartbeats in flight, so the final export counts every
-    /// heartbeat that reached the topic, then closes the producer.
+    /// heartbeat that reached the topic.
     async fn stop(self) {
         let producer = self.producer.clone();
         let timeout = self.message_timeout.min(SHUTDOWN_FLUSH);
         let _ = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
-        // Dropping the producer joins its polling thread and closes its connections.
-        let producer = self.producer;
-        let _ = tokio::task::spawn_blocking(move || drop(producer)).await;
     }
 }

@@ -4,9 +4,11 @@
 //! DescribeTopics (the heartbeat topic's id), CreateTopics, the controller id from cached
 //! metadata, and the broker a produced message went to.
 //!
-//! The only module with `unsafe`. Each `unsafe` block holds one foreign call (or one read of
+//! With [`queue`], the only modules with `unsafe`. Each `unsafe` block holds one foreign call (or one read of
 //! memory librdkafka hands out) and states why it is sound; everything around it is safe code.
 #![allow(unsafe_code)]
+
+pub mod queue;
 
 use std::ffi::{CStr, CString, c_char};
 use std::time::Duration;
