@@ -61,6 +61,11 @@ fn validate(path: Option<&Path>) -> ExitCode {
 /// How long exit waits for blocking work still running after the shutdown sequence.
 const EXIT_WAIT: Duration = Duration::from_secs(2);
 
+/// The agent's own work is light (its clients' I/O runs on librdkafka's threads): two workers
+/// keep a slow task from delaying the time stamps of the others, whatever the node's core
+/// count (tokio's default, one per core, is 64 threads on a large node).
+const RUNTIME_WORKERS: usize = 2;
+
 /// Runs `work` on a multi-threaded runtime (the OTLP exporter's I/O runs there while the SDK's
 /// reader thread waits on it), then exits promptly even if a blocking librdkafka call, such as
 /// a client closing towards a broker that is down, is still running: it does not hold the exit.
@@ -68,6 +73,7 @@ fn with_runtime<T>(
     work: impl std::future::Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<T> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(RUNTIME_WORKERS)
         .enable_all()
         .thread_name("cc-heartbeat")
         .build()

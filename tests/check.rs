@@ -107,3 +107,28 @@ fn check_against_a_black_hole_finishes_in_bounded_time_with_exit_1() {
     assert!(report.contains("cannot fetch cluster metadata"), "{report}");
     assert!(took < Duration::from_secs(30), "bounded: took {took:?}");
 }
+
+#[test]
+fn check_against_a_refused_bootstrap_answers_within_the_connect_timeout() {
+    // A port nobody listens on: bound, then closed.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let (code, report, took) = run_check(
+        &check_config(&format!("127.0.0.1:{port}"), "cc-heartbeat"),
+        false,
+    );
+    assert_eq!(code, Some(1), "{report}");
+    assert!(
+        report.contains("no bootstrap address accepts a connection"),
+        "{report}"
+    );
+    assert!(report.contains("FAILED at tcp"), "{report}");
+    // The metadata request would wait out its timeout (10 s); the refused connection is
+    // known at once (the exit then waits up to 2 s for that request's blocking call).
+    assert!(
+        took < Duration::from_secs(6),
+        "answered at once: took {took:?}"
+    );
+}

@@ -21,6 +21,7 @@ use crate::config::{ClusterConfig, Config};
 use crate::error::Chain;
 use crate::kafka::ClientTiming;
 use crate::kafka::metadata::ClusterView;
+use crate::kafka::reach::Stage;
 use crate::kafka::tls;
 use crate::probe::broker::{BrokerProbe, BrokerProbeParts, Outcome};
 use crate::probe::heartbeat::{self, HeartbeatClients, HeartbeatParts, Observation};
@@ -77,6 +78,24 @@ fn broker_problem(o: &Outcome) -> Option<String> {
         f.stage.as_str(),
         f.kind()
     ))
+}
+
+/// Every address failed before a connection was made (name lookup or TCP).
+fn no_connection(outcomes: &[Outcome]) -> bool {
+    !outcomes.is_empty()
+        && outcomes.iter().all(|o| {
+            o.failure
+                .as_ref()
+                .is_some_and(|f| matches!(f.stage, Stage::Dns | Stage::Tcp))
+        })
+}
+
+/// The cluster could not be reached: `why`, then each bootstrap address's failure.
+fn unreachable(report: &mut ClusterReport, outcomes: &[Outcome], why: &str) {
+    report.problems.push(why.to_owned());
+    report
+        .problems
+        .extend(outcomes.iter().filter_map(broker_problem));
 }
 
 /// Leaders that the metadata names for heartbeat partitions but does not list as brokers: a
@@ -165,20 +184,43 @@ async fn check_with_clients(
     });
 
     // Metadata and the bootstrap address side by side: without metadata, the bootstrap
-    // probe says why the cluster cannot be reached.
-    let (fetched, bootstrap) = tokio::join!(metadata.probe_once(), brokers.probe_once());
-    let fetched = match fetched {
-        Ok(view) => view,
-        Err(e) => {
-            report
-                .problems
-                .push(format!("cannot fetch cluster metadata: {}", Chain(&e)));
-            let outcomes = bootstrap.unwrap_or_else(|never| match never {});
-            report
-                .problems
-                .extend(outcomes.iter().filter_map(broker_problem));
-            report.brokers = outcomes;
-            return;
+    // probe says why the cluster cannot be reached. When no bootstrap address can even be
+    // resolved or connected to, metadata cannot come either: answer now instead of waiting
+    // out the request timeout.
+    let fetched = {
+        let fetch = metadata.probe_once();
+        let bootstrap = brokers.probe_once();
+        tokio::pin!(fetch, bootstrap);
+        let mut fetched = None;
+        let mut outcomes = None;
+        while fetched.is_none() || outcomes.is_none() {
+            tokio::select! {
+                result = &mut fetch, if fetched.is_none() => fetched = Some(result),
+                result = &mut bootstrap, if outcomes.is_none() => {
+                    let result = result.unwrap_or_else(|never| match never {});
+                    if fetched.is_none() && no_connection(&result) {
+                        unreachable(report, &result, "no bootstrap address accepts a connection");
+                        report.brokers = result;
+                        return;
+                    }
+                    outcomes = Some(result);
+                }
+            }
+        }
+        // The loop ends with both: `fetched` is set.
+        let Some(fetched) = fetched else { return };
+        match fetched {
+            Ok(view) => view,
+            Err(e) => {
+                let outcomes = outcomes.unwrap_or_default();
+                unreachable(
+                    report,
+                    &outcomes,
+                    &format!("cannot fetch cluster metadata: {}", Chain(&e)),
+                );
+                report.brokers = outcomes;
+                return;
+            }
         }
     };
     report.cluster_id = Some(fetched.cluster_id.clone());
