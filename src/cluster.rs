@@ -22,6 +22,7 @@ use crate::probe::metadata::{MetadataParts, MetadataWatch};
 use crate::probe::topic::{TopicParts, TopicProbe};
 use crate::probe::{self, Wake};
 use crate::telemetry::Instruments;
+use crate::telemetry::instruments::ClusterLabels;
 
 pub struct ClusterRun {
     pub cluster: ClusterConfig,
@@ -58,6 +59,7 @@ impl ClusterRun {
         clients.serve(&cancel, &tasks);
         let admin = clients.admin();
         let name = self.cluster.name.clone();
+        let labels = ClusterLabels::of(&self.cluster);
         let security = match &self.cluster.sasl {
             Some(sasl) => format!(
                 "{}/{}",
@@ -76,7 +78,7 @@ impl ClusterRun {
         let create_topic = Wake::new();
         let probe_brokers = Wake::new();
         let metadata = MetadataWatch::new(MetadataParts {
-            cluster: name.clone(),
+            cluster: labels.clone(),
             topic: self.heartbeat.topic.clone(),
             admin: admin.clone(),
             interval: self.checks.metadata.interval,
@@ -92,7 +94,7 @@ impl ClusterRun {
         match tls::for_cluster(&self.cluster) {
             Ok(tls) => {
                 let brokers = BrokerProbe::new(BrokerProbeParts {
-                    cluster: name.clone(),
+                    cluster: labels,
                     bootstrap: self.cluster.bootstrap_servers.clone(),
                     view: view.clone(),
                     tls,

@@ -391,3 +391,132 @@ async fn delta_exports_held_through_a_collector_outage_add_up_to_what_was_sent()
         "{output}"
     );
 }
+
+/// Every data point of an export, with its metric's name.
+fn points(
+    request: &ExportMetricsServiceRequest,
+) -> Vec<(
+    String,
+    Vec<opentelemetry_proto::tonic::common::v1::KeyValue>,
+)> {
+    let mut out = Vec::new();
+    for m in support::otlp::metrics(request) {
+        let attrs: Vec<_> = match &m.data {
+            Some(metric::Data::Sum(s)) => {
+                s.data_points.iter().map(|p| p.attributes.clone()).collect()
+            }
+            Some(metric::Data::Gauge(g)) => {
+                g.data_points.iter().map(|p| p.attributes.clone()).collect()
+            }
+            Some(metric::Data::Histogram(h)) => {
+                h.data_points.iter().map(|p| p.attributes.clone()).collect()
+            }
+            Some(metric::Data::ExponentialHistogram(h)) => {
+                h.data_points.iter().map(|p| p.attributes.clone()).collect()
+            }
+            other => panic!("{}: unexpected data {other:?}", m.name),
+        };
+        out.extend(attrs.into_iter().map(|a| (m.name.clone(), a)));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_point_carries_its_own_clusters_labels_and_nothing_leaks_across() {
+    let tansu = Tansu::start();
+    let mock = support::MockKafka::new(3);
+    let topic = unique_topic("labels");
+    mock.create_topic(&topic, 3);
+    let receiver = OtlpReceiver::start(0).await;
+    let http_port = free_port();
+    let config = format!(
+        "clusters:\n\
+         \x20 - name: east\n    bootstrap_servers: '{}'\n    labels: {{env: prod, team: payments}}\n\
+         \x20 - name: west\n    bootstrap_servers: '{}'\n    librdkafka: {{fetch.wait.max.ms: '10'}}\n    labels: {{env: staging}}\n\
+         heartbeat: {{topic: {topic}, interval: 250ms, partitions: 3}}\n\
+         checks: {{connectivity: {{interval: 1s, timeout: 500ms}}, metadata: {{interval: 2s}}}}\n\
+         export:\n  otlp: {{endpoint: '{}', interval: 1s, timeout: 800ms}}\n\
+         http: {{listen: '127.0.0.1:{http_port}'}}\n",
+        tansu.bootstrap(),
+        mock.bootstrap(),
+        receiver.endpoint()
+    );
+    let mut agent = AgentProcess::start(&config, &[]);
+    agent.wait_ready(http_port, Duration::from_secs(30)).await;
+    eventually(
+        Duration::from_secs(15),
+        "round trips on both clusters",
+        || {
+            let request = receiver.requests().pop()?;
+            let received = |cluster| {
+                counter_value(
+                    &request,
+                    name::MESSAGES_RECEIVED,
+                    &[("kafka.cluster.name", cluster)],
+                )
+            };
+            (received("east") > 0 && received("west") > 0).then_some(())
+        },
+    )
+    .await;
+    let (status, output) = agent.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit status {status:?}:\n{output}");
+
+    let request = last(&receiver);
+    let mut seen = std::collections::BTreeMap::<String, std::collections::BTreeSet<String>>::new();
+    for (metric_name, attrs) in points(&request) {
+        let cluster = attr(&attrs, "kafka.cluster.name")
+            .unwrap_or_else(|| panic!("{metric_name}: no cluster name: {attrs:?}"));
+        let (env, team) = match cluster.as_str() {
+            "east" => ("prod", Some("payments")),
+            "west" => ("staging", None),
+            other => panic!("{metric_name}: unknown cluster {other}"),
+        };
+        assert_eq!(
+            attr(&attrs, "env").as_deref(),
+            Some(env),
+            "{metric_name} on {cluster}: {attrs:?}"
+        );
+        assert_eq!(
+            attr(&attrs, "team").as_deref(),
+            team,
+            "{metric_name} on {cluster}: {attrs:?}"
+        );
+        if metric_name.starts_with("kafka.heartbeat.") {
+            assert_eq!(
+                attr(&attrs, "messaging.system").as_deref(),
+                Some("kafka"),
+                "{metric_name}"
+            );
+            assert_eq!(
+                attr(&attrs, "messaging.destination.name").as_deref(),
+                Some(topic.as_str()),
+                "{metric_name}"
+            );
+        } else {
+            assert_eq!(
+                attr(&attrs, "messaging.system"),
+                None,
+                "{metric_name}: {attrs:?}"
+            );
+        }
+        seen.entry(cluster).or_default().insert(metric_name);
+    }
+    // Both clusters report the heartbeat, broker and cluster metrics, labelled.
+    for cluster in ["east", "west"] {
+        let names = seen
+            .get(cluster)
+            .unwrap_or_else(|| panic!("no points of {cluster}"));
+        for expected in [
+            name::END_TO_END_DURATION,
+            name::BROKER_CONNECTION_DURATION,
+            name::BROKER_UP,
+            name::CLUSTER_BROKERS,
+        ] {
+            assert!(
+                names.contains(expected),
+                "{cluster} reports {expected}: {names:?}"
+            );
+        }
+    }
+}

@@ -29,6 +29,7 @@ use crate::probe::metadata::{MetadataParts, MetadataWatch};
 use crate::probe::topic::{TopicParts, TopicProbe};
 use crate::probe::{Probe as _, Wake};
 use crate::telemetry::Instruments;
+use crate::telemetry::instruments::ClusterLabels;
 
 pub use report::{CheckReport, ClusterReport, PartitionReport, TopicReport, render_text};
 
@@ -161,8 +162,9 @@ async fn check_with_clients(
         None
     });
     let (view_tx, view) = watch::channel(Arc::new(ClusterView::unknown()));
+    let labels = ClusterLabels::of(&cluster);
     let mut metadata = MetadataWatch::new(MetadataParts {
-        cluster: cluster.name.clone(),
+        cluster: labels.clone(),
         topic: config.heartbeat.topic.clone(),
         admin: admin.clone(),
         interval: config.checks.metadata.interval,
@@ -174,7 +176,7 @@ async fn check_with_clients(
         brokers_changed: None,
     });
     let mut brokers = BrokerProbe::new(BrokerProbeParts {
-        cluster: cluster.name.clone(),
+        cluster: labels,
         bootstrap: cluster.bootstrap_servers.clone(),
         view: view.clone(),
         tls,

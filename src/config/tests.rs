@@ -104,7 +104,7 @@ fn bad_configs_report_every_problem_with_its_key() {
             &[],
             &[
                 "clusters[0].bootstrap_servers (line 3): environment variable BOOTSTRAP is not set (referenced as ${BOOTSTRAP})",
-                "clusters[0].colour (line 4): unknown key; expected one of: bootstrap_servers, librdkafka, name, sasl, security_protocol, tls",
+                "clusters[0].colour (line 4): unknown key; expected one of: bootstrap_servers, labels, librdkafka, name, sasl, security_protocol, tls",
                 "heartbeat.interval (line 6): \"5\" has no unit; expected a duration like 500ms, 5s, 1m or 1h",
                 "heartbeat.intervall (line 7): unknown key; expected one of: create_topic, interval, loss_timeout, message_timeout, partitions, replication_factor, retention, topic",
                 "export.otlp.protocol (line 9): \"carrier-pigeon\" is not valid; expected one of: grpc, http/protobuf, http",
@@ -239,6 +239,17 @@ fn bad_configs_report_every_problem_with_its_key() {
             ],
         ),
         (
+            "bad labels",
+            "clusters:\n  - name: a\n    bootstrap_servers: x:1\n    labels: {env: prod, kafka.cluster.id: x, topic: t, 9lives: x, empty: '', ok_name: fine}\n",
+            &[],
+            &[
+                "clusters[0].labels.9lives (line 4): not a label name; expected up to 64 letters, digits, '_' or '.', starting with a letter or '_' (e.g. env)",
+                "clusters[0].labels.empty (line 4): expected a value of 1 to 256 characters",
+                "clusters[0].labels.kafka.cluster.id (line 4): set by cc-heartbeat itself; choose a name outside kafka.*, messaging.*, schema_registry.*, server.*, service.* and error.type, reason, group, topic, partition",
+                "clusters[0].labels.topic (line 4): set by cc-heartbeat itself; choose a name outside kafka.*, messaging.*, schema_registry.*, server.*, service.* and error.type, reason, group, topic, partition",
+            ],
+        ),
+        (
             "invalid YAML",
             "clusters:\n  - name: a\n   bootstrap_servers: x\n",
             &[],
@@ -364,6 +375,7 @@ fn config_without_defaults() -> (Config, tempfile::NamedTempFile) {
     sasl: {{mechanism: SCRAM-SHA-512, username: u, password: p}}
     tls: {{ca_file: {p}, cert_file: {p}, key_file: {p}, key_password: k, verify: false}}
     librdkafka: {{socket.keepalive.enable: 'true'}}
+    labels: {{env: prod, cost.center: '42'}}
   - name: oauth
     bootstrap_servers: c.example:9095
     security_protocol: SASL_PLAINTEXT
@@ -411,7 +423,7 @@ fn key_paths(
     prefix: &str,
     out: &mut std::collections::BTreeSet<String>,
 ) {
-    const FREE_FORM: [&str; 3] = ["librdkafka", "headers", "extensions"];
+    const FREE_FORM: [&str; 4] = ["librdkafka", "headers", "extensions", "labels"];
     match value {
         serde_json::Value::Object(map) => {
             for (k, v) in map {

@@ -69,6 +69,8 @@ pub struct ClusterConfig {
     pub tls: TlsConfig,
     /// Extra librdkafka properties for every client of this cluster.
     pub librdkafka: BTreeMap<String, LibrdkafkaValue>,
+    /// Attributes on every point of this cluster (e.g. `env: prod`).
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -7,14 +7,14 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use crate::kafka::metadata::ClusterView;
-use crate::telemetry::instruments::ClusterLevel;
+use crate::telemetry::instruments::{ClusterLabels, ClusterLevel};
 use crate::telemetry::{ClusterAttributes, Instruments};
 
 /// A metadata view was fetched. Logs what changed since the previous one (the brokers found,
 /// on the first), warns when heartbeat partitions leave brokers uncovered, and sets the
 /// cluster gauges.
 pub struct ClusterViewed<'a> {
-    pub cluster: &'a str,
+    pub cluster: &'a ClusterLabels,
     pub topic: &'a str,
     pub previous: &'a ClusterView,
     pub view: &'a ClusterView,
@@ -49,13 +49,14 @@ impl ClusterViewed<'_> {
         }
         let attrs = ClusterAttributes::new(&view.cluster_id, self.cluster);
         instruments.set_cluster(
-            self.cluster,
+            self.cluster.name(),
             ClusterLevel {
                 attrs: attrs.base().to_vec(),
                 brokers: view.brokers.len() as i64,
                 controller: view.controller,
                 // 0 while the topic is missing: a value, not a gap.
                 leader_brokers: view.fetched.then(|| view.leader_brokers().len() as i64),
+                heartbeat_attrs: attrs.clone().for_heartbeat(self.topic).base().to_vec(),
             },
         );
     }

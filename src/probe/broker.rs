@@ -15,6 +15,7 @@ use super::{Probe, Schedule};
 use crate::events::broker::{BootstrapRetired, BrokerProbed, BrokerRetired, BrokerStateChanged};
 use crate::kafka::metadata::ClusterView;
 use crate::kafka::wire;
+use crate::telemetry::instruments::ClusterLabels;
 use crate::telemetry::{ClusterAttributes, Instruments};
 
 pub use crate::kafka::reach::{
@@ -28,7 +29,7 @@ const ROUND_MARGIN: Duration = Duration::from_secs(1);
 
 /// The periodic probe of every known broker of a cluster, concurrently.
 pub struct BrokerProbe {
-    cluster: String,
+    cluster: ClusterLabels,
     bootstrap: Vec<String>,
     view: watch::Receiver<Arc<ClusterView>>,
     tls: Option<Arc<rustls::ClientConfig>>,
@@ -61,7 +62,7 @@ impl Known {
 
 /// What the broker probe needs from its cluster.
 pub struct BrokerProbeParts {
-    pub cluster: String,
+    pub cluster: ClusterLabels,
     pub bootstrap: Vec<String>,
     pub view: watch::Receiver<Arc<ClusterView>>,
     /// The cluster's TLS client config, when it uses TLS.
@@ -100,7 +101,7 @@ impl BrokerProbe {
         }
         if self.known.remove(&BOOTSTRAP_ID).is_some() {
             BootstrapRetired {
-                cluster: &self.cluster,
+                cluster: self.cluster.name(),
             }
             .emit(&self.instruments);
         }
@@ -125,7 +126,7 @@ impl BrokerProbe {
         for id in retired {
             self.known.remove(&id);
             BrokerRetired {
-                cluster: &self.cluster,
+                cluster: self.cluster.name(),
                 broker: id,
             }
             .emit(&self.instruments);
@@ -165,7 +166,7 @@ impl Probe for BrokerProbe {
         outcomes.sort_by_key(|o| o.target.id);
         for outcome in &outcomes {
             BrokerProbed {
-                cluster: &self.cluster,
+                cluster: self.cluster.name(),
                 attrs: &attrs,
                 outcome,
             }

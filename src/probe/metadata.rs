@@ -20,6 +20,7 @@ use crate::health::{Condition, Latch};
 use crate::kafka::admin::{Admin, MetadataError};
 use crate::kafka::metadata::{ClusterView, TopicState};
 use crate::telemetry::Instruments;
+use crate::telemetry::instruments::ClusterLabels;
 
 /// Bound on one metadata request, so a black-holed broker cannot stall the watch.
 pub const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,7 +36,7 @@ const MISSING_REMINDER: Duration = Duration::from_secs(300);
 
 /// What the metadata watch needs from its cluster.
 pub struct MetadataParts {
-    pub cluster: String,
+    pub cluster: ClusterLabels,
     pub topic: String,
     pub admin: Admin,
     pub interval: Duration,
@@ -52,7 +53,7 @@ pub struct MetadataParts {
 }
 
 pub struct MetadataWatch {
-    cluster: String,
+    cluster: ClusterLabels,
     topic: String,
     admin: Admin,
     interval: Duration,

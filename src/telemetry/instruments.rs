@@ -38,6 +38,8 @@ pub mod attr {
     pub const CLUSTER_ID: &str = "kafka.cluster.id";
     pub const CLUSTER_NAME: &str = "kafka.cluster.name";
     pub const PARTITION: &str = "messaging.destination.partition.id";
+    pub const MESSAGING_SYSTEM: &str = "messaging.system";
+    pub const DESTINATION_NAME: &str = "messaging.destination.name";
     pub const BROKER_ID: &str = "kafka.broker.id";
     pub const BROKER_RACK: &str = "kafka.broker.rack";
     pub const SERVER_ADDRESS: &str = "server.address";
@@ -160,7 +162,7 @@ impl Instruments {
                 "Brokers that lead at least one heartbeat partition.",
                 |c, observe| {
                     if let Some(n) = c.leader_brokers {
-                        observe(n, &c.attrs);
+                        observe(n, &c.heartbeat_attrs);
                     }
                 },
             ),
@@ -334,6 +336,7 @@ impl Instruments {
             g.brokers = Some(gauges.brokers);
             g.controller = gauges.controller;
             g.leader_brokers = gauges.leader_brokers;
+            g.heartbeat_attrs = gauges.heartbeat_attrs;
         });
     }
 }
@@ -345,6 +348,8 @@ pub(crate) struct ClusterLevel {
     pub brokers: i64,
     pub controller: Option<i32>,
     pub leader_brokers: Option<i64>,
+    /// Attributes of the heartbeat-level gauge (`leader_brokers`).
+    pub heartbeat_attrs: Vec<KeyValue>,
 }
 
 /// The gauge values of one cluster.
@@ -355,6 +360,7 @@ struct ClusterGauges {
     brokers: Option<i64>,
     controller: Option<i32>,
     leader_brokers: Option<i64>,
+    heartbeat_attrs: Vec<KeyValue>,
     /// Per broker: its attributes and whether its last probe passed.
     broker_up: BTreeMap<i32, (Vec<KeyValue>, bool)>,
 }
@@ -379,22 +385,73 @@ impl GaugeBoard {
     }
 }
 
+/// A cluster as the config names it: its name, and the attributes every one of its points
+/// carries whatever the cluster reports (`kafka.cluster.name` and the configured `labels`).
+#[derive(Clone, Debug)]
+pub struct ClusterLabels {
+    name: Arc<str>,
+    attrs: Arc<[KeyValue]>,
+}
+
+impl ClusterLabels {
+    pub fn new<'a>(name: &str, labels: impl IntoIterator<Item = (&'a String, &'a String)>) -> Self {
+        let attrs: Vec<KeyValue> =
+            std::iter::once(KeyValue::new(attr::CLUSTER_NAME, name.to_owned()))
+                .chain(
+                    labels
+                        .into_iter()
+                        .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+                )
+                .collect();
+        Self {
+            name: Arc::from(name),
+            attrs: Arc::from(attrs),
+        }
+    }
+
+    pub fn of(cluster: &crate::config::ClusterConfig) -> Self {
+        Self::new(&cluster.name, &cluster.labels)
+    }
+
+    /// The configured name (logs, and the key of the cluster's gauges).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl std::fmt::Display for ClusterLabels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
 /// The attributes every point of one cluster carries.
 #[derive(Clone, Debug)]
 pub struct ClusterAttributes {
     cluster_id: String,
-    base: [KeyValue; 2],
+    base: Vec<KeyValue>,
 }
 
 impl ClusterAttributes {
-    pub fn new(cluster_id: &str, cluster_name: &str) -> Self {
+    pub fn new(cluster_id: &str, cluster: &ClusterLabels) -> Self {
+        let mut base = Vec::with_capacity(1 + cluster.attrs.len());
+        base.push(KeyValue::new(attr::CLUSTER_ID, cluster_id.to_owned()));
+        base.extend(cluster.attrs.iter().cloned());
         Self {
             cluster_id: cluster_id.to_owned(),
-            base: [
-                KeyValue::new(attr::CLUSTER_ID, cluster_id.to_owned()),
-                KeyValue::new(attr::CLUSTER_NAME, cluster_name.to_owned()),
-            ],
+            base,
         }
+    }
+
+    /// The same, for the heartbeat's points: with the topic as the messaging semantic
+    /// conventions name it.
+    #[must_use]
+    pub fn for_heartbeat(mut self, topic: &str) -> Self {
+        self.base.extend([
+            KeyValue::new(attr::MESSAGING_SYSTEM, "kafka"),
+            KeyValue::new(attr::DESTINATION_NAME, topic.to_owned()),
+        ]);
+        self
     }
 
     pub fn cluster_id(&self) -> &str {

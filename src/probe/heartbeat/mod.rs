@@ -29,6 +29,7 @@ use crate::events::heartbeat::{AssignmentFailed, PartitionEndUnknown};
 use crate::health::Latch;
 use crate::kafka::metadata::{ClusterView, TopicState};
 use crate::kafka::producer::{Producer, Tag};
+use crate::telemetry::instruments::ClusterLabels;
 use crate::telemetry::{ClusterAttributes, Instruments};
 use crate::tracker::Tracker;
 use clients::{Consumer, Event, Events, Positions, Recreation};
@@ -141,13 +142,15 @@ pub fn start(
         events_tx,
         events,
     } = clients;
-    let attrs = ClusterAttributes::new(&view.borrow().cluster_id, &cluster.name);
+    let labels = ClusterLabels::of(&cluster);
+    let attrs =
+        ClusterAttributes::new(&view.borrow().cluster_id, &labels).for_heartbeat(&heartbeat.topic);
     let receiver = HeartbeatReceiver {
         events,
         positions: Arc::clone(&positions),
         tracker: Tracker::new(heartbeat.interval, heartbeat.loss_timeout),
         loss_timeout: heartbeat.loss_timeout,
-        cluster: cluster.name,
+        cluster: labels,
         topic: heartbeat.topic.clone(),
         view: view.clone(),
         refresh,

@@ -28,6 +28,7 @@ use crate::events::heartbeat::{
 use crate::health::Latch;
 use crate::kafka::metadata::ClusterView;
 use crate::probe::Wake;
+use crate::telemetry::instruments::ClusterLabels;
 use crate::telemetry::{ClusterAttributes, Instruments, SkipReason};
 use crate::tracker::{Lost, Receipt, Tracker};
 
@@ -53,7 +54,7 @@ pub struct HeartbeatReceiver {
     pub(super) positions: Arc<Positions>,
     pub(super) tracker: Tracker,
     pub(super) loss_timeout: Duration,
-    pub(super) cluster: String,
+    pub(super) cluster: ClusterLabels,
     pub(super) topic: String,
     pub(super) view: watch::Receiver<Arc<ClusterView>>,
     /// Asks the metadata watch for a fresh view (to confirm losses).
@@ -177,7 +178,8 @@ impl HeartbeatReceiver {
     fn follow_cluster_id(&mut self) {
         let view = self.view.borrow();
         if view.cluster_id != self.attrs.cluster_id() {
-            self.attrs = ClusterAttributes::new(&view.cluster_id, &self.cluster);
+            self.attrs =
+                ClusterAttributes::new(&view.cluster_id, &self.cluster).for_heartbeat(&self.topic);
         }
     }
 
