@@ -79,6 +79,7 @@ pub async fn run(
             cluster: cluster.clone(),
             heartbeat: config.heartbeat.clone(),
             checks: config.checks.clone(),
+            timing,
             instruments: instruments.clone(),
             tap: options.tap.clone(),
             metadata_ready: readiness.latch(format!("{} metadata", cluster.name)),

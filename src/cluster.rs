@@ -15,10 +15,12 @@ use crate::config::{ChecksConfig, ClusterConfig, HeartbeatConfig};
 use crate::events::broker::BrokerProbeUnavailable;
 use crate::health::{Condition, Latch};
 use crate::kafka::metadata::ClusterView;
-use crate::kafka::tls;
+use crate::kafka::{ClientTiming, tls};
 use crate::probe::broker::{BrokerProbe, BrokerProbeParts};
+use crate::probe::groups::{GroupsParts, GroupsProbe};
 use crate::probe::heartbeat::{self, HeartbeatClients, HeartbeatParts, Tap};
 use crate::probe::metadata::{MetadataParts, MetadataWatch};
+use crate::probe::offsets::{OffsetsParts, OffsetsProbe};
 use crate::probe::topic::{TopicParts, TopicProbe};
 use crate::probe::{self, Wake};
 use crate::telemetry::Instruments;
@@ -28,6 +30,8 @@ pub struct ClusterRun {
     pub cluster: ClusterConfig,
     pub heartbeat: HeartbeatConfig,
     pub checks: ChecksConfig,
+    /// The librdkafka timings of the cluster's clients.
+    pub timing: ClientTiming,
     pub instruments: Instruments,
     pub tap: Option<Tap>,
     pub metadata_ready: Latch,
@@ -94,7 +98,7 @@ impl ClusterRun {
         match tls::for_cluster(&self.cluster) {
             Ok(tls) => {
                 let brokers = BrokerProbe::new(BrokerProbeParts {
-                    cluster: labels,
+                    cluster: labels.clone(),
                     bootstrap: self.cluster.bootstrap_servers.clone(),
                     view: view.clone(),
                     tls,
@@ -110,6 +114,30 @@ impl ClusterRun {
         tokio::select! {
             () = cancel.cancelled() => return,
             result = view.wait_for(|v| v.fetched) => if result.is_err() { return },
+        }
+
+        if self.checks.offsets.enabled {
+            let offsets = OffsetsProbe::new(OffsetsParts {
+                cluster: labels.clone(),
+                admin: admin.clone(),
+                view: view.clone(),
+                topics: self.cluster.topics.clone(),
+                check: self.checks.offsets,
+                instruments: self.instruments.clone(),
+            });
+            tasks.spawn(probe::run(offsets, &name, Wake::new(), cancel.clone()));
+        }
+        if self.checks.consumer_groups.enabled {
+            let groups = GroupsProbe::new(GroupsParts {
+                cluster: self.cluster.clone(),
+                labels: labels.clone(),
+                admin: admin.clone(),
+                view: view.clone(),
+                check: self.checks.consumer_groups,
+                timing: self.timing,
+                instruments: self.instruments.clone(),
+            });
+            tasks.spawn(probe::run(groups, &name, Wake::new(), cancel.clone()));
         }
 
         let topic = TopicProbe::new(TopicParts {

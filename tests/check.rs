@@ -49,6 +49,18 @@ fn check_reports_a_healthy_cluster_and_exits_0() {
         report.contains(&format!("heartbeat topic {topic}: 3 partitions")),
         "{report}"
     );
+    // The offsets check: the heartbeat topic's three partitions, fully replicated.
+    assert!(
+        report.contains("offsets: 1 topics, 3 partitions, 0 under-replicated, 0 without a leader"),
+        "{report}"
+    );
+    let (code, json, _) = run_check(&check_config(&mock.bootstrap(), &topic), true);
+    assert_eq!(code, Some(0), "{json}");
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let offsets = &json["clusters"][0]["offsets"];
+    assert_eq!(offsets["topics"], 1, "{json}");
+    assert_eq!(offsets["partitions"], 3, "{json}");
+    assert_eq!(offsets["under_replicated"], serde_json::json!([]), "{json}");
 }
 
 #[test]

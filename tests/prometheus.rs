@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use support::groups::{commit, member, produce};
 use support::process::{AgentProcess, http_get};
+use support::tansu::Tansu;
 use support::{MockKafka, free_port, unique_topic};
 
 fn repo(path: &str) -> PathBuf {
@@ -237,18 +239,35 @@ async fn prometheus_scrapes_the_agent_and_every_dashboard_query_and_alert_works(
     prod.create_topic(&topic, 3);
     let narrow = MockKafka::new(3);
     narrow.create_topic(&topic, 1); // brokers 2 and 3 lead no heartbeat partition
+    // A tansu cluster with a consumer group two records behind, for the lag panels (the
+    // mock cluster does not list groups). The member joins while the agent starts.
+    let apps = Tansu::start();
+    let orders = unique_topic("orders");
+    let group = unique_topic("app");
+    apps.create_topic(&orders, 1);
+    produce(&apps.bootstrap(), &orders, 0, 5).await;
+    let app = {
+        let (bootstrap, group, orders) = (apps.bootstrap(), group.clone(), orders.clone());
+        tokio::task::spawn_blocking(move || {
+            let app = member(&bootstrap, &group, &orders, 1);
+            commit(&app, &orders, &[3]);
+            app
+        })
+    };
     let http_port = free_port();
     let mut agent = AgentProcess::start(
         &format!(
             "clusters:\n\
              \x20 - {{name: prod, bootstrap_servers: '{}', librdkafka: {{fetch.wait.max.ms: '10'}}}}\n\
              \x20 - {{name: narrow, bootstrap_servers: '{}', librdkafka: {{fetch.wait.max.ms: '10'}}}}\n\
+             \x20 - {{name: apps, bootstrap_servers: '{}', consumer_groups: {{include: ['^{group}$']}}}}\n\
              heartbeat: {{topic: {topic}, interval: 250ms, loss_timeout: 2s, message_timeout: 1s}}\n\
-             checks: {{connectivity: {{interval: 1s, timeout: 500ms}}, metadata: {{interval: 1s}}}}\n\
+             checks: {{connectivity: {{interval: 1s, timeout: 500ms}}, metadata: {{interval: 1s}}, offsets: {{interval: 1s}}, consumer_groups: {{interval: 1s}}}}\n\
              export: {{otlp: {{enabled: false}}}}\n\
              http: {{listen: '127.0.0.1:{http_port}', prometheus: true}}\n",
             prod.bootstrap(),
-            narrow.bootstrap()
+            narrow.bootstrap(),
+            apps.bootstrap()
         ),
         &[],
     );
@@ -273,6 +292,9 @@ async fn prometheus_scrapes_the_agent_and_every_dashboard_query_and_alert_works(
         "kafka_broker_up_ratio",
         "kafka_cluster_brokers",
         "kafka_heartbeat_leader_brokers",
+        "kafka_partition_current_offset",
+        "kafka_partition_replicas_in_sync",
+        "kafka_topic_partitions",
     ] {
         assert!(
             exposition.contains(&format!("\n{name}{{")),
@@ -343,20 +365,31 @@ async fn prometheus_scrapes_the_agent_and_every_dashboard_query_and_alert_works(
         "{lost:?}"
     );
 
-    // Every dashboard query returns data now.
+    // Every dashboard query returns data now (the group has joined and committed).
+    let app = app.await.unwrap();
     let mut empty = Vec::new();
-    for (panel, expr) in dashboard_queries() {
-        let result = prometheus.query(&expr).await;
-        println!("{panel}: {} series", result.len());
-        if result.is_empty() {
-            empty.push(format!("{panel}: {expr}"));
+    // The group's first lag round and its scrape follow the commit within a few seconds.
+    for _ in 0..40 {
+        empty.clear();
+        for (panel, expr) in dashboard_queries() {
+            let result = prometheus.query(&expr).await;
+            println!("{panel}: {} series", result.len());
+            if result.is_empty() {
+                empty.push(format!("{panel}: {expr}"));
+            }
         }
+        if empty.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(
         empty.is_empty(),
         "queries without data:\n{}",
         empty.join("\n")
     );
+
+    drop(app);
 
     // The agent goes away: both absence alerts fire once its series go stale.
     let stopping = std::time::Instant::now();

@@ -7,6 +7,7 @@
 //! black-hole traffic.
 
 mod report;
+mod series;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,7 +32,10 @@ use crate::probe::{Probe as _, Wake};
 use crate::telemetry::Instruments;
 use crate::telemetry::instruments::ClusterLabels;
 
-pub use report::{CheckReport, ClusterReport, PartitionReport, TopicReport, render_text};
+pub use report::{
+    CheckReport, ClusterReport, GroupsSummary, OffsetsSummary, PartitionReport, TopicReport,
+    render_text,
+};
 
 /// How long a heartbeat may take to come back after its ack.
 const CONSUME_WAIT: Duration = Duration::from_secs(5);
@@ -176,7 +180,7 @@ async fn check_with_clients(
         brokers_changed: None,
     });
     let mut brokers = BrokerProbe::new(BrokerProbeParts {
-        cluster: labels,
+        cluster: labels.clone(),
         bootstrap: cluster.bootstrap_servers.clone(),
         view: view.clone(),
         tls,
@@ -235,6 +239,17 @@ async fn check_with_clients(
         .problems
         .extend(outcomes.iter().filter_map(broker_problem));
     report.brokers = outcomes;
+
+    let parts = series::Parts {
+        config,
+        cluster: &cluster,
+        labels: &labels,
+        admin: &admin,
+        view: &view,
+        instruments: &instruments,
+    };
+    series::check_offsets(&parts, report).await;
+    series::check_groups(&parts, report).await;
 
     // The topic, created when missing and allowed, as `run` does.
     let mut topic = TopicProbe::new(TopicParts {

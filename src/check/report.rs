@@ -1,10 +1,12 @@
 //! What `check` found, as JSON (serde) or as text a person reads at a glance.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::events::groups::GroupState;
 use crate::output::table::{Column, Table};
 use crate::probe::broker::{Outcome, Stage};
 
@@ -23,8 +25,39 @@ pub struct ClusterReport {
     pub uncovered_brokers: Vec<i32>,
     pub topic: Option<TopicReport>,
     pub partitions: Vec<PartitionReport>,
+    /// The offsets check: the watched topics' partitions and their replication.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offsets: Option<OffsetsSummary>,
+    /// The consumer group check: each watched group's members and lag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consumer_groups: Option<GroupsSummary>,
     /// Why the cluster is unhealthy, one sentence each; empty when healthy.
     pub problems: Vec<String>,
+}
+
+/// What the offsets check found, in short.
+#[derive(Debug, Default, Serialize)]
+pub struct OffsetsSummary {
+    pub topics: usize,
+    pub partitions: usize,
+    /// `topic/partition: in-sync of replicas`, for each under-replicated partition.
+    pub under_replicated: Vec<String>,
+    /// `topic/partition` of each partition without a leader.
+    pub leaderless: Vec<String>,
+    /// Topics the series cap left out.
+    pub dropped_topics: usize,
+}
+
+/// What the consumer group check found.
+#[derive(Debug, Default, Serialize)]
+pub struct GroupsSummary {
+    pub groups: BTreeMap<String, GroupState>,
+    /// Groups whose committed offsets could not be read, with why.
+    pub unreadable: BTreeMap<String, String>,
+    /// Groups the series cap left out.
+    pub dropped_groups: usize,
+    /// The cluster does not answer ListGroups.
+    pub unsupported: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -143,6 +176,54 @@ fn render_cluster(out: &mut String, c: &ClusterReport) {
                 out,
                 "  brokers leading no heartbeat partition: {:?}",
                 c.uncovered_brokers
+            );
+        }
+    }
+    if let Some(o) = &c.offsets {
+        let mut line = format!(
+            "  offsets: {} topics, {} partitions, {} under-replicated, {} without a leader",
+            o.topics,
+            o.partitions,
+            o.under_replicated.len(),
+            o.leaderless.len()
+        );
+        if o.dropped_topics > 0 {
+            let _ = write!(
+                line,
+                "; {} topics over max_series not read",
+                o.dropped_topics
+            );
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    if let Some(g) = &c.consumer_groups {
+        if g.unsupported {
+            let _ = writeln!(
+                out,
+                "  consumer groups: not listed by this cluster (ListGroups unsupported)"
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "  consumer groups: {} watched, {} unreadable",
+                g.groups.len(),
+                g.unreadable.len()
+            );
+        }
+        for (name, group) in &g.groups {
+            let oldest = group
+                .partitions
+                .values()
+                .filter_map(|p| p.lag_seconds)
+                .fold(None, |max: Option<f64>, s| {
+                    Some(max.map_or(s, |m| m.max(s)))
+                });
+            let age = oldest.map_or_else(String::new, |s| format!(", oldest unread {s:.1} s"));
+            let _ = writeln!(
+                out,
+                "    {name}: {} members, lag {}{age}",
+                group.members,
+                group.lag()
             );
         }
     }

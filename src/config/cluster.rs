@@ -4,10 +4,13 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use super::filters::read_name_filter;
+use super::labels::read_labels;
 use super::or_default;
 use super::types::{
-    ClusterConfig, LibrdkafkaValue, OAuthBearerConfig, SaslConfig, SaslMechanism, Secret,
-    SecurityProtocol, TlsConfig,
+    ClusterConfig, ConsumerGroupsConfig, DEFAULT_GROUP_EXCLUDE, DEFAULT_TOPIC_EXCLUDE,
+    LibrdkafkaValue, OAuthBearerConfig, SaslConfig, SaslMechanism, Secret, SecurityProtocol,
+    TlsConfig,
 };
 use super::yaml::{Field, Reader, Section};
 
@@ -174,6 +177,13 @@ fn read_cluster(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<ClusterConfig>
         Some(f) => read_labels(r, &f),
         None => Some(BTreeMap::new()),
     };
+    let mut section = s.section(r, "topics");
+    let topics = read_name_filter(r, &mut section, &[DEFAULT_TOPIC_EXCLUDE]);
+    section.finish(r);
+    let mut section = s.section(r, "consumer_groups");
+    let groups = read_name_filter(r, &mut section, &[DEFAULT_GROUP_EXCLUDE]);
+    let lag_duration = or_default(section.field("lag_duration"), true, |f| f.bool(r));
+    section.finish(r);
     s.finish(r);
 
     let protocol = protocol?;
@@ -219,6 +229,11 @@ fn read_cluster(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<ClusterConfig>
         return None;
     }
     let labels = labels?;
+    let topics = topics?;
+    let consumer_groups = ConsumerGroupsConfig {
+        filter: groups?,
+        lag_duration: lag_duration?,
+    };
     Some(ClusterConfig {
         name: name?,
         bootstrap_servers: bootstrap_servers?,
@@ -227,73 +242,9 @@ fn read_cluster(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<ClusterConfig>
         tls,
         librdkafka: librdkafka.unwrap_or_default(),
         labels,
+        topics,
+        consumer_groups,
     })
-}
-
-/// At most this many labels per cluster: each is on every point the cluster exports.
-const MAX_LABELS: usize = 32;
-/// At most this long, a label's value.
-const MAX_LABEL_VALUE: usize = 256;
-/// Attribute namespaces the agent writes itself; a label there would shadow a measured one.
-const RESERVED_LABEL_PREFIXES: [&str; 5] = [
-    "kafka.",
-    "messaging.",
-    "schema_registry.",
-    "server.",
-    "service.",
-];
-/// Attribute keys the agent writes itself (the kafkametricsreceiver's keys among them).
-const RESERVED_LABELS: [&str; 5] = ["error.type", "reason", "group", "topic", "partition"];
-
-fn read_labels(r: &mut Reader<'_>, f: &Field<'_>) -> Option<BTreeMap<String, String>> {
-    let map = f.string_map(r)?;
-    let mut ok = true;
-    if map.len() > MAX_LABELS {
-        f.error(
-            r,
-            format!(
-                "{} labels; expected at most {MAX_LABELS} (each is on every point of the cluster)",
-                map.len()
-            ),
-        );
-        ok = false;
-    }
-    for (key, value) in &map {
-        let path = format!("{}.{key}", f.path());
-        let well_formed = key
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && key.len() <= 64
-            && key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.'));
-        if !well_formed {
-            r.error(
-                path,
-                f.line(),
-                "not a label name; expected up to 64 letters, digits, '_' or '.', starting with a letter or '_' (e.g. env)",
-            );
-            ok = false;
-        } else if RESERVED_LABELS.contains(&key.as_str())
-            || RESERVED_LABEL_PREFIXES.iter().any(|p| key.starts_with(p))
-        {
-            r.error(
-                path,
-                f.line(),
-                "set by cc-heartbeat itself; choose a name outside kafka.*, messaging.*, schema_registry.*, server.*, service.* and error.type, reason, group, topic, partition",
-            );
-            ok = false;
-        } else if value.is_empty() || value.len() > MAX_LABEL_VALUE {
-            r.error(
-                path,
-                f.line(),
-                format!("expected a value of 1 to {MAX_LABEL_VALUE} characters"),
-            );
-            ok = false;
-        }
-    }
-    ok.then_some(map)
 }
 
 fn read_bootstrap_servers(r: &mut Reader<'_>, f: &Field<'_>) -> Option<Vec<String>> {

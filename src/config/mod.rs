@@ -8,6 +8,8 @@
 
 mod cluster;
 mod export;
+mod filters;
+mod labels;
 mod render;
 mod types;
 mod yaml;
@@ -209,6 +211,10 @@ fn read_checks(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<ChecksConfig> {
         f.duration(r, Duration::from_secs(1))
     });
     t.finish(r);
+    let o = s.section(r, "offsets");
+    let offsets = read_series_check(r, o, DEFAULT_OFFSETS_INTERVAL);
+    let g = s.section(r, "consumer_groups");
+    let consumer_groups = read_series_check(r, g, DEFAULT_CONSUMER_GROUPS_INTERVAL);
     s.finish(r);
     let (interval, timeout) = (interval?, timeout?);
     if timeout >= interval {
@@ -229,6 +235,28 @@ fn read_checks(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<ChecksConfig> {
             interval: metadata?,
         },
         topic: IntervalConfig { interval: topic? },
+        offsets: offsets?,
+        consumer_groups: consumer_groups?,
+    })
+}
+
+fn read_series_check(
+    r: &mut Reader<'_>,
+    mut s: Section<'_>,
+    default_interval: Duration,
+) -> Option<SeriesCheckConfig> {
+    let enabled = or_default(s.field("enabled"), true, |f| f.bool(r));
+    let interval = or_default(s.field("interval"), default_interval, |f| {
+        f.duration(r, Duration::from_secs(1))
+    });
+    let max_series = or_default(s.field("max_series"), DEFAULT_MAX_SERIES as i64, |f| {
+        f.integer(r, 1, 1_000_000)
+    });
+    s.finish(r);
+    Some(SeriesCheckConfig {
+        enabled: enabled?,
+        interval: interval?,
+        max_series: usize::try_from(max_series?).ok()?,
     })
 }
 

@@ -104,7 +104,7 @@ fn bad_configs_report_every_problem_with_its_key() {
             &[],
             &[
                 "clusters[0].bootstrap_servers (line 3): environment variable BOOTSTRAP is not set (referenced as ${BOOTSTRAP})",
-                "clusters[0].colour (line 4): unknown key; expected one of: bootstrap_servers, labels, librdkafka, name, sasl, security_protocol, tls",
+                "clusters[0].colour (line 4): unknown key; expected one of: bootstrap_servers, consumer_groups, labels, librdkafka, name, sasl, security_protocol, tls, topics",
                 "heartbeat.interval (line 6): \"5\" has no unit; expected a duration like 500ms, 5s, 1m or 1h",
                 "heartbeat.intervall (line 7): unknown key; expected one of: create_topic, interval, loss_timeout, message_timeout, partitions, replication_factor, retention, topic",
                 "export.otlp.protocol (line 9): \"carrier-pigeon\" is not valid; expected one of: grpc, http/protobuf, http",
@@ -376,6 +376,8 @@ fn config_without_defaults() -> (Config, tempfile::NamedTempFile) {
     tls: {{ca_file: {p}, cert_file: {p}, key_file: {p}, key_password: k, verify: false}}
     librdkafka: {{socket.keepalive.enable: 'true'}}
     labels: {{env: prod, cost.center: '42'}}
+    topics: {{include: ['^orders-'], exclude: ['-dlq$']}}
+    consumer_groups: {{include: ['^billing'], exclude: [], lag_duration: false}}
   - name: oauth
     bootstrap_servers: c.example:9095
     security_protocol: SASL_PLAINTEXT
@@ -387,6 +389,8 @@ checks:
   connectivity: {{interval: 7s, timeout: 3s}}
   metadata: {{interval: 45s}}
   topic: {{interval: 2h}}
+  offsets: {{enabled: false, interval: 2m, max_series: 500}}
+  consumer_groups: {{enabled: true, interval: 45s, max_series: 700}}
 export:
   otlp: {{enabled: false, endpoint: 'http://collector:4318', protocol: http/protobuf, interval: 20s, timeout: 4s, headers: {{x-key: v}}, compression: none, temporality: delta, histogram: explicit, delta_buffer: 10m}}
 http: {{listen: '127.0.0.1:9999', prometheus: true}}

@@ -29,6 +29,17 @@ pub const DEFAULT_CONNECTIVITY_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_METADATA_INTERVAL: Duration = Duration::from_secs(60);
 /// Topic check interval.
 pub const DEFAULT_TOPIC_INTERVAL: Duration = Duration::from_secs(3600);
+/// Partition offsets and replication, read this often.
+pub const DEFAULT_OFFSETS_INTERVAL: Duration = Duration::from_secs(60);
+/// Series one check may export per cluster before it drops the rest.
+pub const DEFAULT_MAX_SERIES: usize = 10_000;
+/// Topics left out unless a config says otherwise: internal ones (`__consumer_offsets`,
+/// `_confluent-*`, `_schemas`).
+pub const DEFAULT_TOPIC_EXCLUDE: &str = "^_";
+/// Consumer groups left out unless a config says otherwise: Confluent's internal ones.
+pub const DEFAULT_GROUP_EXCLUDE: &str = "^_confluent";
+/// Consumer group lag, read this often.
+pub const DEFAULT_CONSUMER_GROUPS_INTERVAL: Duration = Duration::from_secs(30);
 /// OTLP endpoints per protocol, as the OpenTelemetry specification sets them.
 pub const DEFAULT_OTLP_GRPC_ENDPOINT: &str = "http://localhost:4317";
 pub const DEFAULT_OTLP_HTTP_ENDPOINT: &str = "http://localhost:4318/v1/metrics";
@@ -71,6 +82,43 @@ pub struct ClusterConfig {
     pub librdkafka: BTreeMap<String, LibrdkafkaValue>,
     /// Attributes on every point of this cluster (e.g. `env: prod`).
     pub labels: BTreeMap<String, String>,
+    /// Topics whose partition offsets and replication are reported.
+    pub topics: NameFilter,
+    /// Consumer groups whose lag is reported.
+    pub consumer_groups: ConsumerGroupsConfig,
+}
+
+/// Which consumer groups the lag check reports, and how.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConsumerGroupsConfig {
+    #[serde(flatten)]
+    pub filter: NameFilter,
+    /// Also report lag in seconds (a bounded fetch per lagging partition).
+    pub lag_duration: bool,
+}
+
+/// Names matching an `include` pattern (any, when there is none) and no `exclude` pattern.
+#[derive(Clone, Debug, Serialize)]
+pub struct NameFilter {
+    pub include: Vec<Pattern>,
+    pub exclude: Vec<Pattern>,
+}
+
+impl NameFilter {
+    pub fn matches(&self, name: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|p| p.0.is_match(name)))
+            && !self.exclude.iter().any(|p| p.0.is_match(name))
+    }
+}
+
+/// A regular expression from the config; renders as written.
+#[derive(Clone, Debug)]
+pub struct Pattern(pub regex::Regex);
+
+impl Serialize for Pattern {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -205,6 +253,17 @@ pub struct ChecksConfig {
     pub connectivity: ConnectivityConfig,
     pub metadata: IntervalConfig,
     pub topic: IntervalConfig,
+    pub offsets: SeriesCheckConfig,
+    pub consumer_groups: SeriesCheckConfig,
+}
+
+/// A check that reports series per topic or group: how often, and how many at most.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct SeriesCheckConfig {
+    pub enabled: bool,
+    #[serde(serialize_with = "render::duration")]
+    pub interval: Duration,
+    pub max_series: usize,
 }
 
 #[derive(Clone, Copy, Debug, Serialize)]

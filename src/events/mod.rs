@@ -20,8 +20,10 @@ macro_rules! warn_or_debug {
 
 pub mod broker;
 pub mod export;
+pub mod groups;
 pub mod heartbeat;
 pub mod metadata;
+pub mod offsets;
 pub mod probe;
 pub mod topic;
 

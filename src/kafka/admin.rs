@@ -7,6 +7,8 @@ use rdkafka::client::Client;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use super::metadata::{ClusterView, view_from};
+use super::native::groups::{self, CommittedOffset, GroupSummary};
+use super::native::offsets::{self, OffsetSpec, PartitionOffset};
 use super::native::{self, AdminError, ClusterDescription};
 use super::producer::{DeliveryContext, Producer};
 use crate::config::HeartbeatConfig;
@@ -80,6 +82,76 @@ impl Admin {
         .map_err(MetadataError::Task)?
     }
 
+    /// Every topic's partitions with their leader and replicas (one metadata request).
+    pub async fn topics(&self, timeout: Duration) -> Result<Vec<TopicLayout>, MetadataError> {
+        self.blocking(move |client| {
+            let metadata = client
+                .fetch_metadata(None, timeout)
+                .map_err(MetadataError::Request)?;
+            Ok(metadata
+                .topics()
+                .iter()
+                .filter(|t| t.error().is_none())
+                .map(|t| TopicLayout {
+                    name: t.name().to_owned(),
+                    partitions: t
+                        .partitions()
+                        .iter()
+                        .filter(|p| p.error().is_none())
+                        .map(|p| PartitionLayout {
+                            id: p.id(),
+                            leader: p.leader(),
+                            replicas: p.replicas().len(),
+                            in_sync: p.isr().len(),
+                        })
+                        .collect(),
+                })
+                .collect())
+        })
+        .await
+        .map_err(MetadataError::Task)?
+    }
+
+    /// The offsets of `partitions` at `spec` (ListOffsets, one request per leader).
+    pub async fn list_offsets(
+        &self,
+        partitions: Vec<(String, i32)>,
+        spec: OffsetSpec,
+        timeout: Duration,
+    ) -> Result<Vec<PartitionOffset>, AdminError> {
+        self.blocking(move |client| offsets::list_offsets(client, &partitions, spec, timeout))
+            .await
+            .map_err(|source| AdminError::Task {
+                request: "ListOffsets",
+                source,
+            })?
+    }
+
+    /// Every consumer group with its state and member count; `partial` when some broker did
+    /// not answer.
+    pub async fn groups(&self, timeout: Duration) -> Result<(Vec<GroupSummary>, bool), AdminError> {
+        self.blocking(move |client| groups::list_groups(client, timeout))
+            .await
+            .map_err(|source| AdminError::Task {
+                request: "ListGroups",
+                source,
+            })?
+    }
+
+    /// The offsets `group` committed.
+    pub async fn committed(
+        &self,
+        group: String,
+        timeout: Duration,
+    ) -> Result<Vec<CommittedOffset>, AdminError> {
+        self.blocking(move |client| groups::committed_offsets(client, &group, timeout))
+            .await
+            .map_err(|source| AdminError::Task {
+                request: "ListConsumerGroupOffsets",
+                source,
+            })?
+    }
+
     /// DescribeCluster: every broker with its rack. Not every cluster answers it (librdkafka's
     /// mock does not), so callers treat a failure as "racks unknown".
     pub async fn describe(&self, timeout: Duration) -> Result<ClusterDescription, AdminError> {
@@ -137,6 +209,23 @@ impl Admin {
             Some(code) => Err(create_error(topic, plan, code)),
         }
     }
+}
+
+/// One topic as the metadata shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicLayout {
+    pub name: String,
+    pub partitions: Vec<PartitionLayout>,
+}
+
+/// One partition as the metadata shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionLayout {
+    pub id: i32,
+    /// -1 when it has none.
+    pub leader: i32,
+    pub replicas: usize,
+    pub in_sync: usize,
 }
 
 /// How a missing heartbeat topic is created.

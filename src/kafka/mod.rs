@@ -13,6 +13,7 @@ pub mod metadata;
 pub mod native;
 pub mod producer;
 pub mod reach;
+pub mod record_time;
 pub mod tls;
 pub mod wire;
 
@@ -34,6 +35,8 @@ use crate::config::{ClusterConfig, SaslMechanism};
 pub enum Role {
     Producer,
     Consumer,
+    /// Reads the record at a group's committed offset, for its time stamp (lag in seconds).
+    RecordReader,
 }
 
 impl Role {
@@ -41,6 +44,7 @@ impl Role {
         match self {
             Self::Producer => "producer",
             Self::Consumer => "consumer",
+            Self::RecordReader => "record-reader",
         }
     }
 }
@@ -157,6 +161,14 @@ pub fn client_config(cluster: &ClusterConfig, role: Role, timing: ClientTiming) 
             // start, instead of jumping to the end and skipping what is there.
             c.set("auto.offset.reset", "error");
             c.set("fetch.wait.max.ms", FETCH_WAIT.as_millis().to_string());
+        }
+        Role::RecordReader => {
+            c.set("enable.auto.commit", "false");
+            c.set("enable.auto.offset.store", "false");
+            c.set("enable.partition.eof", "false");
+            c.set("auto.offset.reset", "earliest");
+            // It reads what is already there: a fetch that finds nothing need not wait.
+            c.set("fetch.wait.max.ms", "100");
         }
     }
     for (k, v) in &cluster.librdkafka {

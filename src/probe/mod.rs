@@ -12,8 +12,10 @@
 //! interval (a heartbeat rate stays 1/interval whatever a single round cost).
 
 pub mod broker;
+pub mod groups;
 pub mod heartbeat;
 pub mod metadata;
+pub mod offsets;
 pub mod topic;
 
 use std::future::Future;

@@ -3,13 +3,14 @@
 //! Probes never touch an instrument: they emit events (`crate::events`), and events record
 //! through the named methods here, so each name is written once.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider as _, ObservableGauge};
 
+use super::gauges::{self, GaugeBoard};
+pub(crate) use super::gauges::{GroupPartitionPoint, GroupRound, PartitionPoint};
 use crate::config::DEFAULT_HISTOGRAM_BOUNDARIES;
 
 /// Metric names (design.md, "Decided: metric contract").
@@ -31,6 +32,19 @@ pub mod name {
     pub const CLUSTER_BROKERS: &str = "kafka.cluster.brokers";
     pub const CLUSTER_CONTROLLER_ID: &str = "kafka.cluster.controller.id";
     pub const HEARTBEAT_LEADER_BROKERS: &str = "kafka.heartbeat.leader.brokers";
+    // The OpenTelemetry Collector kafkametricsreceiver's names, so its dashboards work.
+    pub const PARTITION_CURRENT_OFFSET: &str = "kafka.partition.current_offset";
+    pub const PARTITION_OLDEST_OFFSET: &str = "kafka.partition.oldest_offset";
+    pub const PARTITION_REPLICAS: &str = "kafka.partition.replicas";
+    pub const PARTITION_REPLICAS_IN_SYNC: &str = "kafka.partition.replicas_in_sync";
+    pub const TOPIC_PARTITIONS: &str = "kafka.topic.partitions";
+    pub const GROUP_LAG: &str = "kafka.consumer_group.lag";
+    pub const GROUP_LAG_SUM: &str = "kafka.consumer_group.lag_sum";
+    pub const GROUP_OFFSET: &str = "kafka.consumer_group.offset";
+    pub const GROUP_MEMBERS: &str = "kafka.consumer_group.members";
+    pub const GROUP_LAG_DURATION: &str = "kafka.consumer_group.lag.duration";
+    /// Series a check left out because of its `max_series` cap.
+    pub const SERIES_DROPPED: &str = "cc_heartbeat.series.dropped";
 }
 
 /// Attribute keys.
@@ -47,6 +61,12 @@ pub mod attr {
     pub const ERROR_TYPE: &str = "error.type";
     /// Why a message was skipped: see [`super::SkipReason`].
     pub const REASON: &str = "reason";
+    /// The kafkametricsreceiver's keys: topic name, partition as an integer.
+    pub const KMR_TOPIC: &str = "topic";
+    pub const KMR_PARTITION: &str = "partition";
+    pub const KMR_GROUP: &str = "group";
+    /// Which check a dropped-series count is of.
+    pub const CHECK: &str = "cc_heartbeat.check";
 }
 
 /// Why a consumed message was not counted as one of this agent's heartbeats.
@@ -103,70 +123,13 @@ pub struct Instruments {
     gauges: Arc<GaugeBoard>,
     /// Keeps the observable gauges' callbacks registered.
     _observable: Arc<Vec<ObservableGauge<i64>>>,
+    _observable_seconds: Arc<ObservableGauge<f64>>,
 }
-
-/// Reads one gauge's points from a cluster's values.
-type ReadGauge = fn(&ClusterGauges, &mut dyn FnMut(i64, &[KeyValue]));
 
 impl Instruments {
     pub fn new(meter: &Meter) -> Self {
         let gauges = Arc::new(GaugeBoard::default());
-        let observable = |name: &'static str,
-                          unit: &'static str,
-                          description: &'static str,
-                          read: ReadGauge| {
-            let board = Arc::clone(&gauges);
-            meter
-                .i64_observable_gauge(name)
-                .with_unit(unit)
-                .with_description(description)
-                .with_callback(move |observer| {
-                    board.read(|cluster| read(cluster, &mut |v, attrs| observer.observe(v, attrs)))
-                })
-                .build()
-        };
-        let observable_gauges = vec![
-            observable(
-                name::BROKER_UP,
-                "1",
-                "1 if the last probe of the broker passed every stage (DNS, TCP, TLS, Kafka), else 0.",
-                |c, observe| {
-                    for (attrs, up) in c.broker_up.values() {
-                        observe(i64::from(*up), attrs);
-                    }
-                },
-            ),
-            observable(
-                name::CLUSTER_BROKERS,
-                "{broker}",
-                "Brokers in the latest metadata.",
-                |c, observe| {
-                    if let Some(n) = c.brokers {
-                        observe(n, &c.attrs);
-                    }
-                },
-            ),
-            observable(
-                name::CLUSTER_CONTROLLER_ID,
-                "1",
-                "Broker the cluster reports as controller (on KRaft clusters, any live broker).",
-                |c, observe| {
-                    if let Some(id) = c.controller {
-                        observe(i64::from(id), &c.attrs);
-                    }
-                },
-            ),
-            observable(
-                name::HEARTBEAT_LEADER_BROKERS,
-                "{broker}",
-                "Brokers that lead at least one heartbeat partition.",
-                |c, observe| {
-                    if let Some(n) = c.leader_brokers {
-                        observe(n, &c.heartbeat_attrs);
-                    }
-                },
-            ),
-        ];
+        let (observable_gauges, lag_seconds) = gauges::register(meter, &gauges);
         let seconds = |name: &'static str, description: &'static str| {
             meter
                 .f64_histogram(name)
@@ -236,6 +199,7 @@ impl Instruments {
                 .build(),
             gauges,
             _observable: Arc::new(observable_gauges),
+            _observable_seconds: Arc::new(lag_seconds),
         }
     }
 
@@ -328,6 +292,44 @@ impl Instruments {
         });
     }
 
+    // === topics and partitions ===
+
+    /// Replaces the cluster's partition and topic gauges with one round's values.
+    pub(crate) fn set_partitions(
+        &self,
+        cluster: &str,
+        partitions: Vec<PartitionPoint>,
+        topics: Vec<(Vec<KeyValue>, i64)>,
+    ) {
+        self.gauges.update(cluster, |g| {
+            g.partitions = partitions;
+            g.topics = topics;
+        });
+    }
+
+    /// Replaces the cluster's consumer group gauges with one round's values.
+    pub(crate) fn set_groups(&self, cluster: &str, round: GroupRound) {
+        self.gauges.update(cluster, |g| {
+            g.group_partitions = round.partitions;
+            g.group_topics = round.topics;
+            g.groups = round.groups;
+            g.group_lag_seconds = round.lag_seconds;
+        });
+    }
+
+    /// Sets how many series `check` left out on its last round.
+    pub(crate) fn set_dropped(
+        &self,
+        cluster: &str,
+        check: &'static str,
+        attrs: Vec<KeyValue>,
+        n: i64,
+    ) {
+        self.gauges.update(cluster, |g| {
+            g.dropped.insert(check, (attrs, n));
+        });
+    }
+
     // === cluster ===
 
     pub(crate) fn set_cluster(&self, cluster: &str, gauges: ClusterLevel) {
@@ -350,39 +352,6 @@ pub(crate) struct ClusterLevel {
     pub leader_brokers: Option<i64>,
     /// Attributes of the heartbeat-level gauge (`leader_brokers`).
     pub heartbeat_attrs: Vec<KeyValue>,
-}
-
-/// The gauge values of one cluster.
-#[derive(Clone, Debug, Default)]
-struct ClusterGauges {
-    /// Cluster attributes every cluster-level point carries.
-    attrs: Vec<KeyValue>,
-    brokers: Option<i64>,
-    controller: Option<i32>,
-    leader_brokers: Option<i64>,
-    heartbeat_attrs: Vec<KeyValue>,
-    /// Per broker: its attributes and whether its last probe passed.
-    broker_up: BTreeMap<i32, (Vec<KeyValue>, bool)>,
-}
-
-/// Snapshot of every cluster's gauges: events write, export callbacks only read.
-#[derive(Debug, Default)]
-struct GaugeBoard {
-    clusters: Mutex<BTreeMap<String, ClusterGauges>>,
-}
-
-impl GaugeBoard {
-    fn update(&self, name: &str, change: impl FnOnce(&mut ClusterGauges)) {
-        if let Ok(mut clusters) = self.clusters.lock() {
-            change(clusters.entry(name.to_owned()).or_default());
-        }
-    }
-
-    fn read(&self, mut each: impl FnMut(&ClusterGauges)) {
-        if let Ok(clusters) = self.clusters.lock() {
-            clusters.values().for_each(&mut each);
-        }
-    }
 }
 
 /// A cluster as the config names it: its name, and the attributes every one of its points

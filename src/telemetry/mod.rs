@@ -2,6 +2,7 @@
 //! instruments, and the log subscriber.
 
 mod export;
+mod gauges;
 pub mod instruments;
 pub mod logging;
 

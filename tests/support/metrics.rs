@@ -177,3 +177,34 @@ pub fn gauge(rm: &ResourceMetrics, name: &str, filter: &[(&str, &str)]) -> Vec<i
         .map(|p| p.value())
         .collect()
 }
+
+/// The value of an i64 gauge's one point matching `filter`; `None` when no point matches.
+/// Panics when several do: a filter must name one series.
+pub fn gauge_one(rm: &ResourceMetrics, name: &str, filter: &[(&str, &str)]) -> Option<i64> {
+    let values = gauge(rm, name, filter);
+    assert!(
+        values.len() <= 1,
+        "{name} {filter:?} matches {} points",
+        values.len()
+    );
+    values.first().copied()
+}
+
+/// The value of an f64 gauge's one point matching `filter`; `None` when no point matches.
+pub fn gauge_f64(rm: &ResourceMetrics, name: &str, filter: &[(&str, &str)]) -> Option<f64> {
+    let metric = find(rm, name)?;
+    let AggregatedMetrics::F64(MetricData::Gauge(g)) = metric.data() else {
+        panic!("{name} is not an f64 gauge: {:?}", metric.data())
+    };
+    let values: Vec<f64> = g
+        .data_points()
+        .filter(|p| matches(p.attributes(), filter))
+        .map(|p| p.value())
+        .collect();
+    assert!(
+        values.len() <= 1,
+        "{name} {filter:?} matches {} points",
+        values.len()
+    );
+    values.first().copied()
+}

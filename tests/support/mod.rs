@@ -2,6 +2,7 @@
 //! agent run in-process with an in-memory metric reader, and helpers to read what it recorded.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod groups;
 pub mod metrics;
 pub mod otlp;
 pub mod process;

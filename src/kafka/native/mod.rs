@@ -2,12 +2,15 @@
 //! already has (its producer), so cluster-level requests need no client of their own:
 //! DescribeCluster (every broker with its rack, the controller, the cluster id),
 //! DescribeTopics (the heartbeat topic's id), CreateTopics, the controller id from cached
-//! metadata, and the broker a produced message went to.
+//! metadata, and the broker a produced message went to; ListOffsets in [`offsets`], a
+//! group's committed offsets in [`groups`].
 //!
-//! With [`queue`], the only modules with `unsafe`. Each `unsafe` block holds one foreign call (or one read of
+//! With its submodules, the only code with `unsafe`. Each `unsafe` block holds one foreign call (or one read of
 //! memory librdkafka hands out) and states why it is sound; everything around it is safe code.
 #![allow(unsafe_code)]
 
+pub mod groups;
+pub mod offsets;
 pub mod queue;
 
 use std::ffi::{CStr, CString, c_char};

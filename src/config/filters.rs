@@ -1,0 +1,57 @@
+//! Reading `include`/`exclude` lists of regular expressions (`topics`, `consumer_groups`).
+
+use super::types::{NameFilter, Pattern};
+use super::yaml::{Field, Reader, Section};
+
+/// `include` and `exclude` lists of regular expressions; `exclude` defaults to
+/// `default_exclude`.
+pub(super) fn read_name_filter(
+    r: &mut Reader<'_>,
+    s: &mut Section<'_>,
+    default_exclude: &[&str],
+) -> Option<NameFilter> {
+    let patterns = |r: &mut Reader<'_>, f: Option<Field<'_>>, default: &[&str]| {
+        let Some(f) = f else {
+            return Some(
+                default
+                    .iter()
+                    .filter_map(|p| regex::Regex::new(p).ok().map(Pattern))
+                    .collect(),
+            );
+        };
+        let list = f.string_list(r)?;
+        let mut out = Vec::with_capacity(list.len());
+        let mut ok = true;
+        for text in list {
+            match regex::RegexBuilder::new(&text).size_limit(1 << 20).build() {
+                Ok(re) => out.push(Pattern(re)),
+                Err(e) => {
+                    let why = match e {
+                        regex::Error::CompiledTooBig(_) => "too large".to_owned(),
+                        other => other
+                            .to_string()
+                            .lines()
+                            .last()
+                            .unwrap_or_default()
+                            .trim()
+                            .to_owned(),
+                    };
+                    f.error(
+                        r,
+                        format!(
+                            "{text:?} is not a regular expression ({why}); expected e.g. '^orders-'"
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    };
+    let include = patterns(r, s.field("include"), &[]);
+    let exclude = patterns(r, s.field("exclude"), default_exclude);
+    Some(NameFilter {
+        include: include?,
+        exclude: exclude?,
+    })
+}

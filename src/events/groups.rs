@@ -1,0 +1,179 @@
+//! Events of the consumer group probe: lag read, groups that cannot be read, commits older
+//! than the log start, and what the series cap leaves out.
+
+use std::collections::BTreeMap;
+
+use opentelemetry::KeyValue;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::telemetry::instruments::{ClusterLabels, GroupPartitionPoint, GroupRound, attr};
+use crate::telemetry::{ClusterAttributes, Instruments};
+
+/// One consumer group as a round found it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct GroupState {
+    pub members: usize,
+    /// By (topic, partition).
+    #[serde(serialize_with = "serialize_partitions")]
+    pub partitions: BTreeMap<(String, i32), PartitionLag>,
+}
+
+/// One partition of a group.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct PartitionLag {
+    pub committed: i64,
+    /// Records not consumed: high watermark minus committed offset (minus the log start, when
+    /// retention deleted records the group had not read).
+    pub lag: i64,
+    /// Age of the oldest record not consumed; 0 when caught up, `None` when not measured.
+    pub lag_seconds: Option<f64>,
+    /// The committed offset is before the log start: retention deleted records the group had
+    /// not read.
+    pub expired: bool,
+}
+
+fn serialize_partitions<S: serde::Serializer>(
+    partitions: &BTreeMap<(String, i32), PartitionLag>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap as _;
+    let mut map = s.serialize_map(Some(partitions.len()))?;
+    for ((topic, partition), lag) in partitions {
+        map.serialize_entry(&format!("{topic}/{partition}"), lag)?;
+    }
+    map.end()
+}
+
+impl GroupState {
+    pub fn lag(&self) -> i64 {
+        self.partitions.values().map(|p| p.lag).sum()
+    }
+}
+
+/// A round of the consumer group probe: sets the gauges, and logs what changed.
+pub struct GroupsRead<'a> {
+    pub cluster: &'a ClusterLabels,
+    pub cluster_id: &'a str,
+    pub previous: Option<&'a BTreeMap<String, GroupState>>,
+    pub groups: &'a BTreeMap<String, GroupState>,
+    /// Groups whose committed offsets could not be read, with why.
+    pub unreadable: &'a BTreeMap<String, String>,
+    /// Groups and series the cap left out this round.
+    pub dropped: (usize, usize),
+    pub dropped_before: usize,
+    pub max_series: usize,
+    /// Some broker did not answer the group listing.
+    pub partial: bool,
+}
+
+impl GroupsRead<'_> {
+    pub fn emit(self, instruments: &Instruments) {
+        let attrs = ClusterAttributes::new(self.cluster_id, self.cluster);
+        let mut round = GroupRound::default();
+        for (name, group) in self.groups {
+            let group_attrs = attrs.with([KeyValue::new(attr::KMR_GROUP, name.clone())]);
+            let mut sums: BTreeMap<&str, i64> = BTreeMap::new();
+            for ((topic, partition), p) in &group.partitions {
+                *sums.entry(topic).or_default() += p.lag;
+                let mut attrs = group_attrs.clone();
+                attrs.push(KeyValue::new(attr::KMR_TOPIC, topic.clone()));
+                attrs.push(KeyValue::new(attr::KMR_PARTITION, i64::from(*partition)));
+                if let Some(seconds) = p.lag_seconds {
+                    round.lag_seconds.push((attrs.clone(), seconds));
+                }
+                round.partitions.push(GroupPartitionPoint {
+                    attrs,
+                    offset: p.committed,
+                    lag: p.lag,
+                });
+            }
+            for (topic, sum) in sums {
+                let mut attrs = group_attrs.clone();
+                attrs.push(KeyValue::new(attr::KMR_TOPIC, topic.to_owned()));
+                round.topics.push((attrs, sum));
+            }
+            round.groups.push((group_attrs, group.members as i64));
+        }
+        instruments.set_groups(self.cluster.name(), round);
+        let (dropped_groups, dropped_series) = self.dropped;
+        instruments.set_dropped(
+            self.cluster.name(),
+            "consumer_groups",
+            attrs.with([KeyValue::new(attr::CHECK, "consumer_groups")]),
+            dropped_series as i64,
+        );
+
+        let first = self.previous.is_none();
+        if first {
+            info!(
+                groups = self.groups.len(),
+                "Reading the lag of the watched consumer groups."
+            );
+        }
+        if self.partial {
+            tracing::debug!(
+                "Not every broker answered the consumer group listing; groups they coordinate are missing this round."
+            );
+        }
+        if dropped_series != self.dropped_before {
+            if dropped_series > 0 {
+                warn!(
+                    watched = self.groups.len(),
+                    left_out = dropped_groups,
+                    series = dropped_series,
+                    max_series = self.max_series,
+                    "Consumer groups left out of the lag check by checks.consumer_groups.max_series; narrow clusters[].consumer_groups.include or raise the cap."
+                );
+            } else {
+                info!(
+                    "Every watched consumer group fits under checks.consumer_groups.max_series again."
+                );
+            }
+        }
+        if !self.unreadable.is_empty()
+            && (first || self.previous.is_some_and(|p| p.len() != self.groups.len()))
+        {
+            let (group, why) = self
+                .unreadable
+                .iter()
+                .next()
+                .map_or(("", ""), |(g, w)| (g.as_str(), w.as_str()));
+            warn!(
+                groups = self.unreadable.len(),
+                example = group,
+                error = why,
+                "Cannot read the committed offsets of some consumer groups; the API key needs DESCRIBE on them (and on their topics). The other checks go on."
+            );
+        }
+        for (name, group) in self.groups {
+            for ((topic, partition), p) in &group.partitions {
+                let was_expired = self
+                    .previous
+                    .and_then(|prev| prev.get(name))
+                    .and_then(|g| g.partitions.get(&(topic.clone(), *partition)))
+                    .is_some_and(|p| p.expired);
+                if p.expired && !was_expired {
+                    warn!(
+                        group = %name,
+                        topic = %topic,
+                        partition,
+                        committed = p.committed,
+                        "The group's committed offset is before the log start: retention deleted records it had not read. Its lag counts from the log start."
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The cluster does not answer ListGroups: no consumer group lag from it.
+pub struct GroupsUnsupported;
+
+impl GroupsUnsupported {
+    pub fn emit(self) {
+        info!(
+            "The cluster does not answer ListGroups (an unsupported feature); consumer group lag is not reported for it."
+        );
+    }
+}

@@ -1,0 +1,345 @@
+//! The consumer group probe: every interval, the watched groups (`consumer_groups.include`
+//! and `exclude`) with their members, committed offsets and lag: high watermark minus
+//! committed offset, and in seconds, the age of the oldest record not yet consumed (the time
+//! stamp of the record at the committed offset). Reported under the kafkametricsreceiver's
+//! names; at most `max_series` series, the rest dropped, logged and counted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::error::RDKafkaErrorCode;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::{Probe, Schedule};
+use crate::config::{ClusterConfig, SeriesCheckConfig};
+use crate::events::groups::{GroupState, GroupsRead, GroupsUnsupported, PartitionLag};
+use crate::kafka::ClientTiming;
+use crate::kafka::admin::Admin;
+use crate::kafka::metadata::ClusterView;
+use crate::kafka::native::AdminError;
+use crate::kafka::native::groups::{CommittedOffset, GroupSummary};
+use crate::kafka::native::offsets::{OffsetSpec, PartitionOffset};
+use crate::kafka::record_time::{At, record_times};
+use crate::telemetry::Instruments;
+use crate::telemetry::instruments::ClusterLabels;
+
+/// Bound on each request of a round.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on reading the records lag in seconds is measured from.
+const RECORD_WAIT: Duration = Duration::from_secs(5);
+/// Committed offsets of this many groups are asked for at once.
+const GROUPS_AT_ONCE: usize = 8;
+/// Series per group (members), per group and topic (lag summed), per group partition (lag,
+/// offset, lag in seconds).
+const SERIES_PER_GROUP: usize = 1;
+const SERIES_PER_TOPIC: usize = 1;
+const SERIES_PER_PARTITION: usize = 3;
+
+/// Groups of cc-heartbeat's own clients (they never join or commit, but are never reported).
+const OWN_GROUP_PREFIX: &str = "cc-heartbeat-";
+
+/// Why a round could not read the groups.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupsError {
+    #[error("cannot list the consumer groups")]
+    List(#[source] AdminError),
+    #[error("cannot read the partitions' offsets")]
+    Offsets(#[source] AdminError),
+}
+
+/// What the consumer group probe needs from its cluster.
+pub struct GroupsParts {
+    pub cluster: ClusterConfig,
+    pub labels: ClusterLabels,
+    pub admin: Admin,
+    pub view: watch::Receiver<Arc<ClusterView>>,
+    pub check: SeriesCheckConfig,
+    pub timing: ClientTiming,
+    pub instruments: Instruments,
+}
+
+pub struct GroupsProbe {
+    parts: GroupsParts,
+    last: Option<BTreeMap<String, GroupState>>,
+    dropped: usize,
+    /// The cluster said it does not answer ListGroups (logged once).
+    unsupported: bool,
+}
+
+/// What one round found.
+#[derive(Clone, Debug, Default)]
+pub struct GroupsReport {
+    pub groups: BTreeMap<String, GroupState>,
+    /// Groups whose committed offsets could not be read, with why.
+    pub unreadable: BTreeMap<String, String>,
+    pub dropped_groups: usize,
+    pub dropped_series: usize,
+    /// Some broker did not answer the group listing.
+    pub partial: bool,
+    /// The cluster does not answer ListGroups at all (librdkafka's mock cluster, some
+    /// Kafka-compatible servers): there is no lag to report.
+    pub unsupported: bool,
+}
+
+impl GroupsProbe {
+    pub fn new(parts: GroupsParts) -> Self {
+        Self {
+            parts,
+            last: None,
+            dropped: 0,
+            unsupported: false,
+        }
+    }
+
+    /// Committed offsets of each group, a few groups at a time.
+    async fn committed(
+        &self,
+        groups: &[GroupSummary],
+    ) -> (
+        BTreeMap<String, Vec<CommittedOffset>>,
+        BTreeMap<String, String>,
+    ) {
+        let mut committed = BTreeMap::new();
+        let mut unreadable = BTreeMap::new();
+        for chunk in groups.chunks(GROUPS_AT_ONCE) {
+            let mut requests = JoinSet::new();
+            for group in chunk {
+                let (admin, name) = (self.parts.admin.clone(), group.name.clone());
+                requests.spawn(async move {
+                    let result = admin.committed(name.clone(), REQUEST_TIMEOUT).await;
+                    (name, result)
+                });
+            }
+            for (name, result) in requests.join_all().await {
+                match result {
+                    Ok(offsets) => {
+                        committed.insert(name, offsets);
+                    }
+                    Err(e) => {
+                        unreadable.insert(name, crate::error::Chain(&e).to_string());
+                    }
+                }
+            }
+        }
+        (committed, unreadable)
+    }
+
+    /// Lag in seconds for each lagging partition: now minus the time stamp of the first
+    /// record not consumed.
+    async fn lag_seconds(&self, wanted: Vec<At>) -> BTreeMap<(String, i32), f64> {
+        if wanted.is_empty() || !self.parts.cluster.consumer_groups.lag_duration {
+            return BTreeMap::new();
+        }
+        let (cluster, timing) = (self.parts.cluster.clone(), self.parts.timing);
+        let times = tokio::task::spawn_blocking(move || {
+            record_times(&cluster, timing, &wanted, RECORD_WAIT)
+        })
+        .await;
+        let Ok(Ok(times)) = times else {
+            return BTreeMap::new();
+        };
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        times
+            .into_iter()
+            .map(|(key, ms)| (key, (now_ms - ms).max(0) as f64 / 1000.0))
+            .collect()
+    }
+}
+
+/// The watched groups, in name order, up to `max_series` series (counted once committed
+/// offsets are known); and the groups and series left out.
+fn cap(
+    committed: BTreeMap<String, Vec<CommittedOffset>>,
+    max_series: usize,
+) -> (BTreeMap<String, Vec<CommittedOffset>>, usize, usize) {
+    let mut series = 0;
+    let mut kept = BTreeMap::new();
+    let (mut dropped_groups, mut dropped_series) = (0, 0);
+    for (name, offsets) in committed {
+        let topics: BTreeSet<&str> = offsets.iter().map(|o| o.topic.as_str()).collect();
+        let cost = SERIES_PER_GROUP
+            + SERIES_PER_TOPIC * topics.len()
+            + SERIES_PER_PARTITION * offsets.len();
+        if series + cost <= max_series {
+            series += cost;
+            kept.insert(name, offsets);
+        } else {
+            dropped_groups += 1;
+            dropped_series += cost;
+        }
+    }
+    (kept, dropped_groups, dropped_series)
+}
+
+fn by_partition(offsets: Vec<PartitionOffset>) -> BTreeMap<(String, i32), i64> {
+    offsets
+        .into_iter()
+        .filter_map(|o| Some(((o.topic, o.partition), o.offset.ok()?)))
+        .collect()
+}
+
+impl Probe for GroupsProbe {
+    const KIND: &'static str = "consumer_groups";
+    type Output = GroupsReport;
+    type Error = GroupsError;
+
+    fn schedule(&self) -> Schedule {
+        Schedule::every(self.parts.check.interval, 4 * REQUEST_TIMEOUT + RECORD_WAIT)
+    }
+
+    fn describe(&self) -> String {
+        "Consumer group probe started: members, committed offsets and lag (in records and in seconds) of the watched groups.".to_owned()
+    }
+
+    async fn probe_once(&mut self) -> Result<GroupsReport, GroupsError> {
+        let listed = self.parts.admin.groups(REQUEST_TIMEOUT).await;
+        let (listed, partial) = match listed {
+            Err(AdminError::Failed {
+                code: RDKafkaErrorCode::UnsupportedFeature,
+                ..
+            }) => {
+                if !self.unsupported {
+                    GroupsUnsupported.emit();
+                    self.unsupported = true;
+                }
+                return Ok(GroupsReport {
+                    unsupported: true,
+                    ..GroupsReport::default()
+                });
+            }
+            other => other.map_err(GroupsError::List)?,
+        };
+        let filter = &self.parts.cluster.consumer_groups.filter;
+        let mut watched: Vec<GroupSummary> = listed
+            .into_iter()
+            .filter(|g| !g.name.starts_with(OWN_GROUP_PREFIX) && filter.matches(&g.name))
+            .collect();
+        watched.sort_by(|a, b| a.name.cmp(&b.name));
+        let (committed, unreadable) = self.committed(&watched).await;
+        let (committed, dropped_groups, dropped_series) =
+            cap(committed, self.parts.check.max_series);
+
+        let partitions: BTreeSet<(String, i32)> = committed
+            .values()
+            .flatten()
+            .map(|o| (o.topic.clone(), o.partition))
+            .collect();
+        let partitions: Vec<(String, i32)> = partitions.into_iter().collect();
+        let admin = &self.parts.admin;
+        let (oldest, current) = tokio::join!(
+            admin.list_offsets(partitions.clone(), OffsetSpec::Earliest, REQUEST_TIMEOUT),
+            admin.list_offsets(partitions, OffsetSpec::Latest, REQUEST_TIMEOUT),
+        );
+        let oldest = by_partition(oldest.map_err(GroupsError::Offsets)?);
+        let current = by_partition(current.map_err(GroupsError::Offsets)?);
+
+        // The first record each group has not consumed, where it lags: at its committed
+        // offset, or at the log start when retention deleted what it had not read.
+        let mut wanted = BTreeSet::new();
+        for offsets in committed.values() {
+            for o in offsets {
+                let key = (o.topic.clone(), o.partition);
+                let (Some(&high), low) = (current.get(&key), oldest.get(&key).copied()) else {
+                    continue;
+                };
+                let from = low.map_or(o.offset, |low| o.offset.max(low));
+                if high > from {
+                    wanted.insert((o.topic.clone(), o.partition, from));
+                }
+            }
+        }
+        let seconds = self.lag_seconds(wanted.into_iter().collect()).await;
+
+        let members: BTreeMap<&str, usize> = watched
+            .iter()
+            .map(|g| (g.name.as_str(), g.members))
+            .collect();
+        let mut groups = BTreeMap::new();
+        for (name, offsets) in &committed {
+            let mut state = GroupState {
+                members: members.get(name.as_str()).copied().unwrap_or(0),
+                partitions: BTreeMap::new(),
+            };
+            for o in offsets {
+                let key = (o.topic.clone(), o.partition);
+                let Some(&high) = current.get(&key) else {
+                    continue;
+                };
+                let low = oldest.get(&key).copied();
+                let expired = low.is_some_and(|low| o.offset < low);
+                let from = low.map_or(o.offset, |low| o.offset.max(low));
+                let lag = (high - from).max(0);
+                let lag_seconds = if lag == 0 {
+                    Some(0.0)
+                } else {
+                    seconds.get(&key).copied()
+                };
+                state.partitions.insert(
+                    key,
+                    PartitionLag {
+                        committed: o.offset,
+                        lag,
+                        lag_seconds,
+                        expired,
+                    },
+                );
+            }
+            groups.insert(name.clone(), state);
+        }
+        let cluster_id = self.parts.view.borrow().cluster_id.clone();
+        GroupsRead {
+            cluster: &self.parts.labels,
+            cluster_id: &cluster_id,
+            previous: self.last.as_ref(),
+            groups: &groups,
+            unreadable: &unreadable,
+            dropped: (dropped_groups, dropped_series),
+            dropped_before: self.dropped,
+            max_series: self.parts.check.max_series,
+            partial,
+        }
+        .emit(&self.parts.instruments);
+        self.dropped = dropped_series;
+        self.last = Some(groups.clone());
+        Ok(GroupsReport {
+            groups,
+            unreadable,
+            dropped_groups,
+            dropped_series,
+            partial,
+            unsupported: false,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offsets(topic: &str, partitions: i32) -> Vec<CommittedOffset> {
+        (0..partitions)
+            .map(|partition| CommittedOffset {
+                topic: topic.to_owned(),
+                partition,
+                offset: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_cap_keeps_whole_groups_in_name_order_and_counts_the_rest() {
+        // 1 + 1 + 3·2 = 8 series per group.
+        let committed = BTreeMap::from([
+            ("b".to_owned(), offsets("t", 2)),
+            ("a".to_owned(), offsets("t", 2)),
+            ("c".to_owned(), offsets("t", 2)),
+        ]);
+        let (kept, groups, series) = cap(committed, 17);
+        assert_eq!(kept.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!((groups, series), (1, 8));
+    }
+}

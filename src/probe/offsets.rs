@@ -1,0 +1,251 @@
+//! The offsets probe: every interval, the partitions of the watched topics (`topics.include`
+//! and `exclude`) with their replicas and in-sync replicas from one metadata request, and
+//! their oldest and current offsets from two ListOffsets requests (librdkafka sends one per
+//! leader). Reported under the kafkametricsreceiver's names; at most `max_series` series, the
+//! rest dropped, logged and counted.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::{Probe, Schedule};
+use crate::config::{NameFilter, SeriesCheckConfig};
+use crate::events::offsets::{OffsetsRead, PartitionState, TopicState};
+use crate::kafka::admin::{Admin, MetadataError, TopicLayout};
+use crate::kafka::metadata::ClusterView;
+use crate::kafka::native::AdminError;
+use crate::kafka::native::offsets::{OffsetSpec, PartitionOffset};
+use crate::telemetry::Instruments;
+use crate::telemetry::instruments::ClusterLabels;
+
+/// Bound on each request of a round.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Series per partition (current and oldest offset, replicas, in-sync replicas) and per topic
+/// (its partition count).
+const SERIES_PER_PARTITION: usize = 4;
+const SERIES_PER_TOPIC: usize = 1;
+
+/// Why a round could not read the offsets.
+#[derive(Debug, thiserror::Error)]
+pub enum OffsetsError {
+    #[error("cannot list the topics")]
+    Topics(#[source] MetadataError),
+    #[error("cannot read the partitions' offsets")]
+    Offsets(#[source] AdminError),
+}
+
+/// What the offsets probe needs from its cluster.
+pub struct OffsetsParts {
+    pub cluster: ClusterLabels,
+    pub admin: Admin,
+    pub view: watch::Receiver<Arc<ClusterView>>,
+    pub topics: NameFilter,
+    pub check: SeriesCheckConfig,
+    pub instruments: Instruments,
+}
+
+pub struct OffsetsProbe {
+    parts: OffsetsParts,
+    /// What the last round found, to log changes only.
+    last: Option<BTreeMap<String, TopicState>>,
+    /// Series dropped by the cap on the last round, to log when it changes.
+    dropped: usize,
+}
+
+/// What one round found: the watched topics, and how many series the cap left out.
+#[derive(Clone, Debug, Default)]
+pub struct OffsetsReport {
+    pub topics: BTreeMap<String, TopicState>,
+    pub dropped_topics: usize,
+    pub dropped_series: usize,
+}
+
+impl OffsetsProbe {
+    pub fn new(parts: OffsetsParts) -> Self {
+        Self {
+            parts,
+            last: None,
+            dropped: 0,
+        }
+    }
+}
+
+/// The watched topics, in name order, up to `max_series` series; and the topics left out.
+fn choose(
+    topics: Vec<TopicLayout>,
+    filter: &NameFilter,
+    max_series: usize,
+) -> (Vec<TopicLayout>, usize, usize) {
+    let mut watched: Vec<TopicLayout> = topics
+        .into_iter()
+        // Kafka's own internal topics (`__consumer_offsets`, `__transaction_state`) are never
+        // watched, whatever the filter.
+        .filter(|t| !t.name.starts_with("__") && filter.matches(&t.name))
+        .collect();
+    watched.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut series = 0;
+    let mut kept = Vec::with_capacity(watched.len());
+    let (mut dropped_topics, mut dropped_series) = (0, 0);
+    for topic in watched {
+        let cost = SERIES_PER_TOPIC + SERIES_PER_PARTITION * topic.partitions.len();
+        if series + cost <= max_series {
+            series += cost;
+            kept.push(topic);
+        } else {
+            dropped_topics += 1;
+            dropped_series += cost;
+        }
+    }
+    (kept, dropped_topics, dropped_series)
+}
+
+/// Offsets by (topic, partition), for the partitions that answered.
+fn by_partition(offsets: Vec<PartitionOffset>) -> BTreeMap<(String, i32), i64> {
+    offsets
+        .into_iter()
+        .filter_map(|o| Some(((o.topic, o.partition), o.offset.ok()?)))
+        .collect()
+}
+
+impl Probe for OffsetsProbe {
+    const KIND: &'static str = "offsets";
+    type Output = OffsetsReport;
+    type Error = OffsetsError;
+
+    fn schedule(&self) -> Schedule {
+        Schedule::every(self.parts.check.interval, 3 * REQUEST_TIMEOUT)
+    }
+
+    fn describe(&self) -> String {
+        "Offsets probe started: partitions, replicas, in-sync replicas and oldest and current offsets of the watched topics.".to_owned()
+    }
+
+    async fn probe_once(&mut self) -> Result<OffsetsReport, OffsetsError> {
+        let p = &self.parts;
+        let all = p
+            .admin
+            .topics(REQUEST_TIMEOUT)
+            .await
+            .map_err(OffsetsError::Topics)?;
+        let (topics, dropped_topics, dropped_series) = choose(all, &p.topics, p.check.max_series);
+        // Partitions without a leader cannot answer ListOffsets.
+        let led: Vec<(String, i32)> = topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .filter(|p| p.leader >= 0)
+                    .map(|p| (t.name.clone(), p.id))
+            })
+            .collect();
+        let (oldest, current) = tokio::join!(
+            p.admin
+                .list_offsets(led.clone(), OffsetSpec::Earliest, REQUEST_TIMEOUT),
+            p.admin
+                .list_offsets(led, OffsetSpec::Latest, REQUEST_TIMEOUT),
+        );
+        let oldest = by_partition(oldest.map_err(OffsetsError::Offsets)?);
+        let current = by_partition(current.map_err(OffsetsError::Offsets)?);
+        let mut states = BTreeMap::new();
+        for topic in topics {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|part| {
+                    let key = (topic.name.clone(), part.id);
+                    let state = PartitionState {
+                        leader: (part.leader >= 0).then_some(part.leader),
+                        replicas: part.replicas,
+                        in_sync: part.in_sync,
+                        oldest: oldest.get(&key).copied(),
+                        current: current.get(&key).copied(),
+                    };
+                    (part.id, state)
+                })
+                .collect();
+            states.insert(topic.name, TopicState { partitions });
+        }
+        let cluster_id = p.view.borrow().cluster_id.clone();
+        OffsetsRead {
+            cluster: &p.cluster,
+            cluster_id: &cluster_id,
+            previous: self.last.as_ref(),
+            topics: &states,
+            dropped: (dropped_topics, dropped_series),
+            dropped_before: self.dropped,
+            max_series: p.check.max_series,
+        }
+        .emit(&p.instruments);
+        self.dropped = dropped_series;
+        self.last = Some(states.clone());
+        Ok(OffsetsReport {
+            topics: states,
+            dropped_topics,
+            dropped_series,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Pattern;
+    use crate::kafka::admin::PartitionLayout;
+
+    fn topic(name: &str, partitions: i32) -> TopicLayout {
+        TopicLayout {
+            name: name.to_owned(),
+            partitions: (0..partitions)
+                .map(|id| PartitionLayout {
+                    id,
+                    leader: 1,
+                    replicas: 3,
+                    in_sync: 3,
+                })
+                .collect(),
+        }
+    }
+
+    fn filter(include: &[&str], exclude: &[&str]) -> NameFilter {
+        let patterns = |list: &[&str]| {
+            list.iter()
+                .map(|p| Pattern(regex::Regex::new(p).unwrap()))
+                .collect()
+        };
+        NameFilter {
+            include: patterns(include),
+            exclude: patterns(exclude),
+        }
+    }
+
+    fn names(topics: &[TopicLayout]) -> Vec<&str> {
+        topics.iter().map(|t| t.name.as_str()).collect()
+    }
+
+    #[test]
+    fn internal_topics_are_never_watched_and_the_filter_applies() {
+        let all = vec![
+            topic("orders", 1),
+            topic("__consumer_offsets", 50),
+            topic("_schemas", 1),
+            topic("payments", 1),
+        ];
+        let (kept, ..) = choose(all.clone(), &filter(&[], &["^_"]), 10_000);
+        assert_eq!(names(&kept), ["orders", "payments"]);
+        let (kept, ..) = choose(all.clone(), &filter(&[".*"], &[]), 10_000);
+        assert_eq!(names(&kept), ["_schemas", "orders", "payments"]);
+        let (kept, ..) = choose(all, &filter(&["^pay"], &[]), 10_000);
+        assert_eq!(names(&kept), ["payments"]);
+    }
+
+    #[test]
+    fn the_cap_keeps_whole_topics_in_name_order_and_counts_the_rest() {
+        // 1 + 4·2 = 9 series per topic.
+        let all = vec![topic("c", 2), topic("a", 2), topic("b", 2)];
+        let (kept, topics, series) = choose(all, &filter(&[], &[]), 20);
+        assert_eq!(names(&kept), ["a", "b"]);
+        assert_eq!((topics, series), (1, 9));
+    }
+}

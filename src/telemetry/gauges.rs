@@ -1,0 +1,267 @@
+//! The observable gauges: every probe writes its values into one snapshot per cluster
+//! ([`GaugeBoard`]), and the export callbacks registered here only read it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Meter, ObservableGauge};
+
+use super::instruments::name;
+
+/// Reads one gauge's points from a cluster's values.
+type ReadGauge = fn(&ClusterGauges, &mut dyn FnMut(i64, &[KeyValue]));
+
+/// Registers every observable gauge on `meter`, each reading `gauges` at export time.
+pub(super) fn register(
+    meter: &Meter,
+    gauges: &Arc<GaugeBoard>,
+) -> (Vec<ObservableGauge<i64>>, ObservableGauge<f64>) {
+    let observable =
+        |name: &'static str, unit: &'static str, description: &'static str, read: ReadGauge| {
+            let board = Arc::clone(gauges);
+            meter
+                .i64_observable_gauge(name)
+                .with_unit(unit)
+                .with_description(description)
+                .with_callback(move |observer| {
+                    board.read(|cluster| read(cluster, &mut |v, attrs| observer.observe(v, attrs)))
+                })
+                .build()
+        };
+    let observable_gauges = vec![
+        observable(
+            name::BROKER_UP,
+            "1",
+            "1 if the last probe of the broker passed every stage (DNS, TCP, TLS, Kafka), else 0.",
+            |c, observe| {
+                for (attrs, up) in c.broker_up.values() {
+                    observe(i64::from(*up), attrs);
+                }
+            },
+        ),
+        observable(
+            name::CLUSTER_BROKERS,
+            "{broker}",
+            "Brokers in the latest metadata.",
+            |c, observe| {
+                if let Some(n) = c.brokers {
+                    observe(n, &c.attrs);
+                }
+            },
+        ),
+        observable(
+            name::CLUSTER_CONTROLLER_ID,
+            "1",
+            "Broker the cluster reports as controller (on KRaft clusters, any live broker).",
+            |c, observe| {
+                if let Some(id) = c.controller {
+                    observe(i64::from(id), &c.attrs);
+                }
+            },
+        ),
+        observable(
+            name::HEARTBEAT_LEADER_BROKERS,
+            "{broker}",
+            "Brokers that lead at least one heartbeat partition.",
+            |c, observe| {
+                if let Some(n) = c.leader_brokers {
+                    observe(n, &c.heartbeat_attrs);
+                }
+            },
+        ),
+        observable(
+            name::PARTITION_CURRENT_OFFSET,
+            "{message}",
+            "Offset the next record of the partition will get (high watermark).",
+            |c, observe| {
+                for p in &c.partitions {
+                    if let Some(v) = p.current {
+                        observe(v, &p.attrs);
+                    }
+                }
+            },
+        ),
+        observable(
+            name::PARTITION_OLDEST_OFFSET,
+            "{message}",
+            "Offset of the oldest record the partition keeps (log start).",
+            |c, observe| {
+                for p in &c.partitions {
+                    if let Some(v) = p.oldest {
+                        observe(v, &p.attrs);
+                    }
+                }
+            },
+        ),
+        observable(
+            name::PARTITION_REPLICAS,
+            "{replica}",
+            "Replicas of the partition.",
+            |c, observe| {
+                for p in &c.partitions {
+                    observe(p.replicas, &p.attrs);
+                }
+            },
+        ),
+        observable(
+            name::PARTITION_REPLICAS_IN_SYNC,
+            "{replica}",
+            "In-sync replicas of the partition.",
+            |c, observe| {
+                for p in &c.partitions {
+                    observe(p.in_sync, &p.attrs);
+                }
+            },
+        ),
+        observable(
+            name::TOPIC_PARTITIONS,
+            "{partition}",
+            "Partitions of the topic.",
+            |c, observe| {
+                for (attrs, n) in &c.topics {
+                    observe(*n, attrs);
+                }
+            },
+        ),
+        observable(
+            name::GROUP_LAG,
+            "{message}",
+            "Records of the partition the group has not consumed: high watermark minus committed offset.",
+            |c, observe| {
+                for p in &c.group_partitions {
+                    observe(p.lag, &p.attrs);
+                }
+            },
+        ),
+        observable(
+            name::GROUP_OFFSET,
+            "{message}",
+            "Offset the group committed on the partition.",
+            |c, observe| {
+                for p in &c.group_partitions {
+                    observe(p.offset, &p.attrs);
+                }
+            },
+        ),
+        observable(
+            name::GROUP_LAG_SUM,
+            "{message}",
+            "Lag of the group summed over the topic's partitions.",
+            |c, observe| {
+                for (attrs, n) in &c.group_topics {
+                    observe(*n, attrs);
+                }
+            },
+        ),
+        observable(
+            name::GROUP_MEMBERS,
+            "{member}",
+            "Members of the group.",
+            |c, observe| {
+                for (attrs, n) in &c.groups {
+                    observe(*n, attrs);
+                }
+            },
+        ),
+        observable(
+            name::SERIES_DROPPED,
+            "{series}",
+            "Series a check did not export because of its max_series cap.",
+            |c, observe| {
+                for (attrs, n) in c.dropped.values() {
+                    observe(*n, attrs);
+                }
+            },
+        ),
+    ];
+    let lag_seconds = {
+        let board = Arc::clone(gauges);
+        meter
+            .f64_observable_gauge(name::GROUP_LAG_DURATION)
+            .with_unit("s")
+            .with_description(
+                "Age of the oldest record the group has not consumed on the partition (0 when caught up).",
+            )
+            .with_callback(move |observer| {
+                board.read(|c| {
+                    for (attrs, v) in &c.group_lag_seconds {
+                        observer.observe(*v, attrs);
+                    }
+                });
+            })
+            .build()
+    };
+    (observable_gauges, lag_seconds)
+}
+
+/// One partition's offsets and replication, with its attributes.
+#[derive(Clone, Debug)]
+pub(crate) struct PartitionPoint {
+    pub attrs: Vec<KeyValue>,
+    pub current: Option<i64>,
+    pub oldest: Option<i64>,
+    pub replicas: i64,
+    pub in_sync: i64,
+}
+
+/// One partition's committed offset and lag for one group, with its attributes.
+#[derive(Clone, Debug)]
+pub(crate) struct GroupPartitionPoint {
+    pub attrs: Vec<KeyValue>,
+    pub offset: i64,
+    pub lag: i64,
+}
+
+/// One round of the consumer group check, as gauge values.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct GroupRound {
+    pub partitions: Vec<GroupPartitionPoint>,
+    /// Lag summed per group and topic.
+    pub topics: Vec<(Vec<KeyValue>, i64)>,
+    /// Members per group.
+    pub groups: Vec<(Vec<KeyValue>, i64)>,
+    /// Lag in seconds per group partition, where measured.
+    pub lag_seconds: Vec<(Vec<KeyValue>, f64)>,
+}
+
+/// The gauge values of one cluster.
+#[derive(Clone, Debug, Default)]
+pub(super) struct ClusterGauges {
+    pub(super) group_partitions: Vec<GroupPartitionPoint>,
+    pub(super) group_topics: Vec<(Vec<KeyValue>, i64)>,
+    pub(super) groups: Vec<(Vec<KeyValue>, i64)>,
+    pub(super) group_lag_seconds: Vec<(Vec<KeyValue>, f64)>,
+    pub(super) partitions: Vec<PartitionPoint>,
+    pub(super) topics: Vec<(Vec<KeyValue>, i64)>,
+    /// Per check: series left out by its cap.
+    pub(super) dropped: BTreeMap<&'static str, (Vec<KeyValue>, i64)>,
+    /// Cluster attributes every cluster-level point carries.
+    pub(super) attrs: Vec<KeyValue>,
+    pub(super) brokers: Option<i64>,
+    pub(super) controller: Option<i32>,
+    pub(super) leader_brokers: Option<i64>,
+    pub(super) heartbeat_attrs: Vec<KeyValue>,
+    /// Per broker: its attributes and whether its last probe passed.
+    pub(super) broker_up: BTreeMap<i32, (Vec<KeyValue>, bool)>,
+}
+
+/// Snapshot of every cluster's gauges: events write, export callbacks only read.
+#[derive(Debug, Default)]
+pub(super) struct GaugeBoard {
+    clusters: Mutex<BTreeMap<String, ClusterGauges>>,
+}
+
+impl GaugeBoard {
+    pub(super) fn update(&self, name: &str, change: impl FnOnce(&mut ClusterGauges)) {
+        if let Ok(mut clusters) = self.clusters.lock() {
+            change(clusters.entry(name.to_owned()).or_default());
+        }
+    }
+
+    pub(super) fn read(&self, mut each: impl FnMut(&ClusterGauges)) {
+        if let Ok(clusters) = self.clusters.lock() {
+            clusters.values().for_each(&mut each);
+        }
+    }
+}

@@ -1,0 +1,205 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // test code panics and prints on purpose
+
+//! The consumer group probe against a real broker (tansu) and a real consumer group that
+//! commits, falls behind while records keep arriving, then catches up: the agent's lag,
+//! lag_sum, offset, members and lag in seconds equal what the test computes from the broker.
+
+mod support;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cc_heartbeat::telemetry::instruments::name;
+use opentelemetry_sdk::metrics::data::ResourceMetrics;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::message::Message as _;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use support::groups::{commit, member, produce};
+use support::metrics::{attribute_sets, gauge_f64, gauge_one};
+use support::tansu::Tansu;
+use support::{TestAgent, config, eventually, unique_topic};
+
+/// The time stamp (ms) of the record at `offset`, read by a client of the test's own.
+fn record_time(bootstrap: &str, topic: &str, partition: i32, offset: i64) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique_topic("witness"))
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    loop {
+        let message = consumer
+            .poll(Duration::from_secs(10))
+            .expect("a record")
+            .unwrap();
+        if message.offset() == offset {
+            return message.timestamp().to_millis().unwrap();
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn lag_filter<'a>(group: &'a str, topic: &'a str, p: &'a str) -> [(&'a str, &'a str); 3] {
+    [("group", group), ("topic", topic), ("partition", p)]
+}
+
+async fn wait_lag(agent: &TestAgent, group: &str, topic: &str, lags: [i64; 2]) -> ResourceMetrics {
+    eventually(Duration::from_secs(30), "the lag reported", || {
+        let m = agent.try_metrics()?;
+        let got = [
+            gauge_one(&m, name::GROUP_LAG, &lag_filter(group, topic, "0"))?,
+            gauge_one(&m, name::GROUP_LAG, &lag_filter(group, topic, "1"))?,
+        ];
+        (got == lags).then_some(m)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_offsets_and_lag_in_seconds_match_the_broker_as_a_group_falls_behind_and_catches_up() {
+    let tansu = Tansu::start();
+    let bootstrap = tansu.bootstrap();
+    let topic = unique_topic("orders");
+    let group = unique_topic("app");
+    tansu.create_topic(&topic, 2);
+    produce(&bootstrap, &topic, 0, 10).await;
+    // Partition 1: the record at offset 4 (the group's first unread) is written 2 s after
+    // the one before it and 2 s before the one after it, so reading the wrong record shows.
+    produce(&bootstrap, &topic, 1, 4).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    produce(&bootstrap, &topic, 1, 1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    produce(&bootstrap, &topic, 1, 5).await;
+    let app = member(&bootstrap, &group, &topic, 2);
+    // Partition 0 read to the end, partition 1 up to offset 4: six records behind.
+    commit(&app, &topic, &[10, 4]);
+
+    let agent = TestAgent::start(config(&format!(
+        "clusters:\n  - name: lag\n    bootstrap_servers: '{bootstrap}'\n    consumer_groups: {{include: ['^app-']}}\n\
+         heartbeat: {{topic: {}, interval: 500ms}}\n\
+         checks: {{metadata: {{interval: 1s}}, consumer_groups: {{interval: 1s}}, offsets: {{enabled: false}}}}\n\
+         export: {{otlp: {{enabled: false}}}}\n",
+        unique_topic("hb")
+    )));
+    let m = wait_lag(&agent, &group, &topic, [0, 6]).await;
+    let seen_at = now_ms();
+    assert_eq!(
+        gauge_one(&m, name::GROUP_OFFSET, &lag_filter(&group, &topic, "0")),
+        Some(10)
+    );
+    assert_eq!(
+        gauge_one(&m, name::GROUP_OFFSET, &lag_filter(&group, &topic, "1")),
+        Some(4)
+    );
+    assert_eq!(
+        gauge_one(
+            &m,
+            name::GROUP_LAG_SUM,
+            &[("group", group.as_str()), ("topic", topic.as_str())]
+        ),
+        Some(6)
+    );
+    assert_eq!(
+        gauge_one(&m, name::GROUP_MEMBERS, &[("group", group.as_str())]),
+        Some(1)
+    );
+    // Lag in seconds: the age of the record at offset 4 of partition 1, as measured at the
+    // agent's last round (at most an interval before the test looked); 0 where the group is
+    // caught up.
+    let oldest_unread = record_time(&bootstrap, &topic, 1, 4);
+    let truth = (seen_at - oldest_unread) as f64 / 1000.0;
+    let reported = gauge_f64(
+        &m,
+        name::GROUP_LAG_DURATION,
+        &lag_filter(&group, &topic, "1"),
+    )
+    .unwrap();
+    println!("lag in seconds: reported {reported}, the record's age {truth}");
+    assert!(
+        reported <= truth + 0.1 && reported >= truth - 1.5,
+        "lag in seconds {reported} against the record's age {truth}"
+    );
+    assert_eq!(
+        gauge_f64(
+            &m,
+            name::GROUP_LAG_DURATION,
+            &lag_filter(&group, &topic, "0")
+        ),
+        Some(0.0)
+    );
+
+    // Records keep arriving while the group does not consume: its lag grows.
+    produce(&bootstrap, &topic, 0, 5).await;
+    wait_lag(&agent, &group, &topic, [5, 6]).await;
+
+    // It catches up.
+    commit(&app, &topic, &[15, 10]);
+    let m = wait_lag(&agent, &group, &topic, [0, 0]).await;
+    assert_eq!(
+        gauge_f64(
+            &m,
+            name::GROUP_LAG_DURATION,
+            &lag_filter(&group, &topic, "1")
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        gauge_one(
+            &m,
+            name::GROUP_LAG_SUM,
+            &[("group", group.as_str()), ("topic", topic.as_str())]
+        ),
+        Some(0)
+    );
+
+    // Only the groups `include` names: never the agent's own.
+    let groups: Vec<String> = attribute_sets(&m, name::GROUP_MEMBERS)
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k == "group")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(groups, std::slice::from_ref(&group));
+    agent.stop().await;
+
+    // `check --json` reports the same group, behind again by three records on partition 0.
+    produce(&bootstrap, &topic, 0, 3).await;
+    let config = support::process::config_file(&format!(
+        "clusters:\n  - name: lag\n    bootstrap_servers: '{bootstrap}'\n    consumer_groups: {{include: ['^{group}$']}}\n\
+         heartbeat: {{topic: {}}}\n",
+        unique_topic("hb")
+    ));
+    let out = support::process::run_to_end(
+        &[
+            "check",
+            "--json",
+            "--config",
+            config.path().to_str().unwrap(),
+        ],
+        &[],
+        Duration::from_secs(60),
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let reported = &json["clusters"][0]["consumer_groups"]["groups"][&group];
+    assert_eq!(reported["members"], 1, "{json}");
+    assert_eq!(
+        reported["partitions"][format!("{topic}/0")]["lag"],
+        3,
+        "{json}"
+    );
+    assert_eq!(
+        reported["partitions"][format!("{topic}/1")]["lag"],
+        0,
+        "{json}"
+    );
+    drop(app);
+}

@@ -1,0 +1,57 @@
+//! A real consumer group and records to consume, made by clients of the test's own.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// Writes `count` records to `partition` of `topic`, each acknowledged.
+pub async fn produce(bootstrap: &str, topic: &str, partition: i32, count: usize) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    for i in 0..count {
+        let payload = format!("record {i}");
+        producer
+            .send(
+                FutureRecord::<(), _>::to(topic)
+                    .partition(partition)
+                    .payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// The application's consumer: a member of `group` that commits what the test says.
+pub fn member(bootstrap: &str, group: &str, topic: &str, partitions: usize) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    // Polling joins the group; it has every partition once the assignment arrives.
+    for _ in 0..300 {
+        let _ = consumer.poll(Duration::from_millis(100));
+        if consumer.assignment().unwrap().count() == partitions {
+            return consumer;
+        }
+    }
+    panic!("the consumer never joined {group}");
+}
+
+/// Commits `offsets[p]` for each partition `p` of `topic`.
+pub fn commit(consumer: &BaseConsumer, topic: &str, offsets: &[i64]) {
+    let mut tpl = TopicPartitionList::new();
+    for (p, offset) in offsets.iter().enumerate() {
+        tpl.add_partition_offset(topic, p as i32, Offset::Offset(*offset))
+            .unwrap();
+    }
+    consumer.commit(&tpl, CommitMode::Sync).unwrap();
+}
