@@ -1,8 +1,9 @@
 //! One monitored cluster: its probes and the order they start in.
 //!
-//! The metadata watch and the broker probe start at once (before the cluster has answered,
-//! the broker probe checks the bootstrap address, so an unreachable cluster still says why).
-//! The topic probe and the heartbeat start after the first metadata.
+//! The metadata watch, the broker probe and the Schema Registry probe start at once (before
+//! the cluster has answered, the broker probe checks the bootstrap address, so an unreachable
+//! cluster still says why). The topic, offsets, consumer group and heartbeat probes start
+//! after the first metadata.
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use tracing::{Instrument as _, info};
 
 use crate::config::{ChecksConfig, ClusterConfig, HeartbeatConfig};
 use crate::events::broker::BrokerProbeUnavailable;
+use crate::events::schema_registry::RegistryProbeUnavailable;
 use crate::health::{Condition, Latch};
 use crate::kafka::metadata::ClusterView;
 use crate::kafka::{ClientTiming, tls};
@@ -21,6 +23,7 @@ use crate::probe::groups::{GroupsParts, GroupsProbe};
 use crate::probe::heartbeat::{self, HeartbeatClients, HeartbeatParts, Tap};
 use crate::probe::metadata::{MetadataParts, MetadataWatch};
 use crate::probe::offsets::{OffsetsParts, OffsetsProbe};
+use crate::probe::schema_registry::{RegistryParts, RegistryProbe};
 use crate::probe::topic::{TopicParts, TopicProbe};
 use crate::probe::{self, Wake};
 use crate::telemetry::Instruments;
@@ -109,6 +112,23 @@ impl ClusterRun {
                 tasks.spawn(probe::run(brokers, &name, probe_brokers, cancel.clone()));
             }
             Err(error) => BrokerProbeUnavailable { error: &error }.emit(),
+        }
+
+        // The registry does not depend on the Kafka cluster answering.
+        if let Some(registry) = &self.cluster.schema_registry {
+            let probe = RegistryProbe::new(RegistryParts {
+                cluster: labels.clone(),
+                registry: registry.clone(),
+                view: view.clone(),
+                check: self.checks.schema_registry,
+                instruments: self.instruments.clone(),
+            });
+            match probe {
+                Ok(probe) => {
+                    tasks.spawn(probe::run(probe, &name, Wake::new(), cancel.clone()));
+                }
+                Err(error) => RegistryProbeUnavailable { error: &error }.emit(),
+            }
         }
 
         tokio::select! {

@@ -250,6 +250,7 @@ async fn check_with_clients(
     };
     series::check_offsets(&parts, report).await;
     series::check_groups(&parts, report).await;
+    series::check_registry(&parts, report).await;
 
     // The topic, created when missing and allowed, as `run` does.
     let mut topic = TopicProbe::new(TopicParts {

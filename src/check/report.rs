@@ -28,6 +28,9 @@ pub struct ClusterReport {
     /// The offsets check: the watched topics' partitions and their replication.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offsets: Option<OffsetsSummary>,
+    /// The Schema Registry probe, when the cluster has a registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_registry: Option<Outcome>,
     /// The consumer group check: each watched group's members and lag.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub consumer_groups: Option<GroupsSummary>,
@@ -195,6 +198,28 @@ fn render_cluster(out: &mut String, c: &ClusterReport) {
             );
         }
         let _ = writeln!(out, "{line}");
+    }
+    if let Some(o) = &c.schema_registry {
+        let stages: Vec<String> = o
+            .stages
+            .iter()
+            .map(|(stage, took)| format!("{} {}", stage.as_str(), ms(Some(*took))))
+            .collect();
+        let result = match &o.failure {
+            None => "ok".to_owned(),
+            Some(f) => format!(
+                "FAILED at {}: {} ({})",
+                f.stage.as_str(),
+                f.kind(),
+                f.detail()
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "  schema registry {}: {} — {result}",
+            o.target.address(),
+            stages.join(", ")
+        );
     }
     if let Some(g) = &c.consumer_groups {
         if g.unsupported {

@@ -1,5 +1,5 @@
-//! The checks that report series per topic and per consumer group, run once for `check`:
-//! partition offsets and replication, and consumer group lag.
+//! The checks beyond brokers, topic and heartbeat, run once for `check`: partition offsets
+//! and replication, consumer group lag, and the Schema Registry.
 
 use std::sync::Arc;
 
@@ -14,6 +14,7 @@ use crate::kafka::metadata::ClusterView;
 use crate::probe::Probe as _;
 use crate::probe::groups::{GroupsParts, GroupsProbe, GroupsReport};
 use crate::probe::offsets::{OffsetsParts, OffsetsProbe, OffsetsReport};
+use crate::probe::schema_registry::{RegistryParts, RegistryProbe};
 use crate::telemetry::Instruments;
 use crate::telemetry::instruments::ClusterLabels;
 
@@ -84,6 +85,43 @@ pub(super) async fn check_groups(p: &Parts<'_>, report: &mut ClusterReport) {
             .problems
             .push(format!("cannot read consumer groups: {}", Chain(&e))),
     }
+}
+
+/// The Schema Registry, when the cluster has one: unreachable is a problem.
+pub(super) async fn check_registry(p: &Parts<'_>, report: &mut ClusterReport) {
+    let Some(registry) = &p.cluster.schema_registry else {
+        return;
+    };
+    let probe = RegistryProbe::new(RegistryParts {
+        cluster: p.labels.clone(),
+        registry: registry.clone(),
+        view: p.view.clone(),
+        check: p.config.checks.schema_registry,
+        instruments: p.instruments.clone(),
+    });
+    let mut probe = match probe {
+        Ok(probe) => probe,
+        Err(e) => {
+            report.problems.push(format!(
+                "cannot set up TLS for the Schema Registry probe: {}",
+                Chain(&e)
+            ));
+            return;
+        }
+    };
+    let outcome = probe
+        .probe_once()
+        .await
+        .unwrap_or_else(|never| match never {});
+    if let Some(f) = &outcome.failure {
+        report.problems.push(format!(
+            "Schema Registry {} unreachable at {}: {}",
+            outcome.target.address(),
+            f.stage.as_str(),
+            f.kind()
+        ));
+    }
+    report.schema_registry = Some(outcome);
 }
 
 fn offsets_summary(found: &OffsetsReport) -> OffsetsSummary {

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use super::filters::read_name_filter;
 use super::labels::read_labels;
 use super::or_default;
+use super::schema_registry::read_schema_registry;
 use super::types::{
     ClusterConfig, ConsumerGroupsConfig, DEFAULT_GROUP_EXCLUDE, DEFAULT_TOPIC_EXCLUDE,
     LibrdkafkaValue, OAuthBearerConfig, SaslConfig, SaslMechanism, Secret, SecurityProtocol,
@@ -184,6 +185,9 @@ fn read_cluster(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<ClusterConfig>
     let groups = read_name_filter(r, &mut section, &[DEFAULT_GROUP_EXCLUDE]);
     let lag_duration = or_default(section.field("lag_duration"), true, |f| f.bool(r));
     section.finish(r);
+    let registry_given = s.has("schema_registry");
+    let section = s.section(r, "schema_registry");
+    let schema_registry = registry_given.then(|| read_schema_registry(r, section));
     s.finish(r);
 
     let protocol = protocol?;
@@ -230,6 +234,10 @@ fn read_cluster(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<ClusterConfig>
     }
     let labels = labels?;
     let topics = topics?;
+    let schema_registry = match schema_registry {
+        Some(read) => Some(read?),
+        None => None,
+    };
     let consumer_groups = ConsumerGroupsConfig {
         filter: groups?,
         lag_duration: lag_duration?,
@@ -244,6 +252,7 @@ fn read_cluster(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<ClusterConfig>
         labels,
         topics,
         consumer_groups,
+        schema_registry,
     })
 }
 
@@ -432,7 +441,7 @@ fn read_oauthbearer(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<OAuthBeare
 }
 
 /// Reads a secret from the file a field names (e.g. a mounted Kubernetes secret).
-fn read_secret_file(r: &mut Reader<'_>, f: &Field<'_>) -> Option<Secret> {
+pub(super) fn read_secret_file(r: &mut Reader<'_>, f: &Field<'_>) -> Option<Secret> {
     let path = f.non_empty_string(r)?;
     match std::fs::read_to_string(&path) {
         Ok(text) => {
@@ -464,7 +473,7 @@ fn read_existing_file(r: &mut Reader<'_>, f: &Field<'_>) -> Option<PathBuf> {
     Some(path)
 }
 
-fn read_tls(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<TlsConfig> {
+pub(super) fn read_tls(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<TlsConfig> {
     let path = s.path().to_owned();
     let given = ["ca_file", "cert_file", "key_file", "key_password"].map(|k| s.has(k));
     let ca_file = s.field("ca_file").and_then(|f| read_existing_file(r, &f));

@@ -11,6 +11,7 @@ mod export;
 mod filters;
 mod labels;
 mod render;
+mod schema_registry;
 mod types;
 mod yaml;
 
@@ -215,6 +216,16 @@ fn read_checks(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<ChecksConfig> {
     let offsets = read_series_check(r, o, DEFAULT_OFFSETS_INTERVAL);
     let g = s.section(r, "consumer_groups");
     let consumer_groups = read_series_check(r, g, DEFAULT_CONSUMER_GROUPS_INTERVAL);
+    let mut sr = s.section(r, "schema_registry");
+    let sr_interval = or_default(
+        sr.field("interval"),
+        DEFAULT_SCHEMA_REGISTRY_INTERVAL,
+        |f| f.duration(r, Duration::from_secs(1)),
+    );
+    let sr_timeout = or_default(sr.field("timeout"), DEFAULT_SCHEMA_REGISTRY_TIMEOUT, |f| {
+        f.duration(r, Duration::from_millis(10))
+    });
+    sr.finish(r);
     s.finish(r);
     let (interval, timeout) = (interval?, timeout?);
     if timeout >= interval {
@@ -237,6 +248,10 @@ fn read_checks(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<ChecksConfig> {
         topic: IntervalConfig { interval: topic? },
         offsets: offsets?,
         consumer_groups: consumer_groups?,
+        schema_registry: ConnectivityConfig {
+            interval: sr_interval?,
+            timeout: sr_timeout?,
+        },
     })
 }
 

@@ -14,6 +14,10 @@ pub(super) fn duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok
     s.serialize_str(&humantime::format_duration(*d).to_string())
 }
 
+pub(super) fn url<S: serde::Serializer>(u: &url::Url, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(u.as_str())
+}
+
 /// The effective config as YAML, secrets redacted.
 pub fn render_redacted(config: &Config) -> String {
     let value = serde_json::to_value(config).unwrap_or(Value::Null);

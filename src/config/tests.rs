@@ -104,7 +104,7 @@ fn bad_configs_report_every_problem_with_its_key() {
             &[],
             &[
                 "clusters[0].bootstrap_servers (line 3): environment variable BOOTSTRAP is not set (referenced as ${BOOTSTRAP})",
-                "clusters[0].colour (line 4): unknown key; expected one of: bootstrap_servers, consumer_groups, labels, librdkafka, name, sasl, security_protocol, tls, topics",
+                "clusters[0].colour (line 4): unknown key; expected one of: bootstrap_servers, consumer_groups, labels, librdkafka, name, sasl, schema_registry, security_protocol, tls, topics",
                 "heartbeat.interval (line 6): \"5\" has no unit; expected a duration like 500ms, 5s, 1m or 1h",
                 "heartbeat.intervall (line 7): unknown key; expected one of: create_topic, interval, loss_timeout, message_timeout, partitions, replication_factor, retention, topic",
                 "export.otlp.protocol (line 9): \"carrier-pigeon\" is not valid; expected one of: grpc, http/protobuf, http",
@@ -250,6 +250,16 @@ fn bad_configs_report_every_problem_with_its_key() {
             ],
         ),
         (
+            "bad schema registries, credentials never echoed",
+            "clusters:\n  - name: a\n    bootstrap_servers: x:1\n    schema_registry: {url: 'https://key:hunter2@sr.example'}\n  - name: b\n    bootstrap_servers: x:1\n    schema_registry: {url: 'ftp://sr.example', basic_auth: {username: key}}\n",
+            &[],
+            &[
+                "clusters[0].schema_registry.url (line 4): the URL holds credentials; put them under basic_auth; expected e.g. https://psrc-xxxxx.us-east-2.aws.confluent.cloud",
+                "clusters[1].schema_registry.url (line 7): scheme \"ftp\" is not http or https; expected e.g. https://psrc-xxxxx.us-east-2.aws.confluent.cloud",
+                "clusters[1].schema_registry.basic_auth: expected username and password (or password_file): the registry's API key and secret",
+            ],
+        ),
+        (
             "invalid YAML",
             "clusters:\n  - name: a\n   bootstrap_servers: x\n",
             &[],
@@ -322,7 +332,7 @@ fn secrets_are_read_from_files_and_never_rendered() {
     let mut file = tempfile::NamedTempFile::new().unwrap();
     writeln!(file, "from-a-file-secret").unwrap();
     let text = format!(
-        "clusters:\n  - name: cc\n    bootstrap_servers: x:9092\n    security_protocol: SASL_SSL\n    sasl: {{mechanism: SCRAM-SHA-512, username: u, password_file: {}}}\n    librdkafka: {{ssl.key.password: librdkafka-secret, client.id: visible-id}}\nexport:\n  otlp: {{headers: {{x-honeycomb-team: '${{HC_KEY}}'}}}}\n",
+        "clusters:\n  - name: cc\n    bootstrap_servers: x:9092\n    security_protocol: SASL_SSL\n    sasl: {{mechanism: SCRAM-SHA-512, username: u, password_file: {}}}\n    librdkafka: {{ssl.key.password: librdkafka-secret, client.id: visible-id}}\n    schema_registry: {{url: 'https://sr.example', basic_auth: {{username: key, password: registry-secret}}}}\nexport:\n  otlp: {{headers: {{x-honeycomb-team: '${{HC_KEY}}'}}}}\n",
         file.path().display()
     );
     let c = from_str("t", &text, &env_of(&[("HC_KEY", "header-secret")])).unwrap();
@@ -332,7 +342,12 @@ fn secrets_are_read_from_files_and_never_rendered() {
         "from-a-file-secret"
     );
     let rendered = render_redacted(&c);
-    for secret in ["from-a-file-secret", "librdkafka-secret", "header-secret"] {
+    for secret in [
+        "from-a-file-secret",
+        "librdkafka-secret",
+        "header-secret",
+        "registry-secret",
+    ] {
         assert!(
             !rendered.contains(secret),
             "{secret} leaked into:\n{rendered}"
@@ -378,6 +393,7 @@ fn config_without_defaults() -> (Config, tempfile::NamedTempFile) {
     labels: {{env: prod, cost.center: '42'}}
     topics: {{include: ['^orders-'], exclude: ['-dlq$']}}
     consumer_groups: {{include: ['^billing'], exclude: [], lag_duration: false}}
+    schema_registry: {{url: 'https://sr.example:8443/base', basic_auth: {{username: key, password: registry-secret}}, tls: {{ca_file: {p}, verify: false}}}}
   - name: oauth
     bootstrap_servers: c.example:9095
     security_protocol: SASL_PLAINTEXT
@@ -391,6 +407,7 @@ checks:
   topic: {{interval: 2h}}
   offsets: {{enabled: false, interval: 2m, max_series: 500}}
   consumer_groups: {{enabled: true, interval: 45s, max_series: 700}}
+  schema_registry: {{interval: 20s, timeout: 3s}}
 export:
   otlp: {{enabled: false, endpoint: 'http://collector:4318', protocol: http/protobuf, interval: 20s, timeout: 4s, headers: {{x-key: v}}, compression: none, temporality: delta, histogram: explicit, delta_buffer: 10m}}
 http: {{listen: '127.0.0.1:9999', prometheus: true}}
@@ -500,6 +517,7 @@ fn the_example_config_documents_every_key() {
         [
             "clusters.sasl.password_file",
             "clusters.sasl.oauthbearer.client_secret_file",
+            "clusters.schema_registry.basic_auth.password_file",
         ]
         .map(String::from),
     );

@@ -40,6 +40,9 @@ pub const DEFAULT_TOPIC_EXCLUDE: &str = "^_";
 pub const DEFAULT_GROUP_EXCLUDE: &str = "^_confluent";
 /// Consumer group lag, read this often.
 pub const DEFAULT_CONSUMER_GROUPS_INTERVAL: Duration = Duration::from_secs(30);
+/// Schema Registry probe interval and timeout.
+pub const DEFAULT_SCHEMA_REGISTRY_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_SCHEMA_REGISTRY_TIMEOUT: Duration = Duration::from_secs(5);
 /// OTLP endpoints per protocol, as the OpenTelemetry specification sets them.
 pub const DEFAULT_OTLP_GRPC_ENDPOINT: &str = "http://localhost:4317";
 pub const DEFAULT_OTLP_HTTP_ENDPOINT: &str = "http://localhost:4318/v1/metrics";
@@ -86,6 +89,28 @@ pub struct ClusterConfig {
     pub topics: NameFilter,
     /// Consumer groups whose lag is reported.
     pub consumer_groups: ConsumerGroupsConfig,
+    /// The cluster's Schema Registry, probed when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_registry: Option<SchemaRegistryConfig>,
+}
+
+/// A Schema Registry to probe.
+#[derive(Clone, Debug, Serialize)]
+pub struct SchemaRegistryConfig {
+    #[serde(serialize_with = "render::url")]
+    pub url: url::Url,
+    #[serde(skip)]
+    pub https: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+    pub tls: TlsConfig,
+}
+
+/// HTTP basic authentication (a Confluent Cloud API key and secret).
+#[derive(Clone, Debug, Serialize)]
+pub struct BasicAuth {
+    pub username: String,
+    pub password: Secret,
 }
 
 /// Which consumer groups the lag check reports, and how.
@@ -255,6 +280,7 @@ pub struct ChecksConfig {
     pub topic: IntervalConfig,
     pub offsets: SeriesCheckConfig,
     pub consumer_groups: SeriesCheckConfig,
+    pub schema_registry: ConnectivityConfig,
 }
 
 /// A check that reports series per topic or group: how often, and how many at most.

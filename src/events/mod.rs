@@ -25,6 +25,7 @@ pub mod heartbeat;
 pub mod metadata;
 pub mod offsets;
 pub mod probe;
+pub mod schema_registry;
 pub mod topic;
 
 /// A duration for a log line, in whole seconds (`1m 5s`, not `1m 5s 312ms 77us`).

@@ -31,6 +31,8 @@ pub enum Stage {
     Tcp,
     Tls,
     Kafka,
+    /// An HTTP request, for HTTP services (the Schema Registry).
+    Http,
 }
 
 impl Stage {
@@ -40,6 +42,7 @@ impl Stage {
             Self::Tcp => "tcp",
             Self::Tls => "tls",
             Self::Kafka => "kafka",
+            Self::Http => "http",
         }
     }
 }
@@ -112,6 +115,8 @@ pub enum StageError {
     Tls(#[source] Classified),
     #[error("ApiVersions failed")]
     Kafka(#[source] Classified),
+    #[error("the HTTP request failed")]
+    Http(#[source] Classified),
     #[error("the stage ran out of time")]
     Deadline(#[source] TimedOut),
 }
@@ -162,6 +167,9 @@ pub struct Outcome {
     pub peer: Option<SocketAddr>,
     /// ApiVersions version the broker answered.
     pub api_version: Option<i16>,
+    /// HTTP status the service answered (HTTP probes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
 }
 
 fn serialize_stages<S: serde::Serializer>(
@@ -206,6 +214,35 @@ pub async fn probe_with_version(
     timeout: Duration,
     version: i16,
 ) -> Outcome {
+    let (mut outcome, answer) = probe_with(
+        target,
+        tls,
+        timeout,
+        Stage::Kafka,
+        |mut stream| async move { api_versions(&mut stream, version).await },
+    )
+    .await;
+    outcome.api_version = answer.map(|a| a.version);
+    outcome
+}
+
+/// A connected stream, plain or TLS.
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Reaches `target` stage by stage (DNS, TCP, and TLS when `tls` is given), then runs `app`
+/// on the connected stream as stage `last`, all under one `timeout`. Returns what each stage
+/// took (or where it failed) and what `app` answered.
+pub async fn probe_with<T, Fut>(
+    target: &Target,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    timeout: Duration,
+    last: Stage,
+    app: impl FnOnce(Box<dyn Stream>) -> Fut,
+) -> (Outcome, Option<T>)
+where
+    Fut: Future<Output = Result<T, Classified>>,
+{
     let mut outcome = Outcome {
         target: target.clone(),
         stages: Vec::with_capacity(4),
@@ -213,16 +250,25 @@ pub async fn probe_with_version(
         failed_after: None,
         peer: None,
         api_version: None,
+        http_status: None,
     };
     let mut stages = Stages {
         outcome: &mut outcome,
         deadline: tokio::time::Instant::now() + timeout,
         timeout,
     };
-    if let Some(version) = stages.run_all(target, tls, version).await {
-        outcome.api_version = Some(version);
-    }
-    outcome
+    let answer = match stages.connect(target, tls).await {
+        Some(stream) => {
+            let wrap = if last == Stage::Http {
+                StageError::Http
+            } else {
+                StageError::Kafka
+            };
+            stages.stage(last, app(stream), wrap).await
+        }
+        None => None,
+    };
+    (outcome, answer)
 }
 
 /// Runs the stages of one probe under a shared deadline, recording each one's time.
@@ -233,13 +279,13 @@ struct Stages<'a> {
 }
 
 impl Stages<'_> {
-    /// Runs every stage; the ApiVersions version answered, or `None` after a failure.
-    async fn run_all(
+    /// DNS, TCP and, with `tls`, the TLS handshake: the connected stream, or `None` after a
+    /// failure.
+    async fn connect(
         &mut self,
         target: &Target,
         tls: Option<&Arc<rustls::ClientConfig>>,
-        version: i16,
-    ) -> Option<i16> {
+    ) -> Option<Box<dyn Stream>> {
         let addr = self
             .stage(
                 Stage::Dns,
@@ -255,39 +301,23 @@ impl Stages<'_> {
         };
         let tcp = self.stage(Stage::Tcp, connect, StageError::Connect).await?;
         let _ = tcp.set_nodelay(true);
-        let answer = match tls {
-            Some(config) => {
-                let handshake = async {
-                    let name = tls::server_name(&target.host).ok_or_else(|| {
-                        Classified::new(
-                            ErrorKind::Tls,
-                            format!("{:?} is not a valid TLS server name", target.host),
-                        )
-                    })?;
-                    tokio_rustls::TlsConnector::from(Arc::clone(config))
-                        .connect(name, tcp)
-                        .await
-                        .map_err(|e| Classified::new(ErrorKind::Tls, e))
-                };
-                let mut stream = self.stage(Stage::Tls, handshake, StageError::Tls).await?;
-                self.stage(
-                    Stage::Kafka,
-                    api_versions(&mut stream, version),
-                    StageError::Kafka,
-                )
-                .await?
-            }
-            None => {
-                let mut stream = tcp;
-                self.stage(
-                    Stage::Kafka,
-                    api_versions(&mut stream, version),
-                    StageError::Kafka,
-                )
-                .await?
-            }
+        let Some(config) = tls else {
+            return Some(Box::new(tcp));
         };
-        Some(answer.version)
+        let handshake = async {
+            let name = tls::server_name(&target.host).ok_or_else(|| {
+                Classified::new(
+                    ErrorKind::Tls,
+                    format!("{:?} is not a valid TLS server name", target.host),
+                )
+            })?;
+            tokio_rustls::TlsConnector::from(Arc::clone(config))
+                .connect(name, tcp)
+                .await
+                .map_err(|e| Classified::new(ErrorKind::Tls, e))
+        };
+        let stream = self.stage(Stage::Tls, handshake, StageError::Tls).await?;
+        Some(Box::new(stream))
     }
 
     /// Runs one stage under the deadline; records its time, or its failure and `None`.

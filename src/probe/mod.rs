@@ -16,6 +16,7 @@ pub mod groups;
 pub mod heartbeat;
 pub mod metadata;
 pub mod offsets;
+pub mod schema_registry;
 pub mod topic;
 
 use std::future::Future;

@@ -31,6 +31,16 @@ pub(super) fn register(
         };
     let observable_gauges = vec![
         observable(
+            name::REGISTRY_UP,
+            "{registry}",
+            "1 if the last probe of the Schema Registry passed every stage (DNS, TCP, TLS, HTTP), else 0.",
+            |c, observe| {
+                if let Some((attrs, up)) = &c.registry_up {
+                    observe(i64::from(*up), attrs);
+                }
+            },
+        ),
+        observable(
             name::BROKER_UP,
             "1",
             "1 if the last probe of the broker passed every stage (DNS, TCP, TLS, Kafka), else 0.",
@@ -228,6 +238,7 @@ pub(crate) struct GroupRound {
 /// The gauge values of one cluster.
 #[derive(Clone, Debug, Default)]
 pub(super) struct ClusterGauges {
+    pub(super) registry_up: Option<(Vec<KeyValue>, bool)>,
     pub(super) group_partitions: Vec<GroupPartitionPoint>,
     pub(super) group_topics: Vec<(Vec<KeyValue>, i64)>,
     pub(super) groups: Vec<(Vec<KeyValue>, i64)>,

@@ -43,6 +43,9 @@ pub mod name {
     pub const GROUP_OFFSET: &str = "kafka.consumer_group.offset";
     pub const GROUP_MEMBERS: &str = "kafka.consumer_group.members";
     pub const GROUP_LAG_DURATION: &str = "kafka.consumer_group.lag.duration";
+    pub const REGISTRY_CONNECTION_DURATION: &str = "schema_registry.connection.duration";
+    pub const REGISTRY_CHECKS: &str = "schema_registry.checks";
+    pub const REGISTRY_UP: &str = "schema_registry.up";
     /// Series a check left out because of its `max_series` cap.
     pub const SERIES_DROPPED: &str = "cc_heartbeat.series.dropped";
 }
@@ -65,6 +68,8 @@ pub mod attr {
     pub const KMR_TOPIC: &str = "topic";
     pub const KMR_PARTITION: &str = "partition";
     pub const KMR_GROUP: &str = "group";
+    pub const REGISTRY_NAME: &str = "schema_registry.name";
+    pub const REGISTRY_STAGE: &str = "schema_registry.stage";
     /// Which check a dropped-series count is of.
     pub const CHECK: &str = "cc_heartbeat.check";
 }
@@ -119,6 +124,8 @@ pub struct Instruments {
     topic_recreations: Counter<u64>,
     connection_duration: Histogram<f64>,
     connection_checks: Counter<u64>,
+    registry_duration: Histogram<f64>,
+    registry_checks: Counter<u64>,
     /// Values of the observable gauges, written through events, read at each export.
     gauges: Arc<GaugeBoard>,
     /// Keeps the observable gauges' callbacks registered.
@@ -196,6 +203,15 @@ impl Instruments {
                 .with_description(
                     "Broker probes run, by outcome (failing stage and error.type on failure).",
                 )
+                .build(),
+            registry_duration: seconds(
+                name::REGISTRY_CONNECTION_DURATION,
+                "Time spent in each stage of a Schema Registry probe: dns, tcp, tls, http.",
+            ),
+            registry_checks: meter
+                .u64_counter(name::REGISTRY_CHECKS)
+                .with_unit("{check}")
+                .with_description("Schema Registry probes run, by outcome (error.type on failure).")
                 .build(),
             gauges,
             _observable: Arc::new(observable_gauges),
@@ -290,6 +306,21 @@ impl Instruments {
         self.gauges.update(cluster, |g| {
             g.broker_up.remove(&broker);
         });
+    }
+
+    // === Schema Registry ===
+
+    pub(crate) fn record_registry_stage(&self, took: Duration, attrs: &[KeyValue]) {
+        self.registry_duration.record(took.as_secs_f64(), attrs);
+    }
+
+    pub(crate) fn count_registry_check(&self, attrs: &[KeyValue]) {
+        self.registry_checks.add(1, attrs);
+    }
+
+    pub(crate) fn set_registry_up(&self, cluster: &str, attrs: Vec<KeyValue>, up: bool) {
+        self.gauges
+            .update(cluster, |g| g.registry_up = Some((attrs, up)));
     }
 
     // === topics and partitions ===
