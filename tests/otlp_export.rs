@@ -173,6 +173,40 @@ async fn the_binary_exports_the_metric_contract_over_otlp_grpc() {
         );
     }
 
+    // Gauges counted in brokers: unit {broker} (a unit of 1 would make Prometheus names end
+    // in _ratio); the controller is 1 on tansu's broker 111.
+    for metric_name in [
+        name::BROKER_UP,
+        name::BROKER_CONTROLLER,
+        name::CLUSTER_BROKERS,
+        name::HEARTBEAT_LEADER_BROKERS,
+    ] {
+        let m = find(&request, metric_name).unwrap_or_else(|| panic!("{metric_name} exported"));
+        assert_eq!(m.unit, "{broker}", "{metric_name} unit");
+        let Some(metric::Data::Gauge(g)) = &m.data else {
+            panic!("{metric_name} is a gauge")
+        };
+        assert!(!g.data_points.is_empty(), "{metric_name} has points");
+    }
+    let Some(metric::Data::Gauge(controller)) =
+        &find(&request, name::BROKER_CONTROLLER).unwrap().data
+    else {
+        unreachable!()
+    };
+    let on_111: Vec<_> = controller
+        .data_points
+        .iter()
+        .filter(|p| attr(&p.attributes, "kafka.broker.id").as_deref() == Some("111"))
+        .map(|p| p.value)
+        .collect();
+    assert_eq!(
+        on_111,
+        [Some(
+            opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(1)
+        )],
+        "controller on broker 111"
+    );
+
     // Counts match what is on the topic: every heartbeat the agent counts as sent is there.
     let on_topic = own_messages_on_topic(&tansu.bootstrap(), &topic, PARTITIONS, instance).await;
     for p in 0..PARTITIONS {

@@ -289,7 +289,8 @@ async fn prometheus_scrapes_the_agent_and_every_dashboard_query_and_alert_works(
         "kafka_heartbeat_messages_lost_total",
         "kafka_broker_connection_duration_seconds_bucket",
         "kafka_broker_connection_checks_total",
-        "kafka_broker_up_ratio",
+        "kafka_broker_up",
+        "kafka_broker_controller",
         "kafka_cluster_brokers",
         "kafka_heartbeat_leader_brokers",
         "kafka_partition_current_offset",
@@ -389,6 +390,32 @@ async fn prometheus_scrapes_the_agent_and_every_dashboard_query_and_alert_works(
         empty.join("\n")
     );
 
+    // Names: none has the `_ratio` suffix a unit of `1` would bring, and every metric the
+    // dashboard and the alert rules use is one the agent exports.
+    let exposition = http_get(&format!("http://127.0.0.1:{http_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let exported = exported_names(&exposition);
+    let ratios: Vec<&String> = exported.iter().filter(|n| n.ends_with("_ratio")).collect();
+    assert!(ratios.is_empty(), "names ending in _ratio: {ratios:?}");
+    let dashboard = std::fs::read_to_string(repo("deploy/grafana/cc-heartbeat.json")).unwrap();
+    let alerts = std::fs::read_to_string(repo("deploy/prometheus/alerts.yaml")).unwrap();
+    let used = names_used(&dashboard)
+        .into_iter()
+        .chain(names_used(&alerts))
+        .collect::<BTreeSet<String>>();
+    assert!(
+        used.len() > 10,
+        "names found in the dashboard and alerts: {used:?}"
+    );
+    let unknown: Vec<&String> = used.difference(&exported).collect();
+    assert!(
+        unknown.is_empty(),
+        "used by the dashboard or alerts but not exported: {unknown:?}"
+    );
     drop(app);
 
     // The agent goes away: both absence alerts fire once its series go stale.
@@ -408,3 +435,34 @@ async fn prometheus_scrapes_the_agent_and_every_dashboard_query_and_alert_works(
         )
         .await;
 }
+
+/// The metric names of an exposition (every sample line's name).
+fn exported_names(exposition: &str) -> BTreeSet<String> {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The agent's metric names (`kafka_…`, `schema_registry_…`, `cc_heartbeat_…`) a text uses.
+fn names_used(text: &str) -> BTreeSet<String> {
+    let pattern =
+        regex::Regex::new(r"\b(?:kafka|schema_registry|cc_heartbeat)_[a-z0-9_]+").unwrap();
+    pattern
+        .find_iter(text)
+        .map(|m| m.as_str().to_owned())
+        // Label names share the prefixes (kafka_cluster_name, kafka_broker_id, …).
+        .filter(|n| !LABELS.contains(&n.as_str()))
+        .collect()
+}
+
+/// Label names that look like metric names.
+const LABELS: [&str; 5] = [
+    "kafka_cluster_name",
+    "kafka_cluster_id",
+    "kafka_broker_id",
+    "kafka_broker_rack",
+    "kafka_connection_stage",
+];

@@ -97,6 +97,15 @@ async fn a_missing_topic_is_created_and_heartbeats_round_trip() {
         "cluster id {} on every point: {cluster_ids:?}",
         tansu.cluster_id
     );
+    // The controller, per broker: 1 on tansu's one broker (111), which it names controller.
+    assert_eq!(
+        support::metrics::gauge_one(
+            &metrics,
+            name::BROKER_CONTROLLER,
+            &[("kafka.broker.id", "111"), ("server.address", "127.0.0.1")]
+        ),
+        Some(1)
+    );
 }
 
 /// Messages another client writes to the topic are each counted under their own reason: a

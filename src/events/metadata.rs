@@ -4,10 +4,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tracing::{info, warn};
+use opentelemetry::KeyValue;
+use tracing::{debug, info, warn};
 
 use crate::kafka::metadata::ClusterView;
-use crate::telemetry::instruments::{ClusterLabels, ClusterLevel};
+use crate::telemetry::instruments::{ClusterLabels, ClusterLevel, attr};
 use crate::telemetry::{ClusterAttributes, Instruments};
 
 /// A metadata view was fetched. Logs what changed since the previous one (the brokers found,
@@ -27,6 +28,7 @@ impl ClusterViewed<'_> {
             for change in describe_changes(previous, view) {
                 info!("Metadata changed: {change}.");
             }
+            log_controller_change(previous, view);
         } else {
             log_brokers(view);
         }
@@ -48,16 +50,48 @@ impl ClusterViewed<'_> {
             }
         }
         let attrs = ClusterAttributes::new(&view.cluster_id, self.cluster);
+        // 1 on the broker the cluster names as controller, 0 on the others.
+        let controller = view
+            .brokers
+            .iter()
+            .map(|b| {
+                let mut a = attrs.with([KeyValue::new(attr::BROKER_ID, b.id.to_string())]);
+                if let Some(rack) = &b.rack {
+                    a.push(KeyValue::new(attr::BROKER_RACK, rack.clone()));
+                }
+                a.push(KeyValue::new(attr::SERVER_ADDRESS, b.host.clone()));
+                (a, i64::from(view.controller == Some(b.id)))
+            })
+            .collect();
         instruments.set_cluster(
             self.cluster.name(),
             ClusterLevel {
                 attrs: attrs.base().to_vec(),
                 brokers: view.brokers.len() as i64,
-                controller: view.controller,
+                controller,
                 // 0 while the topic is missing: a value, not a gap.
                 leader_brokers: view.fetched.then(|| view.leader_brokers().len() as i64),
                 heartbeat_attrs: attrs.clone().for_heartbeat(self.topic).base().to_vec(),
             },
+        );
+    }
+}
+
+/// A new controller is news when the old one left the metadata (a failover). Otherwise it is
+/// logged at DEBUG: on KRaft clusters (Confluent Cloud among them) the metadata names any live
+/// broker as controller, and it changes from one answer to the next.
+fn log_controller_change(old: &ClusterView, new: &ClusterView) {
+    if old.controller.is_none() || old.controller == new.controller {
+        return;
+    }
+    let name = |c: Option<i32>| c.map_or_else(|| "none".to_owned(), |c| c.to_string());
+    let (from, to) = (name(old.controller), name(new.controller));
+    let old_gone = old.controller.is_some_and(|id| new.broker(id).is_none());
+    if old_gone {
+        info!("Metadata changed: controller {from} -> {to} (broker {from} left).");
+    } else {
+        debug!(
+            "Metadata changed: controller {from} -> {to} (on KRaft clusters any live broker is reported as controller)."
         );
     }
 }
@@ -175,14 +209,6 @@ pub fn describe_changes(old: &ClusterView, new: &ClusterView) -> Vec<String> {
         if new.broker(o.id).is_none() {
             changes.push(format!("broker {} at {} removed", o.id, o.address()));
         }
-    }
-    if old.controller.is_some() && old.controller != new.controller {
-        let name = |c: Option<i32>| c.map_or_else(|| "none".to_owned(), |c| c.to_string());
-        changes.push(format!(
-            "controller {} -> {}",
-            name(old.controller),
-            name(new.controller)
-        ));
     }
     for p in new.partitions() {
         match old.partitions().iter().find(|q| q.id == p.id) {

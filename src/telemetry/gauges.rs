@@ -42,7 +42,7 @@ pub(super) fn register(
         ),
         observable(
             name::BROKER_UP,
-            "1",
+            "{broker}",
             "1 if the last probe of the broker passed every stage (DNS, TCP, TLS, Kafka), else 0.",
             |c, observe| {
                 for (attrs, up) in c.broker_up.values() {
@@ -61,12 +61,12 @@ pub(super) fn register(
             },
         ),
         observable(
-            name::CLUSTER_CONTROLLER_ID,
-            "1",
-            "Broker the cluster reports as controller (on KRaft clusters, any live broker).",
+            name::BROKER_CONTROLLER,
+            "{broker}",
+            "1 on the broker the cluster reports as controller, 0 on the others (on KRaft clusters the reported controller is any live broker).",
             |c, observe| {
-                if let Some(id) = c.controller {
-                    observe(i64::from(id), &c.attrs);
+                for (attrs, is) in &c.controller {
+                    observe(*is, attrs);
                 }
             },
         ),
@@ -250,7 +250,7 @@ pub(super) struct ClusterGauges {
     /// Cluster attributes every cluster-level point carries.
     pub(super) attrs: Vec<KeyValue>,
     pub(super) brokers: Option<i64>,
-    pub(super) controller: Option<i32>,
+    pub(super) controller: Vec<(Vec<KeyValue>, i64)>,
     pub(super) leader_brokers: Option<i64>,
     pub(super) heartbeat_attrs: Vec<KeyValue>,
     /// Per broker: its attributes and whether its last probe passed.

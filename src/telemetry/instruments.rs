@@ -30,7 +30,7 @@ pub mod name {
     pub const BROKER_CONNECTION_CHECKS: &str = "kafka.broker.connection.checks";
     pub const BROKER_UP: &str = "kafka.broker.up";
     pub const CLUSTER_BROKERS: &str = "kafka.cluster.brokers";
-    pub const CLUSTER_CONTROLLER_ID: &str = "kafka.cluster.controller.id";
+    pub const BROKER_CONTROLLER: &str = "kafka.broker.controller";
     pub const HEARTBEAT_LEADER_BROKERS: &str = "kafka.heartbeat.leader.brokers";
     // The OpenTelemetry Collector kafkametricsreceiver's names, so its dashboards work.
     pub const PARTITION_CURRENT_OFFSET: &str = "kafka.partition.current_offset";
@@ -379,7 +379,8 @@ impl Instruments {
 pub(crate) struct ClusterLevel {
     pub attrs: Vec<KeyValue>,
     pub brokers: i64,
-    pub controller: Option<i32>,
+    /// Per broker: its attributes, and 1 on the controller, 0 on the others.
+    pub controller: Vec<(Vec<KeyValue>, i64)>,
     pub leader_brokers: Option<i64>,
     /// Attributes of the heartbeat-level gauge (`leader_brokers`).
     pub heartbeat_attrs: Vec<KeyValue>,
