@@ -97,12 +97,19 @@ async fn a_missing_topic_is_created_and_heartbeats_round_trip() {
         "cluster id {} on every point: {cluster_ids:?}",
         tansu.cluster_id
     );
-    // The controller, per broker: 1 on tansu's one broker (111), which it names controller.
+    // The controller, per broker: 1 on tansu's one broker (111), which it names controller,
+    // with the broker's address and port.
+    let bootstrap = tansu.bootstrap();
+    let port = bootstrap.rsplit(':').next().unwrap();
     assert_eq!(
         support::metrics::gauge_one(
             &metrics,
             name::BROKER_CONTROLLER,
-            &[("kafka.broker.id", "111"), ("server.address", "127.0.0.1")]
+            &[
+                ("kafka.broker.id", "111"),
+                ("server.address", "127.0.0.1"),
+                ("server.port", port)
+            ]
         ),
         Some(1)
     );
@@ -205,7 +212,11 @@ async fn messages_injected_by_another_client_are_counted_under_their_own_reasons
         let p = (p.0, p.1.as_str());
         let count = match reason {
             "duplicated" => counter(&metrics, name::MESSAGES_DUPLICATED, &[p]),
-            reason => counter(&metrics, name::MESSAGES_SKIPPED, &[p, ("reason", reason)]),
+            reason => counter(
+                &metrics,
+                name::MESSAGES_SKIPPED,
+                &[p, ("cc_heartbeat.skip.reason", reason)],
+            ),
         };
         assert_eq!(count, 1, "{reason} on partition {partition}");
     }

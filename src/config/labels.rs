@@ -9,15 +9,16 @@ const MAX_LABELS: usize = 32;
 /// At most this long, a label's value.
 const MAX_LABEL_VALUE: usize = 256;
 /// Attribute namespaces the agent writes itself; a label there would shadow a measured one.
-const RESERVED_LABEL_PREFIXES: [&str; 5] = [
+const RESERVED_LABEL_PREFIXES: [&str; 6] = [
     "kafka.",
     "messaging.",
     "schema_registry.",
     "server.",
     "service.",
+    "cc_heartbeat.",
 ];
 /// Attribute keys the agent writes itself (the kafkametricsreceiver's keys among them).
-const RESERVED_LABELS: [&str; 5] = ["error.type", "reason", "group", "topic", "partition"];
+const RESERVED_LABELS: [&str; 4] = ["error.type", "group", "topic", "partition"];
 
 pub(super) fn read_labels(r: &mut Reader<'_>, f: &Field<'_>) -> Option<BTreeMap<String, String>> {
     let map = f.string_map(r)?;
@@ -55,7 +56,7 @@ pub(super) fn read_labels(r: &mut Reader<'_>, f: &Field<'_>) -> Option<BTreeMap<
             r.error(
                 path,
                 f.line(),
-                "set by cc-heartbeat itself; choose a name outside kafka.*, messaging.*, schema_registry.*, server.*, service.* and error.type, reason, group, topic, partition",
+                "set by cc-heartbeat itself; choose a name outside kafka.*, messaging.*, schema_registry.*, server.*, service.*, cc_heartbeat.* and error.type, group, topic, partition",
             );
             ok = false;
         } else if value.is_empty() || value.len() > MAX_LABEL_VALUE {

@@ -245,8 +245,8 @@ fn bad_configs_report_every_problem_with_its_key() {
             &[
                 "clusters[0].labels.9lives (line 4): not a label name; expected up to 64 letters, digits, '_' or '.', starting with a letter or '_' (e.g. env)",
                 "clusters[0].labels.empty (line 4): expected a value of 1 to 256 characters",
-                "clusters[0].labels.kafka.cluster.id (line 4): set by cc-heartbeat itself; choose a name outside kafka.*, messaging.*, schema_registry.*, server.*, service.* and error.type, reason, group, topic, partition",
-                "clusters[0].labels.topic (line 4): set by cc-heartbeat itself; choose a name outside kafka.*, messaging.*, schema_registry.*, server.*, service.* and error.type, reason, group, topic, partition",
+                "clusters[0].labels.kafka.cluster.id (line 4): set by cc-heartbeat itself; choose a name outside kafka.*, messaging.*, schema_registry.*, server.*, service.*, cc_heartbeat.* and error.type, group, topic, partition",
+                "clusters[0].labels.topic (line 4): set by cc-heartbeat itself; choose a name outside kafka.*, messaging.*, schema_registry.*, server.*, service.*, cc_heartbeat.* and error.type, group, topic, partition",
             ],
         ),
         (

@@ -60,6 +60,7 @@ impl ClusterViewed<'_> {
                     a.push(KeyValue::new(attr::BROKER_RACK, rack.clone()));
                 }
                 a.push(KeyValue::new(attr::SERVER_ADDRESS, b.host.clone()));
+                a.push(KeyValue::new(attr::SERVER_PORT, i64::from(b.port)));
                 (a, i64::from(view.controller == Some(b.id)))
             })
             .collect();

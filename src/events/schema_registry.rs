@@ -24,6 +24,7 @@ impl RegistryProbed<'_> {
         let attrs = ClusterAttributes::new(self.cluster_id, self.cluster).with([
             KeyValue::new(attr::REGISTRY_NAME, self.cluster.name().to_owned()),
             KeyValue::new(attr::SERVER_ADDRESS, outcome.target.host.clone()),
+            KeyValue::new(attr::SERVER_PORT, i64::from(outcome.target.port)),
         ]);
         let with = |extra: &[KeyValue]| {
             let mut a = attrs.clone();

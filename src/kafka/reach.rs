@@ -100,6 +100,7 @@ impl Target {
             attrs.push(KeyValue::new(attr::BROKER_RACK, rack.clone()));
         }
         attrs.push(KeyValue::new(attr::SERVER_ADDRESS, self.host.clone()));
+        attrs.push(KeyValue::new(attr::SERVER_PORT, i64::from(self.port)));
         attrs
     }
 }

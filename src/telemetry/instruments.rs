@@ -60,10 +60,11 @@ pub mod attr {
     pub const BROKER_ID: &str = "kafka.broker.id";
     pub const BROKER_RACK: &str = "kafka.broker.rack";
     pub const SERVER_ADDRESS: &str = "server.address";
+    pub const SERVER_PORT: &str = "server.port";
     pub const CONNECTION_STAGE: &str = "kafka.connection.stage";
     pub const ERROR_TYPE: &str = "error.type";
     /// Why a message was skipped: see [`super::SkipReason`].
-    pub const REASON: &str = "reason";
+    pub const REASON: &str = "cc_heartbeat.skip.reason";
     /// The kafkametricsreceiver's keys: topic name, partition as an integer.
     pub const KMR_TOPIC: &str = "topic";
     pub const KMR_PARTITION: &str = "partition";
