@@ -25,7 +25,7 @@ pub struct Cli {
     pub config: Option<PathBuf>,
 
     /// Log level or filter, e.g. `debug` or `info,librdkafka=debug`; overrides log.level.
-    #[arg(long, global = true, value_name = "LEVEL")]
+    #[arg(long, global = true, value_name = "LEVEL", value_parser = log_filter)]
     pub log_level: Option<String>,
 
     #[command(subcommand)]
@@ -53,6 +53,18 @@ fn duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{e}; expected a duration like 500ms, 30s or 2m"))
 }
 
+fn log_filter(text: &str) -> Result<String, String> {
+    crate::telemetry::logging::check_filter(text).map(|()| text.to_owned())
+}
+
+/// A duration that is not zero.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match duration(text)? {
+        d if d.is_zero() => Err("must be longer than 0; expected e.g. 5s".to_owned()),
+        d => Ok(d),
+    }
+}
+
 fn broker_id(text: &str) -> Result<i32, String> {
     match text.parse::<i32>() {
         Ok(id) if (1..=demo::BROKERS).contains(&id) => Ok(id),
@@ -71,11 +83,11 @@ pub struct DemoArgs {
     pub partitions: i32,
 
     /// Heartbeat interval.
-    #[arg(long, default_value = "1s", value_parser = duration, value_name = "DURATION")]
+    #[arg(long, default_value = "1s", value_parser = positive_duration, value_name = "DURATION")]
     pub interval: Duration,
 
     /// How often to print the summary.
-    #[arg(long, default_value = "5s", value_parser = duration, value_name = "DURATION")]
+    #[arg(long, default_value = "5s", value_parser = positive_duration, value_name = "DURATION")]
     pub report_every: Duration,
 
     /// Fault: take this broker down at --fault-at for --fault-for.

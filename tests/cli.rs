@@ -82,6 +82,49 @@ fn validate_lists_every_problem_and_exits_2() {
     assert!(out.stdout.is_empty());
 }
 
+/// Bad command lines exit 2 at once, saying what was wrong and what is allowed.
+#[test]
+fn bad_command_lines_exit_2_and_say_what_is_expected() {
+    let config = config_file("clusters: [{name: a, bootstrap_servers: 'localhost:9'}]\n");
+    let path = config.path().to_str().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["validate", "--config", path, "--log-level", "warnn"],
+            "\"warnn\" is not a log level; expected error, warn, info, debug, trace or off",
+        ),
+        (
+            &[
+                "validate",
+                "--config",
+                path,
+                "--log-level",
+                "info,librdkafka=loud",
+            ],
+            "is not a log level",
+        ),
+        (&["demo", "--report-every", "0s"], "must be longer than 0"),
+        (&["demo", "--interval", "0ms"], "must be longer than 0"),
+        (
+            &["demo", "--report-every", "soon"],
+            "expected a duration like 500ms",
+        ),
+    ];
+    for (args, expected) in cases {
+        let started = std::time::Instant::now();
+        let out = run_to_end(args, &[], Duration::from_secs(10));
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: missing {expected:?} in {stderr}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{args:?} answered at once"
+        );
+    }
+}
+
 #[test]
 fn run_without_a_config_file_exits_2_and_says_how_to_give_one() {
     let out = run_to_end(&["run"], &[], Duration::from_secs(10));

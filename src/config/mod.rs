@@ -300,27 +300,10 @@ fn read_http(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<HttpConfig> {
 fn read_log(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<LogConfig> {
     let level = or_default(s.field("level"), "info".to_owned(), |f| {
         let text = f.non_empty_string(r)?;
-        // A level, or directives like `info,librdkafka=debug`; a bare word must be a level
-        // (the filter syntax would take it for a target name and silently log everything).
-        let levels = ["off", "error", "warn", "info", "debug", "trace"];
-        let valid = text
-            .split(',')
-            .map(str::trim)
-            .all(|d| match d.rsplit_once('=') {
-                Some((target, level)) => {
-                    !target.is_empty() && levels.contains(&level.to_ascii_lowercase().as_str())
-                }
-                None => levels.contains(&d.to_ascii_lowercase().as_str()),
-            });
-        match tracing_subscriber::EnvFilter::builder().parse(&text) {
-            Ok(_) if valid => Some(text),
-            _ => {
-                f.error(
-                    r,
-                    format!(
-                        "{text:?} is not a log level; expected error, warn, info, debug or trace"
-                    ),
-                );
+        match crate::telemetry::logging::check_filter(&text) {
+            Ok(()) => Some(text),
+            Err(why) => {
+                f.error(r, why);
                 None
             }
         }

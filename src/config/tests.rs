@@ -214,7 +214,7 @@ fn bad_configs_report_every_problem_with_its_key() {
                 "export.otlp.histogram (line 3): \"log\" is not valid; expected one of: explicit, exponential, explicit_bucket_histogram, base2_exponential_bucket_histogram",
                 "export.otlp.endpoint: \"localhost:4317\" is not an OTLP endpoint; expected a URL like http://collector:4317",
                 "http.listen (line 4): \"everywhere\" is not an address; expected ip:port like 0.0.0.0:8080",
-                "log.level (line 5): \"loud\" is not a log level; expected error, warn, info, debug or trace",
+                "log.level (line 5): \"loud\" is not a log level; expected error, warn, info, debug, trace or off, or directives like info,librdkafka=debug",
                 "log.format (line 5): \"xml\" is not valid; expected one of: text, json",
             ],
         ),

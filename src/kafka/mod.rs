@@ -202,9 +202,14 @@ impl LibrdkafkaLog {
     }
 
     /// Whether this warning was not logged at WARN within the window. Digits are ignored, so
-    /// "after 3ms" and "after 5ms" are the same warning.
+    /// "after 3ms" and "after 5ms" are the same warning, and so is the thread prefix of a log
+    /// line, so the log line and the error event librdkafka sends for one failure are one
+    /// warning.
     fn first_in_window(&self, text: &str) -> bool {
+        let text = strip_thread(text);
         let key: String = text.chars().filter(|c| !c.is_ascii_digit()).collect();
+        // librdkafka's own count of repeats ("…, 3 identical error(s) suppressed").
+        let key = key.replace(",  identical error(s) suppressed", "");
         let now = Instant::now();
         let Ok(mut recent) = self.recent.lock() else {
             return true;
@@ -258,6 +263,14 @@ impl LibrdkafkaLog {
     }
 }
 
+/// A log line without librdkafka's `[thrd:…]: ` prefix (the error event for the same failure
+/// has none).
+fn strip_thread(text: &str) -> &str {
+    text.strip_prefix("[thrd:")
+        .and_then(|rest| rest.split_once("]: "))
+        .map_or(text, |(_, message)| message)
+}
+
 /// Client context of the heartbeat consumer.
 #[derive(Clone, Debug)]
 pub struct AgentContext {
@@ -295,6 +308,16 @@ mod tests {
         assert!(log.first_in_window("Connect to ipv4#127.0.0.1:41953 failed (after 0ms)"));
         assert!(!log.first_in_window("Connect to ipv4#127.0.0.1:41953 failed (after 12ms)"));
         assert!(log.first_in_window("SASL authentication failed"));
+        // The log line and the error event of one failure are one warning.
+        assert!(log.first_in_window(
+            "[thrd:127.0.0.1:9/bootstrap]: 127.0.0.1:9/bootstrap: Connect to ipv4#127.0.0.1:9 failed: Connection refused"
+        ));
+        assert!(!log.first_in_window(
+            "127.0.0.1:9/bootstrap: Connect to ipv4#127.0.0.1:9 failed: Connection refused"
+        ));
+        assert!(!log.first_in_window(
+            "[thrd:127.0.0.1:9/bootstrap]: 127.0.0.1:9/bootstrap: Connect to ipv4#127.0.0.1:9 failed: Connection refused, 1 identical error(s) suppressed"
+        ));
     }
 
     #[test]
