@@ -266,3 +266,35 @@ fn demo_measures_heartbeats_and_shows_an_injected_fault() {
         .expect("received count");
     assert!(received >= 15, "{done}");
 }
+
+/// Credentials inside the OTLP endpoint URL never reach `validate` or the run log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_the_otlp_endpoint_are_never_shown() {
+    let http_port = free_port();
+    let refused = free_port(); // nothing listens there: exports fail and are logged
+    let yaml = format!(
+        "clusters: [{{name: a, bootstrap_servers: 'localhost:{refused}'}}]\n\
+         export: {{otlp: {{endpoint: 'http://user:url-secret-4b1d@127.0.0.1:{refused}/?token=query-secret-8e2a', protocol: http/protobuf, interval: 1s, timeout: 500ms}}}}\n\
+         http: {{listen: '127.0.0.1:{http_port}'}}\nlog: {{level: debug}}\n"
+    );
+    let config = config_file(&yaml);
+    let out = run_to_end(
+        &["validate", "--config", config.path().to_str().unwrap()],
+        &[],
+        Duration::from_secs(10),
+    );
+    let shown = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("redacted@127.0.0.1"), "{shown}");
+    let agent = AgentProcess::start(&yaml, &[]);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (_, log) = agent.terminate(Duration::from_secs(10)).await;
+    assert!(
+        log.contains("OTLP export failed"),
+        "the failing export is logged:\n{log}"
+    );
+    for secret in ["url-secret-4b1d", "query-secret-8e2a"] {
+        assert!(!shown.contains(secret), "{secret} in validate:\n{shown}");
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+    }
+}

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-pub use render::render_redacted;
+pub use render::{redact_url, render_redacted};
 pub use types::*;
 use yaml::{Field, Reader, Section};
 

@@ -18,6 +18,37 @@ pub(super) fn url<S: serde::Serializer>(u: &url::Url, s: S) -> Result<S::Ok, S::
     s.serialize_str(u.as_str())
 }
 
+/// A URL fit to show: credentials in it and query values replaced by `redacted`.
+pub fn redact_url(text: &str) -> String {
+    let Ok(mut url) = url::Url::parse(text) else {
+        // Not a URL (the config refuses those): show nothing of it that could be a secret.
+        return if text.contains('@') || text.contains('?') {
+            "<redacted>".to_owned()
+        } else {
+            text.to_owned()
+        };
+    };
+    let credentials = !url.username().is_empty() || url.password().is_some();
+    if !credentials && url.query().is_none() {
+        return text.to_owned();
+    }
+    if credentials {
+        let _ = url.set_username("redacted");
+        let _ = url.set_password(None);
+    }
+    if url.query().is_some() {
+        let keys: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        url.query_pairs_mut()
+            .clear()
+            .extend_pairs(keys.iter().map(|k| (k.as_str(), "redacted")));
+    }
+    url.to_string()
+}
+
+pub(super) fn redacted_url<S: serde::Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_url(text))
+}
+
 /// The effective config as YAML, secrets redacted.
 pub fn render_redacted(config: &Config) -> String {
     let value = serde_json::to_value(config).unwrap_or(Value::Null);
@@ -130,5 +161,19 @@ mod tests {
         assert_eq!(scalar_str("0123"), "\"0123\"");
         assert_eq!(scalar_str("<redacted>"), "\"<redacted>\"");
         assert_eq!(scalar_str("a b"), "\"a b\"");
+    }
+
+    #[test]
+    fn urls_lose_their_credentials_and_query_values() {
+        assert_eq!(
+            redact_url("http://user:hunter2@collector:4317"),
+            "http://redacted@collector:4317/"
+        );
+        assert_eq!(
+            redact_url("https://otlp.example/v1/metrics?api_key=hunter2&team=x"),
+            "https://otlp.example/v1/metrics?api_key=redacted&team=redacted"
+        );
+        assert_eq!(redact_url("http://localhost:4317"), "http://localhost:4317");
+        assert_eq!(redact_url("not a url with secret@host"), "<redacted>");
     }
 }

@@ -315,6 +315,8 @@ pub struct ExportConfig {
 pub struct OtlpConfig {
     /// Off with `enabled: false` or `OTEL_METRICS_EXPORTER=none`.
     pub enabled: bool,
+    /// Shown with credentials and query values redacted.
+    #[serde(serialize_with = "render::redacted_url")]
     pub endpoint: String,
     pub protocol: OtlpProtocol,
     #[serde(serialize_with = "render::duration")]

@@ -147,7 +147,7 @@ impl Telemetry {
                 .build();
             builder = builder.with_reader(reader);
             info!(
-                endpoint = %otlp.endpoint,
+                endpoint = %crate::config::redact_url(&otlp.endpoint),
                 protocol = ?otlp.protocol,
                 interval = %humantime::format_duration(otlp.interval),
                 temporality = ?otlp.temporality,

@@ -70,13 +70,13 @@ impl OtlpExporter {
     /// Builds the exporter; inside the tokio runtime, which runs its requests.
     pub(crate) fn new(config: &OtlpConfig) -> Result<Self, BuildError> {
         let transport = Transport::new(config).map_err(|source| BuildError::OtlpExporter {
-            endpoint: config.endpoint.clone(),
+            endpoint: crate::config::redact_url(&config.endpoint),
             source,
         })?;
         let intervals = config.delta_buffer.as_secs_f64() / config.interval.as_secs_f64();
         Ok(Self {
             transport,
-            endpoint: config.endpoint.clone(),
+            endpoint: crate::config::redact_url(&config.endpoint),
             temporality: config.temporality,
             capacity: intervals.ceil() as usize,
             state: Mutex::default(),

@@ -140,7 +140,12 @@ impl Transport {
                     body = gzip(&body);
                     post = post.header(reqwest::header::CONTENT_ENCODING, "gzip");
                 }
-                let response = post.body(body).send().await.map_err(SendError::Http)?;
+                // reqwest's errors name the URL, credentials and all: drop it.
+                let response = post
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| SendError::Http(e.without_url()))?;
                 match response.status() {
                     status if status.is_success() => Ok(()),
                     status => Err(SendError::HttpStatus(status)),
