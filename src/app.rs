@@ -74,6 +74,9 @@ pub async fn run(
         clusters = config.clusters.len(),
         "cc-heartbeat started.",
     );
+    for warning in crate::config::tls_weakened(config) {
+        warn!("{warning}.");
+    }
     for (cluster, clients) in config.clusters.iter().zip(clients) {
         let run = ClusterRun {
             cluster: cluster.clone(),

@@ -50,6 +50,9 @@ fn validate(path: Option<&Path>) -> ExitCode {
     let Some((path, config)) = load_config(path) else {
         return ExitCode::from(EXIT_CONFIG);
     };
+    for warning in config::tls_weakened(&config) {
+        output::error(&format!("warning: {warning}"));
+    }
     output::report(&format!(
         "# {} is valid. Effective settings, secrets redacted:\n{}",
         path.display(),

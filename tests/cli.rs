@@ -298,3 +298,78 @@ async fn credentials_in_the_otlp_endpoint_are_never_shown() {
         assert!(!log.contains(secret), "{secret} in the log:\n{log}");
     }
 }
+
+/// What is not a config file is refused at once: a FIFO (would block), a device that never
+/// ends, a file over 1 MiB.
+#[test]
+fn only_a_regular_file_of_sensible_size_is_read_as_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let big = dir.path().join("big.yaml");
+    std::fs::write(&big, "#".repeat(2 * 1024 * 1024)).unwrap();
+    let cases = [
+        (fifo.to_str().unwrap().to_owned(), "is not a regular file"),
+        ("/dev/zero".to_owned(), "is not a regular file"),
+        (
+            big.to_str().unwrap().to_owned(),
+            "expected at most 1048576 (1 MiB)",
+        ),
+    ];
+    for (path, expected) in cases {
+        let started = std::time::Instant::now();
+        let out = run_to_end(
+            &["validate", "--config", &path],
+            &[],
+            Duration::from_secs(10),
+        );
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{path}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{path}: missing {expected:?} in {stderr}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{path} answered at once"
+        );
+    }
+}
+
+/// Settings that weaken TLS are said, and `validate` prints the effective value.
+#[test]
+fn weakened_tls_is_warned_about_and_shown_as_it_is() {
+    let config = config_file(
+        "clusters:\n  - name: lax\n    bootstrap_servers: b:9093\n    security_protocol: SSL\n\
+         \x20   librdkafka: {ssl.endpoint.identification.algorithm: none}\n\
+         \x20 - name: strict\n    bootstrap_servers: c:9093\n    security_protocol: SSL\n",
+    );
+    let out = run_to_end(
+        &["validate", "--config", config.path().to_str().unwrap()],
+        &[],
+        Duration::from_secs(10),
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: cluster lax: TLS certificate or host-name verification is off"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("cluster strict"), "{stderr}");
+    // The effective value: off for lax, on for strict.
+    let verify: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("verify:"))
+        .collect();
+    assert_eq!(
+        verify.iter().map(|l| l.trim()).collect::<Vec<_>>(),
+        ["verify: false", "verify: true"],
+        "{stdout}"
+    );
+}

@@ -191,6 +191,12 @@ fn read_cluster(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<ClusterConfig>
     s.finish(r);
 
     let protocol = protocol?;
+    // The pass-through can turn host-name checks off; the effective setting is what the
+    // config shows, and what the agent's own TLS connections do too.
+    let host_check_off = librdkafka.as_ref().is_some_and(|map| {
+        map.get("ssl.endpoint.identification.algorithm")
+            .is_some_and(|v| v.expose().eq_ignore_ascii_case("none"))
+    });
     let sasl = match (protocol.uses_sasl(), sasl_present) {
         (true, false) => {
             r.error(
@@ -217,7 +223,10 @@ fn read_cluster(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<ClusterConfig>
         (true, true) => Some(sasl?),
         (false, false) => None,
     };
-    let tls = tls?;
+    let mut tls = tls?;
+    if host_check_off {
+        tls.verify = false;
+    }
     if !protocol.uses_tls() && (tls.ca_file.is_some() || tls.cert_file.is_some()) {
         r.error(
             format!("{path}.tls"),
@@ -267,6 +276,14 @@ fn read_bootstrap_servers(r: &mut Reader<'_>, f: &Field<'_>) -> Option<Vec<Strin
     }
     let mut ok = true;
     for server in &servers {
+        if let Some((scheme, _)) = server.split_once("://") {
+            f.error(
+                r,
+                format!("{server:?} starts with {scheme}://; bootstrap servers are host:port without a scheme (the protocol goes in security_protocol), e.g. pkc-xxxxx.us-east-1.aws.confluent.cloud:9092"),
+            );
+            ok = false;
+            continue;
+        }
         let valid = server.rsplit_once(':').is_some_and(|(host, port)| {
             !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
         });

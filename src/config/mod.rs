@@ -23,17 +23,60 @@ pub use render::{redact_url, render_redacted};
 pub use types::*;
 use yaml::{Field, Reader, Section};
 
+/// Settings that weaken TLS verification, one sentence each: logged at start and shown by
+/// `validate`.
+pub fn tls_weakened(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in &config.clusters {
+        if c.security_protocol.uses_tls() && !c.tls.verify {
+            out.push(format!(
+                "cluster {}: TLS certificate or host-name verification is off (tls.verify: false, or librdkafka ssl.endpoint.identification.algorithm: none); a man in the middle would go unnoticed",
+                c.name
+            ));
+        }
+        if c.schema_registry
+            .as_ref()
+            .is_some_and(|sr| sr.https && !sr.tls.verify)
+        {
+            out.push(format!(
+                "cluster {}: the Schema Registry's TLS verification is off (schema_registry.tls.verify: false)",
+                c.name
+            ));
+        }
+    }
+    out
+}
+
+/// Largest config file read.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
 /// Reads and validates the config file at `path`, using the process environment.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+    let fail = |message: String| ConfigErrors {
         source_name: name.clone(),
         errors: vec![ConfigError {
             path: String::new(),
             line: None,
-            message: format!("cannot read the config file: {e}"),
+            message,
         }],
-    })?;
+    };
+    // A FIFO would block and /dev/zero never end: only a regular file of sensible size.
+    let meta =
+        std::fs::metadata(path).map_err(|e| fail(format!("cannot read the config file: {e}")))?;
+    if !meta.is_file() {
+        return Err(fail(
+            "the config file is not a regular file; expected a YAML file".to_owned(),
+        ));
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(fail(format!(
+            "the config file is {} bytes; expected at most {MAX_CONFIG_BYTES} (1 MiB)",
+            meta.len()
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| fail(format!("cannot read the config file: {e}")))?;
     from_str(&name, &text, &|var| std::env::var(var).ok())
 }
 

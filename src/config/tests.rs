@@ -250,6 +250,15 @@ fn bad_configs_report_every_problem_with_its_key() {
             ],
         ),
         (
+            "a bootstrap server written as a URL",
+            "clusters:\n  - name: a\n    bootstrap_servers: ['http://broker:9092', 'SASL_SSL://b:9093']\n",
+            &[],
+            &[
+                "clusters[0].bootstrap_servers (line 3): \"http://broker:9092\" starts with http://; bootstrap servers are host:port without a scheme (the protocol goes in security_protocol), e.g. pkc-xxxxx.us-east-1.aws.confluent.cloud:9092",
+                "clusters[0].bootstrap_servers (line 3): \"SASL_SSL://b:9093\" starts with SASL_SSL://; bootstrap servers are host:port without a scheme (the protocol goes in security_protocol), e.g. pkc-xxxxx.us-east-1.aws.confluent.cloud:9092",
+            ],
+        ),
+        (
             "bad schema registries, credentials never echoed",
             "clusters:\n  - name: a\n    bootstrap_servers: x:1\n    schema_registry: {url: 'https://key:hunter2@sr.example'}\n  - name: b\n    bootstrap_servers: x:1\n    schema_registry: {url: 'ftp://sr.example', basic_auth: {username: key}}\n",
             &[],
