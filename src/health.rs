@@ -8,13 +8,14 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::error::BuildError;
 
@@ -135,16 +136,60 @@ pub async fn serve(
         "/healthz, /readyz"
     };
     info!(listen = %local, "HTTP endpoints listening: {routes}.");
-    let task = tokio::spawn(async move {
-        let shutdown = async move { cancel.cancelled().await };
-        if let Err(error) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            warn!(%error, "Health listener stopped.");
-        }
-    });
+    let task = tokio::spawn(accept(listener, app, cancel));
     Ok(HealthServer { local, task })
+}
+
+/// At most this many HTTP connections at once; more are closed at once, so idle or slow
+/// clients cannot take the file descriptors the probes need.
+const MAX_CONNECTIONS: usize = 64;
+/// A client must send its request head within this long.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+/// A connection (kept alive or not) lasts at most this long.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// Accepts connections until `cancel`, each served under the cap and the timeouts.
+async fn accept(listener: tokio::net::TcpListener, app: Router, cancel: CancellationToken) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut refused = 0u64;
+    loop {
+        let (stream, _) = tokio::select! {
+            () = cancel.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, most likely: wait instead of spinning.
+                    debug!(%error, "HTTP accept failed.");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                warn!(
+                    refused,
+                    limit = MAX_CONNECTIONS,
+                    "HTTP connections over the limit are closed at once."
+                );
+            }
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
+            let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                _ = tokio::time::timeout(CONNECTION_LIFETIME, connection) => {}
+            }
+        });
+    }
 }
 
 /// A running health listener.

@@ -61,6 +61,19 @@ fn validate(path: Option<&Path>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Raises the soft open-file limit to the hard one (at most 2^20): every broker connection,
+/// probe socket and HTTP client takes a file descriptor, and a soft limit of 1,024 is low for
+/// many clusters.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let target = hard.min(1 << 20);
+        if soft < target {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, target, hard);
+        }
+    }
+}
+
 /// How long exit waits for blocking work still running after the shutdown sequence.
 const EXIT_WAIT: Duration = Duration::from_secs(2);
 
@@ -90,6 +103,7 @@ fn run(path: Option<&Path>, log_level: Option<&str>) -> ExitCode {
     let Some((_, config)) = load_config(path) else {
         return ExitCode::from(EXIT_CONFIG);
     };
+    raise_open_file_limit();
     logging::init(log_level.unwrap_or(&config.log.level), config.log.format);
     let result = with_runtime(async {
         let identity = Identity::from_env();
