@@ -68,6 +68,32 @@ fn check_overlay(overlay: &str, kind: &str, otlp_endpoint: &str) {
             "{overlay}: the selector matches the pod labels"
         );
     }
+    // The pods carry the app's name and instance, and every selector of the workload (its
+    // own, zone spreading) selects them and nothing less specific than the app's name.
+    for key in ["app.kubernetes.io/name", "app.kubernetes.io/instance"] {
+        assert_eq!(labels[key], "cc-heartbeat", "{overlay}: pod label {key}");
+        assert_eq!(
+            workload["spec"]["selector"]["matchLabels"][key], "cc-heartbeat",
+            "{overlay}: the selector names {key}"
+        );
+    }
+    let spreads = workload["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for spread in &spreads {
+        let selects = spread["labelSelector"]["matchLabels"].as_object().unwrap();
+        assert!(
+            !selects.is_empty(),
+            "{overlay}: a spread constraint selects something"
+        );
+        for (k, v) in selects {
+            assert_eq!(
+                &labels[k], v,
+                "{overlay}: the spread constraint selects the pods"
+            );
+        }
+    }
     let pod = &workload["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{overlay}");
     assert_eq!(pod["automountServiceAccountToken"], false, "{overlay}");
@@ -220,6 +246,19 @@ fn the_deployment_overlay_renders_with_probes_limits_and_a_locked_down_pod() {
     let spread = &find(&objects, "Deployment", "cc-heartbeat")["spec"]["template"]["spec"]["topologySpreadConstraints"]
         [0];
     assert_eq!(spread["topologyKey"], "topology.kubernetes.io/zone");
+    // The disruption budget keeps an agent through drains, and selects exactly its pods.
+    let pdb = find(&objects, "PodDisruptionBudget", "cc-heartbeat");
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    let pods =
+        &find(&objects, "Deployment", "cc-heartbeat")["spec"]["template"]["metadata"]["labels"];
+    let selects = pdb["spec"]["selector"]["matchLabels"].as_object().unwrap();
+    assert!(
+        selects.contains_key("app.kubernetes.io/name"),
+        "{selects:?}"
+    );
+    for (k, v) in selects {
+        assert_eq!(&pods[k], v, "the budget selects the agent's pods");
+    }
 }
 
 #[test]
