@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use support::groups::{commit, member, produce};
 use support::process::{AgentProcess, http_get};
+use support::registry::{Behaviour, serve};
 use support::tansu::Tansu;
 use support::{MockKafka, free_port, unique_topic};
 
@@ -254,15 +255,17 @@ async fn prometheus_scrapes_the_agent_and_every_dashboard_query_and_alert_works(
             app
         })
     };
+    // and a Schema Registry (a server in the registry's REST shape), for the registry panels.
+    let (registry, _) = serve(Behaviour::Registry).await;
     let http_port = free_port();
     let mut agent = AgentProcess::start(
         &format!(
             "clusters:\n\
              \x20 - {{name: prod, bootstrap_servers: '{}', librdkafka: {{fetch.wait.max.ms: '10'}}}}\n\
              \x20 - {{name: narrow, bootstrap_servers: '{}', librdkafka: {{fetch.wait.max.ms: '10'}}}}\n\
-             \x20 - {{name: apps, bootstrap_servers: '{}', consumer_groups: {{include: ['^{group}$']}}}}\n\
+             \x20 - {{name: apps, bootstrap_servers: '{}', consumer_groups: {{include: ['^{group}$']}}, schema_registry: {{url: '{registry}', basic_auth: {{username: user, password: secret}}}}}}\n\
              heartbeat: {{topic: {topic}, interval: 250ms, loss_timeout: 2s, message_timeout: 1s}}\n\
-             checks: {{connectivity: {{interval: 1s, timeout: 500ms}}, metadata: {{interval: 1s}}, offsets: {{interval: 1s}}, consumer_groups: {{interval: 1s}}}}\n\
+             checks: {{connectivity: {{interval: 1s, timeout: 500ms}}, metadata: {{interval: 1s}}, offsets: {{interval: 1s}}, consumer_groups: {{interval: 1s}}, schema_registry: {{interval: 1s, timeout: 500ms}}}}\n\
              export: {{otlp: {{enabled: false}}}}\n\
              http: {{listen: '127.0.0.1:{http_port}', prometheus: true}}\n",
             prod.bootstrap(),
@@ -459,10 +462,12 @@ fn names_used(text: &str) -> BTreeSet<String> {
 }
 
 /// Label names that look like metric names.
-const LABELS: [&str; 5] = [
+const LABELS: [&str; 7] = [
     "kafka_cluster_name",
     "kafka_cluster_id",
     "kafka_broker_id",
     "kafka_broker_rack",
     "kafka_connection_stage",
+    "schema_registry_name",
+    "schema_registry_stage",
 ];

@@ -6,6 +6,7 @@ pub mod groups;
 pub mod metrics;
 pub mod otlp;
 pub mod process;
+pub mod registry;
 pub mod tansu;
 pub mod tls;
 pub mod yaml;
