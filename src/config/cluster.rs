@@ -134,10 +134,23 @@ fn is_sensitive_property(key: &str) -> bool {
     .any(|needle| key.contains(needle))
 }
 
+/// At most this long, a cluster's name.
+const MAX_NAME: usize = 128;
+
 fn read_cluster(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<ClusterConfig> {
     let path = s.path().to_owned();
     let name = match s.field("name") {
-        Some(f) => f.non_empty_string(r),
+        Some(f) => f.non_empty_string(r).and_then(|name| {
+            if name.chars().count() > MAX_NAME {
+                f.error(
+                    r,
+                    format!("{} characters; expected a name of at most {MAX_NAME} (it labels every metric)", name.chars().count()),
+                );
+                None
+            } else {
+                Some(name)
+            }
+        }),
         None => {
             r.error(
                 format!("{path}.name"),

@@ -250,6 +250,15 @@ fn bad_configs_report_every_problem_with_its_key() {
             ],
         ),
         (
+            "a name too long, a key that is no key",
+            "clusters:\n  - name: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n    bootstrap_servers: x:1\nroot:$y$j9T$secrethash:19000:0: 1\n",
+            &[],
+            &[
+                "clusters[0].name (line 2): 132 characters; expected a name of at most 128 (it labels every metric)",
+                "<a key of 30 characters, not shown> (line 4): unknown key; expected one of: checks, clusters, export, heartbeat, http, log",
+            ],
+        ),
+        (
             "a bootstrap server written as a URL",
             "clusters:\n  - name: a\n    bootstrap_servers: ['http://broker:9092', 'SASL_SSL://b:9093']\n",
             &[],

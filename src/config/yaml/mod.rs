@@ -287,8 +287,19 @@ impl<'n> Section<'n> {
         known.dedup();
         for (key, node, used) in &self.entries {
             if !used {
+                // A key that could not be one of ours is not echoed: the file given may be
+                // something else entirely (a password file, say).
+                let looks_like_a_key = key.len() <= 64
+                    && key
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+                let shown = if looks_like_a_key {
+                    key.clone()
+                } else {
+                    format!("<a key of {} characters, not shown>", key.chars().count())
+                };
                 r.error(
-                    self.child_path(key),
+                    self.child_path(&shown),
                     line_of(node),
                     format!("unknown key; expected one of: {}", known.join(", ")),
                 );
