@@ -40,8 +40,10 @@ pub(super) fn read_clusters(
             None => ok = false,
         }
     }
+    // A set, not a scan of the ones before: validation stays linear in the number of clusters.
+    let mut names = std::collections::HashSet::with_capacity(clusters.len());
     for (i, c) in clusters.iter().enumerate() {
-        if clusters[..i].iter().any(|other| other.name == c.name) {
+        if !names.insert(c.name.as_str()) {
             r.error(
                 format!("clusters[{i}].name"),
                 None,

@@ -1,23 +1,35 @@
 //! Reading `include`/`exclude` lists of regular expressions (`topics`, `consumer_groups`).
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+
 use super::types::{NameFilter, Pattern};
 use super::yaml::{Field, Reader, Section};
+
+/// The default patterns, compiled once: every cluster without its own list shares them
+/// (compiling a regular expression per cluster made validation of many clusters slow).
+fn default_pattern(text: &'static str) -> Option<Pattern> {
+    static COMPILED: LazyLock<Mutex<HashMap<&'static str, regex::Regex>>> =
+        LazyLock::new(Mutex::default);
+    let mut compiled = COMPILED.lock().ok()?;
+    if let Some(re) = compiled.get(text) {
+        return Some(Pattern(re.clone()));
+    }
+    let re = regex::Regex::new(text).ok()?;
+    compiled.insert(text, re.clone());
+    Some(Pattern(re))
+}
 
 /// `include` and `exclude` lists of regular expressions; `exclude` defaults to
 /// `default_exclude`.
 pub(super) fn read_name_filter(
     r: &mut Reader<'_>,
     s: &mut Section<'_>,
-    default_exclude: &[&str],
+    default_exclude: &[&'static str],
 ) -> Option<NameFilter> {
-    let patterns = |r: &mut Reader<'_>, f: Option<Field<'_>>, default: &[&str]| {
+    let patterns = |r: &mut Reader<'_>, f: Option<Field<'_>>, default: &[&'static str]| {
         let Some(f) = f else {
-            return Some(
-                default
-                    .iter()
-                    .filter_map(|p| regex::Regex::new(p).ok().map(Pattern))
-                    .collect(),
-            );
+            return Some(default.iter().filter_map(|p| default_pattern(p)).collect());
         };
         let list = f.string_list(r)?;
         let mut out = Vec::with_capacity(list.len());

@@ -48,7 +48,7 @@ pub fn tls_weakened(config: &Config) -> Vec<String> {
 }
 
 /// Largest config file read.
-const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Reads and validates the config file at `path`, using the process environment.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -71,7 +71,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     }
     if meta.len() > MAX_CONFIG_BYTES {
         return Err(fail(format!(
-            "the config file is {} bytes; expected at most {MAX_CONFIG_BYTES} (1 MiB)",
+            "the config file is {} bytes; expected at most {MAX_CONFIG_BYTES} (16 MiB)",
             meta.len()
         )));
     }
