@@ -8,14 +8,12 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
+use support::http::{self, Requests};
 use support::process::AgentProcess;
 use support::{eventually, free_port};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpListener;
 
 /// A JWT librdkafka accepts: it reads `sub` and `exp` from the payload.
 fn token() -> String {
@@ -38,67 +36,27 @@ fn token() -> String {
 
 /// The token endpoint: records each request (head and body) and answers with a token (a JWT,
 /// or with `valid` false, something that is not one).
-async fn token_endpoint(valid: bool) -> (u16, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = Arc::clone(&seen);
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            let log = Arc::clone(&log);
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 4096];
-                // Head, then as much body as Content-Length says.
-                loop {
-                    let n = socket.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 {
-                        break;
-                    }
-                    request.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&request).to_string();
-                    if let Some(head_end) = text.find("\r\n\r\n") {
-                        let length = text[..head_end]
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                            })
-                            .unwrap_or(0);
-                        if request.len() >= head_end + 4 + length {
-                            break;
-                        }
-                    }
-                }
-                log.lock()
-                    .unwrap()
-                    .push(String::from_utf8_lossy(&request).into_owned());
-                let access_token = if valid {
-                    token()
-                } else {
-                    "not-a-jwt".to_owned()
-                };
-                let body = format!(
-                    r#"{{"access_token":"{access_token}","token_type":"bearer","expires_in":3600}}"#
-                );
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = socket.write_all(answer.as_bytes()).await;
-            });
-        }
-    });
-    (port, seen)
+async fn token_endpoint(valid: bool) -> (u16, Requests) {
+    http::serve(move |_| {
+        let access_token = if valid {
+            token()
+        } else {
+            "not-a-jwt".to_owned()
+        };
+        Some(http::answer(
+            "200 OK",
+            "application/json",
+            &format!(
+                r#"{{"access_token":"{access_token}","token_type":"bearer","expires_in":3600}}"#
+            ),
+        ))
+    })
+    .await
 }
 
 /// Runs the agent against a cluster nobody serves, with its token from `port`, until the
 /// endpoint saw a request; returns that request and the agent's log.
-async fn fetch_token(port: u16, requests: &Arc<Mutex<Vec<String>>>) -> (String, String) {
+async fn fetch_token(port: u16, requests: &Requests) -> (String, String) {
     let nobody = free_port(); // no broker: the token is fetched before any connection
     let http_port = free_port();
     let agent = AgentProcess::start(

@@ -87,6 +87,19 @@ fn ms_f(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} ms"))
 }
 
+/// `ok`, or the stage that failed, its `error.type` and why.
+fn result(o: &Outcome) -> String {
+    match &o.failure {
+        None => "ok".to_owned(),
+        Some(f) => format!(
+            "FAILED at {}: {} ({})",
+            f.stage.as_str(),
+            f.kind(),
+            f.detail()
+        ),
+    }
+}
+
 fn id_or_dash(id: Option<i32>) -> String {
     id.map_or_else(|| "-".to_owned(), |id| id.to_string())
 }
@@ -146,15 +159,7 @@ fn render_cluster(out: &mut String, c: &ClusterReport) {
             Column::text("result"),
         ]);
         for o in &c.brokers {
-            let result = match &o.failure {
-                None => "ok".to_owned(),
-                Some(f) => format!(
-                    "FAILED at {}: {} ({})",
-                    f.stage.as_str(),
-                    f.kind(),
-                    f.detail()
-                ),
-            };
+            let result = result(o);
             table.row([
                 o.target.label(),
                 o.target.address(),
@@ -205,15 +210,7 @@ fn render_cluster(out: &mut String, c: &ClusterReport) {
             .iter()
             .map(|(stage, took)| format!("{} {}", stage.as_str(), ms(Some(*took))))
             .collect();
-        let result = match &o.failure {
-            None => "ok".to_owned(),
-            Some(f) => format!(
-                "FAILED at {}: {} ({})",
-                f.stage.as_str(),
-                f.kind(),
-                f.detail()
-            ),
-        };
+        let result = result(o);
         let _ = writeln!(
             out,
             "  schema registry {}: {} — {result}",

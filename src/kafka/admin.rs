@@ -112,8 +112,26 @@ impl Admin {
         .map_err(MetadataError::Task)?
     }
 
+    /// Both ends of each partition's log: the log start and the high watermark (two
+    /// ListOffsets requests at once, each one request per leader). Partitions that answered
+    /// with an error are missing from the maps.
+    pub async fn log_ends(
+        &self,
+        partitions: Vec<(String, i32)>,
+        timeout: Duration,
+    ) -> Result<LogEnds, AdminError> {
+        let (oldest, current) = tokio::join!(
+            self.list_offsets(partitions.clone(), OffsetSpec::Earliest, timeout),
+            self.list_offsets(partitions, OffsetSpec::Latest, timeout),
+        );
+        Ok(LogEnds {
+            oldest: by_partition(oldest?),
+            current: by_partition(current?),
+        })
+    }
+
     /// The offsets of `partitions` at `spec` (ListOffsets, one request per leader).
-    pub async fn list_offsets(
+    async fn list_offsets(
         &self,
         partitions: Vec<(String, i32)>,
         spec: OffsetSpec,
@@ -209,6 +227,25 @@ impl Admin {
             Some(code) => Err(create_error(topic, plan, code)),
         }
     }
+}
+
+/// Offsets by (topic, partition).
+pub type PartitionOffsets = std::collections::BTreeMap<(String, i32), i64>;
+
+/// Both ends of partitions' logs.
+#[derive(Clone, Debug, Default)]
+pub struct LogEnds {
+    /// Log start offsets (the oldest record kept).
+    pub oldest: PartitionOffsets,
+    /// High watermarks (the offset the next record gets).
+    pub current: PartitionOffsets,
+}
+
+fn by_partition(offsets: Vec<PartitionOffset>) -> PartitionOffsets {
+    offsets
+        .into_iter()
+        .filter_map(|o| Some(((o.topic, o.partition), o.offset.ok()?)))
+        .collect()
 }
 
 /// One topic as the metadata shows it.

@@ -16,11 +16,10 @@ use super::{Probe, Schedule};
 use crate::config::{ClusterConfig, SeriesCheckConfig};
 use crate::events::groups::{GroupState, GroupsRead, GroupsUnsupported, PartitionLag};
 use crate::kafka::ClientTiming;
-use crate::kafka::admin::Admin;
+use crate::kafka::admin::{Admin, LogEnds};
 use crate::kafka::metadata::ClusterView;
 use crate::kafka::native::AdminError;
 use crate::kafka::native::groups::{CommittedOffset, GroupSummary};
-use crate::kafka::native::offsets::{OffsetSpec, PartitionOffset};
 use crate::kafka::record_time::{At, record_times};
 use crate::telemetry::Instruments;
 use crate::telemetry::instruments::ClusterLabels;
@@ -175,13 +174,6 @@ fn cap(
     (kept, dropped_groups, dropped_series)
 }
 
-fn by_partition(offsets: Vec<PartitionOffset>) -> BTreeMap<(String, i32), i64> {
-    offsets
-        .into_iter()
-        .filter_map(|o| Some(((o.topic, o.partition), o.offset.ok()?)))
-        .collect()
-}
-
 impl Probe for GroupsProbe {
     const KIND: &'static str = "consumer_groups";
     type Output = GroupsReport;
@@ -229,13 +221,12 @@ impl Probe for GroupsProbe {
             .map(|o| (o.topic.clone(), o.partition))
             .collect();
         let partitions: Vec<(String, i32)> = partitions.into_iter().collect();
-        let admin = &self.parts.admin;
-        let (oldest, current) = tokio::join!(
-            admin.list_offsets(partitions.clone(), OffsetSpec::Earliest, REQUEST_TIMEOUT),
-            admin.list_offsets(partitions, OffsetSpec::Latest, REQUEST_TIMEOUT),
-        );
-        let oldest = by_partition(oldest.map_err(GroupsError::Offsets)?);
-        let current = by_partition(current.map_err(GroupsError::Offsets)?);
+        let LogEnds { oldest, current } = self
+            .parts
+            .admin
+            .log_ends(partitions, REQUEST_TIMEOUT)
+            .await
+            .map_err(GroupsError::Offsets)?;
 
         // The first record each group has not consumed, where it lags: at its committed
         // offset, or at the log start when retention deleted what it had not read.

@@ -13,10 +13,9 @@ use tokio::sync::watch;
 use super::{Probe, Schedule};
 use crate::config::{NameFilter, SeriesCheckConfig};
 use crate::events::offsets::{OffsetsRead, PartitionState, TopicState};
-use crate::kafka::admin::{Admin, MetadataError, TopicLayout};
+use crate::kafka::admin::{Admin, LogEnds, MetadataError, TopicLayout};
 use crate::kafka::metadata::ClusterView;
 use crate::kafka::native::AdminError;
-use crate::kafka::native::offsets::{OffsetSpec, PartitionOffset};
 use crate::telemetry::Instruments;
 use crate::telemetry::instruments::ClusterLabels;
 
@@ -102,13 +101,6 @@ fn choose(
 }
 
 /// Offsets by (topic, partition), for the partitions that answered.
-fn by_partition(offsets: Vec<PartitionOffset>) -> BTreeMap<(String, i32), i64> {
-    offsets
-        .into_iter()
-        .filter_map(|o| Some(((o.topic, o.partition), o.offset.ok()?)))
-        .collect()
-}
-
 impl Probe for OffsetsProbe {
     const KIND: &'static str = "offsets";
     type Output = OffsetsReport;
@@ -140,14 +132,11 @@ impl Probe for OffsetsProbe {
                     .map(|p| (t.name.clone(), p.id))
             })
             .collect();
-        let (oldest, current) = tokio::join!(
-            p.admin
-                .list_offsets(led.clone(), OffsetSpec::Earliest, REQUEST_TIMEOUT),
-            p.admin
-                .list_offsets(led, OffsetSpec::Latest, REQUEST_TIMEOUT),
-        );
-        let oldest = by_partition(oldest.map_err(OffsetsError::Offsets)?);
-        let current = by_partition(current.map_err(OffsetsError::Offsets)?);
+        let LogEnds { oldest, current } = p
+            .admin
+            .log_ends(led, REQUEST_TIMEOUT)
+            .await
+            .map_err(OffsetsError::Offsets)?;
         let mut states = BTreeMap::new();
         for topic in topics {
             let partitions = topic

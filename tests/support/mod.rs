@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod groups;
+pub mod http;
 pub mod metrics;
 pub mod otlp;
 pub mod process;
