@@ -48,9 +48,21 @@ pub enum Command {
     Demo(DemoArgs),
 }
 
+/// The longest duration a demo option takes: a demo runs for minutes, and the cap keeps a
+/// wrong unit from overflowing a deadline.
+const DEMO_MAX_DURATION: Duration = Duration::from_secs(86_400);
+
 fn duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|e| format!("{e}; expected a duration like 500ms, 30s or 2m"))
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("{e}; expected a duration like 500ms, 30s or 2m"))?;
+    if d > DEMO_MAX_DURATION {
+        return Err(format!(
+            "{} is too long; expected at most {}",
+            humantime::format_duration(d),
+            humantime::format_duration(DEMO_MAX_DURATION)
+        ));
+    }
+    Ok(d)
 }
 
 fn log_filter(text: &str) -> Result<String, String> {

@@ -87,7 +87,7 @@ fn validate_lists_every_problem_and_exits_2() {
 fn bad_command_lines_exit_2_and_say_what_is_expected() {
     let config = config_file("clusters: [{name: a, bootstrap_servers: 'localhost:9'}]\n");
     let path = config.path().to_str().unwrap();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (
             &["validate", "--config", path, "--log-level", "warnn"],
             "\"warnn\" is not a log level; expected error, warn, info, debug, trace or off",
@@ -107,6 +107,16 @@ fn bad_command_lines_exit_2_and_say_what_is_expected() {
         (
             &["demo", "--report-every", "soon"],
             "expected a duration like 500ms",
+        ),
+        (
+            &[
+                "demo",
+                "--fault-at",
+                "500000000000y",
+                "--fault-for",
+                "500000000000y",
+            ],
+            "is too long; expected at most 1day",
         ),
     ];
     for (args, expected) in cases {

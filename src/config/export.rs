@@ -2,12 +2,13 @@
 //! variable, then to the default; each setting has its own resolver below.
 
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use super::types::{
     Compression, DEFAULT_DELTA_BUFFER, DEFAULT_EXPORT_INTERVAL, DEFAULT_EXPORT_TIMEOUT,
-    DEFAULT_OTLP_GRPC_ENDPOINT, DEFAULT_OTLP_HTTP_ENDPOINT, ExportConfig, HistogramKind,
-    OtlpConfig, OtlpProtocol, Secret, Temporality,
+    DEFAULT_OTLP_GRPC_ENDPOINT, DEFAULT_OTLP_HTTP_ENDPOINT, DELTA_BUFFER, EXPORT_INTERVAL,
+    EXPORT_TIMEOUT, ExportConfig, HistogramKind, OtlpConfig, OtlpProtocol, Secret, Temporality,
 };
 use super::yaml::{Field, Reader, Section};
 
@@ -65,7 +66,7 @@ pub(super) fn read_export(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<Expo
     );
     let histogram = choose(r, o.field("histogram"), &[HISTOGRAM_VAR], &HISTOGRAMS);
     let delta_buffer = match o.field("delta_buffer") {
-        Some(f) => f.duration(r, Duration::ZERO),
+        Some(f) => f.duration(r, &DELTA_BUFFER),
         None => Some(DEFAULT_DELTA_BUFFER),
     };
     o.finish(r);
@@ -191,21 +192,20 @@ fn endpoint_for(
 
 fn interval(r: &mut Reader<'_>, field: Option<Field<'_>>) -> Option<Duration> {
     match field {
-        Some(f) => f.duration(r, Duration::from_secs(1)),
-        None => env_millis(r, "OTEL_METRIC_EXPORT_INTERVAL")
+        Some(f) => f.duration(r, &EXPORT_INTERVAL),
+        None => env_millis(r, "OTEL_METRIC_EXPORT_INTERVAL", &EXPORT_INTERVAL)
             .map(|d| d.unwrap_or(DEFAULT_EXPORT_INTERVAL)),
     }
 }
 
 fn timeout(r: &mut Reader<'_>, field: Option<Field<'_>>) -> Option<Duration> {
     if let Some(f) = field {
-        return f.duration(r, Duration::from_millis(100));
+        return f.duration(r, &EXPORT_TIMEOUT);
     }
-    match env_millis(r, "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT")? {
+    match env_millis(r, "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", &EXPORT_TIMEOUT)? {
         Some(d) => Some(d),
-        None => {
-            env_millis(r, "OTEL_EXPORTER_OTLP_TIMEOUT").map(|d| d.unwrap_or(DEFAULT_EXPORT_TIMEOUT))
-        }
+        None => env_millis(r, "OTEL_EXPORTER_OTLP_TIMEOUT", &EXPORT_TIMEOUT)
+            .map(|d| d.unwrap_or(DEFAULT_EXPORT_TIMEOUT)),
     }
 }
 
@@ -260,17 +260,27 @@ fn headers(r: &mut Reader<'_>, field: Option<Field<'_>>) -> Option<BTreeMap<Stri
 }
 
 /// Parses an `OTEL_*` value holding milliseconds, reporting a bad one under the variable's name.
-fn env_millis(r: &mut Reader<'_>, var: &str) -> Option<Option<Duration>> {
+fn env_millis(
+    r: &mut Reader<'_>,
+    var: &str,
+    bounds: &RangeInclusive<Duration>,
+) -> Option<Option<Duration>> {
     let Some(text) = r.env(var) else {
         return Some(None);
     };
     match text.trim().parse::<u64>() {
-        Ok(ms) if ms > 0 => Some(Some(Duration::from_millis(ms))),
+        Ok(ms) if bounds.contains(&Duration::from_millis(ms)) => {
+            Some(Some(Duration::from_millis(ms)))
+        }
         _ => {
             r.error(
                 var,
                 None,
-                format!("{text:?} is not valid; expected a whole number of milliseconds"),
+                format!(
+                    "{text:?} is not valid; expected a whole number of milliseconds from {} to {}",
+                    bounds.start().as_millis(),
+                    bounds.end().as_millis()
+                ),
             );
             None
         }

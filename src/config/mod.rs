@@ -171,13 +171,13 @@ fn read_heartbeat(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<HeartbeatCon
         Some(topic)
     });
     let interval = or_default(s.field("interval"), DEFAULT_HEARTBEAT_INTERVAL, |f| {
-        f.duration(r, MIN_INTERVAL)
+        f.duration(r, &FAST_INTERVAL)
     });
     let loss_timeout = or_default(s.field("loss_timeout"), DEFAULT_LOSS_TIMEOUT, |f| {
-        f.duration(r, MIN_INTERVAL)
+        f.duration(r, &LOSS_TIMEOUT)
     });
     let message_timeout = or_default(s.field("message_timeout"), DEFAULT_MESSAGE_TIMEOUT, |f| {
-        f.duration(r, MIN_INTERVAL)
+        f.duration(r, &FAST_INTERVAL)
     });
     let create_topic = or_default(s.field("create_topic"), true, |f| f.bool(r));
     let partitions = match s.field("partitions") {
@@ -190,7 +190,7 @@ fn read_heartbeat(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<HeartbeatCon
         |f| f.integer(r, 1, 32).map(|n| n as i16),
     );
     let retention = or_default(s.field("retention"), DEFAULT_RETENTION, |f| {
-        f.duration(r, Duration::from_secs(60))
+        f.duration(r, &RETENTION)
     });
     s.finish(r);
 
@@ -239,20 +239,20 @@ fn read_checks(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<ChecksConfig> {
     let mut c = s.section(r, "connectivity");
     let c_path = c.path().to_owned();
     let interval = or_default(c.field("interval"), DEFAULT_CONNECTIVITY_INTERVAL, |f| {
-        f.duration(r, MIN_INTERVAL)
+        f.duration(r, &FAST_INTERVAL)
     });
     let timeout = or_default(c.field("timeout"), DEFAULT_CONNECTIVITY_TIMEOUT, |f| {
-        f.duration(r, Duration::from_millis(10))
+        f.duration(r, &PROBE_TIMEOUT)
     });
     c.finish(r);
     let mut m = s.section(r, "metadata");
     let metadata = or_default(m.field("interval"), DEFAULT_METADATA_INTERVAL, |f| {
-        f.duration(r, Duration::from_secs(1))
+        f.duration(r, &SLOW_INTERVAL)
     });
     m.finish(r);
     let mut t = s.section(r, "topic");
     let topic = or_default(t.field("interval"), DEFAULT_TOPIC_INTERVAL, |f| {
-        f.duration(r, Duration::from_secs(1))
+        f.duration(r, &SLOW_INTERVAL)
     });
     t.finish(r);
     let o = s.section(r, "offsets");
@@ -263,10 +263,10 @@ fn read_checks(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<ChecksConfig> {
     let sr_interval = or_default(
         sr.field("interval"),
         DEFAULT_SCHEMA_REGISTRY_INTERVAL,
-        |f| f.duration(r, Duration::from_secs(1)),
+        |f| f.duration(r, &SLOW_INTERVAL),
     );
     let sr_timeout = or_default(sr.field("timeout"), DEFAULT_SCHEMA_REGISTRY_TIMEOUT, |f| {
-        f.duration(r, Duration::from_millis(10))
+        f.duration(r, &PROBE_TIMEOUT)
     });
     sr.finish(r);
     s.finish(r);
@@ -305,7 +305,7 @@ fn read_series_check(
 ) -> Option<SeriesCheckConfig> {
     let enabled = or_default(s.field("enabled"), true, |f| f.bool(r));
     let interval = or_default(s.field("interval"), default_interval, |f| {
-        f.duration(r, Duration::from_secs(1))
+        f.duration(r, &SLOW_INTERVAL)
     });
     let max_series = or_default(s.field("max_series"), DEFAULT_MAX_SERIES as i64, |f| {
         f.integer(r, 1, 1_000_000)

@@ -227,7 +227,41 @@ fn bad_configs_report_every_problem_with_its_key() {
             ],
             &[
                 "OTEL_EXPORTER_OTLP_PROTOCOL: \"http/json\" is not valid; expected one of: grpc, http/protobuf, http",
-                "OTEL_METRIC_EXPORT_INTERVAL: \"ten\" is not valid; expected a whole number of milliseconds",
+                "OTEL_METRIC_EXPORT_INTERVAL: \"ten\" is not valid; expected a whole number of milliseconds from 1000 to 3600000",
+            ],
+        ),
+        (
+            "OTEL durations out of bounds",
+            MINIMAL,
+            &[
+                ("OTEL_METRIC_EXPORT_INTERVAL", "0"),
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "99999999999"),
+            ],
+            &[
+                "OTEL_METRIC_EXPORT_INTERVAL: \"0\" is not valid; expected a whole number of milliseconds from 1000 to 3600000",
+                "OTEL_EXPORTER_OTLP_TIMEOUT: \"99999999999\" is not valid; expected a whole number of milliseconds from 100 to 300000",
+            ],
+        ),
+        (
+            "durations beyond each key's maximum",
+            "clusters: [{name: a, bootstrap_servers: 'x:1'}]\nheartbeat: {interval: 100000000y, message_timeout: 2h, loss_timeout: 2d, retention: 30d 1h}\nchecks:\n  connectivity: {interval: 61m, timeout: 301s}\n  metadata: {interval: 25h}\n  topic: {interval: 8d}\n  offsets: {interval: 2d}\n  consumer_groups: {interval: 2d}\n  schema_registry: {interval: 2d, timeout: 1h}\nexport:\n  otlp: {interval: 2h, timeout: 6m, delta_buffer: 2d}\n",
+            &[],
+            &[
+                "heartbeat.interval (line 2): 100000000years is too long; expected from 100ms to 1h",
+                "heartbeat.loss_timeout (line 2): 2days is too long; expected from 100ms to 1day",
+                "heartbeat.message_timeout (line 2): 2h is too long; expected from 100ms to 1h",
+                "heartbeat.retention (line 2): 30days 1h is too long; expected from 1m to 30days",
+                "checks.connectivity.interval (line 4): 1h 1m is too long; expected from 100ms to 1h",
+                "checks.connectivity.timeout (line 4): 5m 1s is too long; expected from 10ms to 5m",
+                "checks.metadata.interval (line 5): 1day 1h is too long; expected from 1s to 1day",
+                "checks.topic.interval (line 6): 8days is too long; expected from 1s to 1day",
+                "checks.offsets.interval (line 7): 2days is too long; expected from 1s to 1day",
+                "checks.consumer_groups.interval (line 8): 2days is too long; expected from 1s to 1day",
+                "checks.schema_registry.interval (line 9): 2days is too long; expected from 1s to 1day",
+                "checks.schema_registry.timeout (line 9): 1h is too long; expected from 10ms to 5m",
+                "export.otlp.interval (line 11): 2h is too long; expected from 1s to 1h",
+                "export.otlp.timeout (line 11): 6m is too long; expected from 100ms to 5m",
+                "export.otlp.delta_buffer (line 11): 2days is too long; expected from 0s to 1day",
             ],
         ),
         (

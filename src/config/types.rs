@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -58,8 +59,31 @@ pub const DEFAULT_HISTOGRAM_BOUNDARIES: [f64; 16] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 
-/// Shortest interval accepted for any periodic probe; below it the agent would load the cluster.
+/// The durations each key accepts. The minima keep the agent from loading the cluster; the
+/// maxima catch a wrong unit (`5000h` for `5000ms`) that would switch a probe off for good,
+/// and keep every deadline well inside the timers' range. README lists them per key.
 pub(super) const MIN_INTERVAL: Duration = Duration::from_millis(100);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+/// `heartbeat.interval`, `heartbeat.message_timeout`, `checks.connectivity.interval`.
+pub(super) const FAST_INTERVAL: RangeInclusive<Duration> = MIN_INTERVAL..=HOUR;
+/// `heartbeat.loss_timeout`.
+pub(super) const LOSS_TIMEOUT: RangeInclusive<Duration> = MIN_INTERVAL..=DAY;
+/// `heartbeat.retention`.
+pub(super) const RETENTION: RangeInclusive<Duration> = MINUTE..=Duration::from_secs(30 * 86_400);
+/// `checks.{metadata,topic,offsets,consumer_groups,schema_registry}.interval`.
+pub(super) const SLOW_INTERVAL: RangeInclusive<Duration> = Duration::from_secs(1)..=DAY;
+/// `checks.connectivity.timeout`, `checks.schema_registry.timeout`.
+pub(super) const PROBE_TIMEOUT: RangeInclusive<Duration> =
+    Duration::from_millis(10)..=Duration::from_secs(300);
+/// `export.otlp.interval` (and `OTEL_METRIC_EXPORT_INTERVAL`).
+pub(super) const EXPORT_INTERVAL: RangeInclusive<Duration> = Duration::from_secs(1)..=HOUR;
+/// `export.otlp.timeout` (and `OTEL_EXPORTER_OTLP_*TIMEOUT`).
+pub(super) const EXPORT_TIMEOUT: RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(300);
+/// `export.otlp.delta_buffer`.
+pub(super) const DELTA_BUFFER: RangeInclusive<Duration> = Duration::ZERO..=DAY;
 
 /// A validated configuration.
 #[derive(Clone, Debug, Serialize)]

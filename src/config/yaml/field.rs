@@ -1,6 +1,7 @@
 //! [`Field`]: one value being read, with a typed accessor per kind of value.
 
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use saphyr::{MarkedYamlOwned, YamlDataOwned};
@@ -112,8 +113,12 @@ impl<'n> Field<'n> {
         }
     }
 
-    /// A duration with a unit (`500ms`, `5s`, `1h`), at least `min`.
-    pub(crate) fn duration(&self, r: &mut Reader<'_>, min: Duration) -> Option<Duration> {
+    /// A duration with a unit (`500ms`, `5s`, `1h`) within `bounds`.
+    pub(crate) fn duration(
+        &self,
+        r: &mut Reader<'_>,
+        bounds: &RangeInclusive<Duration>,
+    ) -> Option<Duration> {
         let text = self.string(r)?;
         let trimmed = text.trim();
         if !trimmed.is_empty() && trimmed.chars().all(|c| c.is_ascii_digit() || c == '.') {
@@ -123,27 +128,28 @@ impl<'n> Field<'n> {
             );
             return None;
         }
-        match humantime::parse_duration(trimmed) {
-            Ok(d) if d >= min => Some(d),
-            Ok(d) => {
-                self.error(
-                    r,
-                    format!(
-                        "{} is too short; expected at least {}",
-                        humantime::format_duration(d),
-                        humantime::format_duration(min)
-                    ),
-                );
-                None
-            }
+        let (d, problem) = match humantime::parse_duration(trimmed) {
+            Ok(d) if bounds.contains(&d) => return Some(d),
+            Ok(d) if d < *bounds.start() => (d, "too short"),
+            Ok(d) => (d, "too long"),
             Err(_) => {
                 self.error(
                     r,
                     format!("{trimmed:?} is not a duration; expected a number with a unit, like 500ms, 5s, 1m or 1h"),
                 );
-                None
+                return None;
             }
-        }
+        };
+        self.error(
+            r,
+            format!(
+                "{} is {problem}; expected from {} to {}",
+                humantime::format_duration(d),
+                humantime::format_duration(*bounds.start()),
+                humantime::format_duration(*bounds.end())
+            ),
+        );
+        None
     }
 
     /// One of `choices`, compared as written (case-sensitive unless `fold_case`).

@@ -57,27 +57,34 @@ fn unknown_and_duplicate_keys_are_reported_with_lines() {
 }
 
 #[test]
-fn durations_need_a_unit() {
-    let doc = parse_document("a: 5\nb: 5s\nc: soon\nd: 1ms\n")
+fn durations_need_a_unit_and_stay_within_bounds() {
+    let doc = parse_document("a: 5\nb: 5s\nc: soon\nd: 1ms\ne: 100000000y\nf: 1h\n")
         .unwrap()
         .unwrap();
     let mut r = Reader::new(&env);
     let mut s = Section::from_node(&mut r, "x", &doc);
-    let min = Duration::from_millis(10);
-    assert_eq!(s.field("a").unwrap().duration(&mut r, min), None);
+    let bounds = Duration::from_millis(10)..=Duration::from_secs(3600);
+    assert_eq!(s.field("a").unwrap().duration(&mut r, &bounds), None);
     assert_eq!(
-        s.field("b").unwrap().duration(&mut r, min),
+        s.field("b").unwrap().duration(&mut r, &bounds),
         Some(Duration::from_secs(5))
     );
-    assert_eq!(s.field("c").unwrap().duration(&mut r, min), None);
-    assert_eq!(s.field("d").unwrap().duration(&mut r, min), None);
+    assert_eq!(s.field("c").unwrap().duration(&mut r, &bounds), None);
+    assert_eq!(s.field("d").unwrap().duration(&mut r, &bounds), None);
+    assert_eq!(s.field("e").unwrap().duration(&mut r, &bounds), None);
+    assert_eq!(
+        s.field("f").unwrap().duration(&mut r, &bounds),
+        Some(Duration::from_secs(3600)),
+        "the maximum itself is accepted"
+    );
     let errors: Vec<String> = r.into_errors().iter().map(ToString::to_string).collect();
     assert_eq!(
         errors,
         [
             "x.a (line 1): \"5\" has no unit; expected a duration like 500ms, 5s, 1m or 1h",
             "x.c (line 3): \"soon\" is not a duration; expected a number with a unit, like 500ms, 5s, 1m or 1h",
-            "x.d (line 4): 1ms is too short; expected at least 10ms",
+            "x.d (line 4): 1ms is too short; expected from 10ms to 1h",
+            "x.e (line 5): 100000000years is too long; expected from 10ms to 1h",
         ]
     );
 }
