@@ -261,6 +261,190 @@ fn the_deployment_overlay_renders_with_probes_limits_and_a_locked_down_pod() {
     }
 }
 
+/// The labels of every pod template in `objects`, by workload name.
+fn pod_labels(objects: &[Value]) -> Vec<(String, &serde_json::Map<String, Value>)> {
+    objects
+        .iter()
+        .filter(|o| matches!(o["kind"].as_str(), Some("Deployment" | "DaemonSet")))
+        .map(|o| {
+            (
+                o["metadata"]["name"].as_str().unwrap().to_owned(),
+                o["spec"]["template"]["metadata"]["labels"]
+                    .as_object()
+                    .unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn selects(
+    selector: &serde_json::Map<String, Value>,
+    labels: &serde_json::Map<String, Value>,
+) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// Every selector in an overlay (workloads, zone spreading, disruption budgets, Services,
+/// PodMonitors) selects the pods of exactly one workload.
+#[test]
+fn every_selector_of_every_overlay_selects_exactly_one_workloads_pods() {
+    for overlay in ["daemonset", "deployment", "prometheus-operator"] {
+        let objects = render(&format!("deploy/kubernetes/overlays/{overlay}"));
+        let pods = pod_labels(&objects);
+        assert_eq!(pods.len(), 2, "{overlay}: the agent and the collector");
+        let mut selectors = Vec::new();
+        for o in &objects {
+            let kind = o["kind"].as_str().unwrap();
+            let name = o["metadata"]["name"].as_str().unwrap();
+            let spec = &o["spec"];
+            let found: Vec<&Value> = match kind {
+                "Deployment" | "DaemonSet" => {
+                    let mut v = vec![&spec["selector"]["matchLabels"]];
+                    for spread in spec["template"]["spec"]["topologySpreadConstraints"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                    {
+                        v.push(&spread["labelSelector"]["matchLabels"]);
+                    }
+                    v
+                }
+                "PodDisruptionBudget" => vec![&spec["selector"]["matchLabels"]],
+                "Service" => vec![&spec["selector"]],
+                "PodMonitor" => vec![&spec["selector"]["matchLabels"]],
+                _ => vec![],
+            };
+            for selector in found {
+                selectors.push((format!("{kind} {name}"), selector.as_object().unwrap()));
+            }
+        }
+        assert!(selectors.len() >= 2, "{overlay}: {selectors:?}");
+        for (owner, selector) in selectors {
+            assert!(
+                selector.contains_key("app.kubernetes.io/name"),
+                "{overlay}: {owner} selects by the app's name"
+            );
+            let matched: Vec<&str> = pods
+                .iter()
+                .filter(|(_, labels)| selects(selector, labels))
+                .map(|(name, _)| name.as_str())
+                .collect();
+            assert_eq!(matched.len(), 1, "{overlay}: {owner} selects {matched:?}");
+        }
+    }
+}
+
+/// `kubectl apply -k` of either overlay gives a working pipeline: a collector the agents'
+/// endpoint reaches, configured from the repository's files, on the pinned image.
+#[test]
+fn both_overlays_deploy_the_collector_the_agents_export_to() {
+    let contrib = contrib();
+    for (overlay, kind) in [("daemonset", "DaemonSet"), ("deployment", "Deployment")] {
+        let objects = render(&format!("deploy/kubernetes/overlays/{overlay}"));
+        let agent =
+            &find(&objects, kind, "cc-heartbeat")["spec"]["template"]["spec"]["containers"][0];
+        let endpoint = env_value(agent, "OTEL_EXPORTER_OTLP_ENDPOINT");
+        let collector = find(&objects, kind, "otel-collector");
+        let pod = &collector["spec"]["template"]["spec"];
+        let c = &pod["containers"][0];
+        assert_eq!(c["image"], contrib["image"], "{overlay}: the pinned image");
+        let port = |name: &str| {
+            c["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap_or_else(|| panic!("{overlay}: port {name}"))
+        };
+        assert_eq!(port("otlp-grpc")["containerPort"], 4317);
+        if kind == "DaemonSet" {
+            // The agent sends to its node's IP: the collector listens on the node's port.
+            assert_eq!(endpoint, "http://$(K8S_NODE_IP):4317");
+            assert_eq!(port("otlp-grpc")["hostPort"], 4317, "{overlay}");
+        } else {
+            assert_eq!(endpoint, "http://otel-collector:4317");
+            let service = find(&objects, "Service", "otel-collector");
+            assert_eq!(service["metadata"]["name"], "otel-collector");
+            let ports = service["spec"]["ports"].as_array().unwrap();
+            assert!(
+                ports
+                    .iter()
+                    .any(|p| p["port"] == 4317 && p["targetPort"] == "otlp-grpc")
+            );
+            assert!(selects(
+                service["spec"]["selector"].as_object().unwrap(),
+                collector["spec"]["template"]["metadata"]["labels"]
+                    .as_object()
+                    .unwrap()
+            ));
+        }
+        // Health probes on the health_check extension's port.
+        assert_eq!(port("health")["containerPort"], 13133);
+        assert_eq!(c["livenessProbe"]["httpGet"]["port"], "health");
+        assert_eq!(c["readinessProbe"]["httpGet"]["port"], "health");
+        assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+
+        // Its config is the repository's two files, given in order.
+        let mount = c["volumeMounts"][0]["mountPath"].as_str().unwrap();
+        assert_eq!(
+            c["args"],
+            serde_json::json!([
+                format!("--config={mount}/otel-collector.yaml"),
+                format!("--config={mount}/k8s.yaml")
+            ])
+        );
+        let config_map = find(
+            &objects,
+            "ConfigMap",
+            pod["volumes"][0]["configMap"]["name"].as_str().unwrap(),
+        );
+        for file in ["otel-collector.yaml", "k8s.yaml"] {
+            assert_eq!(
+                config_map["data"][file].as_str().unwrap(),
+                read(&format!("{COLLECTOR_DIR}/{file}")),
+                "{overlay}: {file}"
+            );
+        }
+
+        // k8sattributes may read what it needs, as the collector's own service account.
+        let account = pod["serviceAccountName"].as_str().unwrap();
+        let sa = find(&objects, "ServiceAccount", account);
+        let binding = find(
+            &objects,
+            "ClusterRoleBinding",
+            "cc-heartbeat-otel-collector",
+        );
+        assert_eq!(binding["subjects"][0]["name"], account);
+        assert_eq!(
+            binding["subjects"][0]["namespace"], sa["metadata"]["namespace"],
+            "{overlay}: the binding names the account's namespace"
+        );
+        let role = find(
+            &objects,
+            "ClusterRole",
+            binding["roleRef"]["name"].as_str().unwrap(),
+        );
+        let readable: Vec<&Value> = role["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r["resources"].as_array().unwrap())
+            .collect();
+        for resource in ["pods", "namespaces", "nodes", "replicasets"] {
+            assert!(readable.contains(&&Value::from(resource)), "{resource}");
+        }
+        for rule in role["rules"].as_array().unwrap() {
+            assert_eq!(rule["verbs"], serde_json::json!(["get", "watch", "list"]));
+        }
+    }
+    let compose = document(&read("deploy/docker-compose.yaml"));
+    assert_eq!(
+        compose["services"]["otel-collector"]["image"], contrib["image"],
+        "compose pins the same collector"
+    );
+}
+
 #[test]
 fn the_compose_file_references_files_images_and_ports_that_exist() {
     let compose = document(&read("deploy/docker-compose.yaml"));
@@ -358,48 +542,141 @@ fn the_compose_file_references_files_images_and_ports_that_exist() {
     assert_eq!(dashboard["uid"], "cc-heartbeat");
 }
 
-/// Component types of the official contrib distribution this config may use.
-const CONTRIB: &[&str] = &[
-    "otlp",
-    "memory_limiter",
-    "batch",
-    "prometheus",
-    "datadog",
-    "otlphttp",
-    "debug",
-    "health_check",
-];
+/// The pinned contrib distribution: its component modules, and the types and keys of the
+/// components the collector configs use (tests/data, with its sources noted there).
+fn contrib() -> Value {
+    document(&read("tests/data/otelcol-contrib-0.159.0.yaml"))
+}
+
+const COLLECTOR_DIR: &str = "deploy/kubernetes/collector/config";
 
 fn component_type(id: &str) -> &str {
     id.split('/').next().unwrap()
 }
 
-#[test]
-fn the_collector_config_uses_contrib_components_and_wires_them() {
-    let text = read("otel-collector.yaml");
-    let config = document(&text);
-    let pipeline = &config["service"]["pipelines"]["metrics"];
-    for (section, list) in [
-        ("receivers", "receivers"),
-        ("processors", "processors"),
-        ("exporters", "exporters"),
-    ] {
-        for id in pipeline[list].as_array().unwrap() {
-            let id = id.as_str().unwrap();
-            assert!(
-                config[section].get(id).is_some(),
-                "pipeline {list} entry {id} is defined"
-            );
-        }
-    }
+/// Every component of `config` is a component of the pinned contrib version, its module is
+/// in the distribution, and every key it sets is one of that component's keys; every
+/// pipeline names components the config defines.
+#[track_caller]
+fn assert_contrib_config(name: &str, config: &Value) {
+    let contrib = contrib();
     for section in ["receivers", "processors", "exporters", "extensions"] {
-        for id in config[section].as_object().unwrap().keys() {
+        for (id, body) in config[section].as_object().into_iter().flatten() {
+            let ty = component_type(id);
+            let component = &contrib["components"][section][ty];
             assert!(
-                CONTRIB.contains(&component_type(id)),
-                "{section}.{id} is a contrib component"
+                component.is_object(),
+                "{name}: {section}.{id}: contrib {} has no {section} of type {ty}",
+                contrib["version"]
             );
+            let module = &component["module"];
+            assert!(
+                contrib["modules"][section]
+                    .as_array()
+                    .unwrap()
+                    .contains(module),
+                "{name}: {ty}'s module {module} is in the distribution"
+            );
+            assert_known_keys(&format!("{name}: {section}.{id}"), body, &component["keys"]);
         }
     }
+    let pipelines = config["service"]["pipelines"].as_object().unwrap();
+    assert!(!pipelines.is_empty(), "{name}: a pipeline");
+    for (pipeline, wiring) in pipelines {
+        for section in ["receivers", "processors", "exporters"] {
+            for id in wiring[section].as_array().into_iter().flatten() {
+                let id = id.as_str().unwrap();
+                assert!(
+                    config[section].get(id).is_some(),
+                    "{name}: pipeline {pipeline} uses {section} {id}, which is defined"
+                );
+            }
+        }
+        assert!(
+            !wiring["receivers"].as_array().unwrap().is_empty()
+                && !wiring["exporters"].as_array().unwrap().is_empty(),
+            "{name}: pipeline {pipeline} receives and exports"
+        );
+    }
+    for id in config["service"]["extensions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        assert!(
+            config["extensions"].get(id.as_str().unwrap()).is_some(),
+            "{name}: extension {id} is defined"
+        );
+    }
+}
+
+/// `value` sets only keys `known` lists: `null` takes any value, `"*"` any keys below; a
+/// list's items are checked against the same keys.
+fn assert_known_keys(path: &str, value: &Value, known: &Value) {
+    match (value, known) {
+        (_, Value::Null) | (Value::Null, _) => {}
+        (_, Value::String(any)) if any == "*" => {}
+        (Value::Array(items), Value::Object(_)) => {
+            for (i, item) in items.iter().enumerate() {
+                assert_known_keys(&format!("{path}[{i}]"), item, known);
+            }
+        }
+        (Value::Object(map), Value::Object(keys)) => {
+            for (key, inner) in map {
+                let sub = keys.get(key).unwrap_or_else(|| {
+                    panic!("{path}.{key} is not a key of this component in the pinned contrib")
+                });
+                assert_known_keys(&format!("{path}.{key}"), inner, sub);
+            }
+        }
+        (other, _) => panic!("{path}: expected a mapping, got {other}"),
+    }
+}
+
+/// The collector config with every commented-out configuration line enabled, as a user
+/// would enable a backend: `  # key: value` becomes `  key: value`.
+fn uncommented(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            let indent = line.len() - line.trim_start().len();
+            match line.trim_start().strip_prefix("# ") {
+                Some(rest) if looks_like_config(rest) => format!("{}{rest}", &line[..indent]),
+                _ => line.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The collector's merge of several --config files: mappings merge, anything else is
+/// replaced by the later file's value.
+fn merged(base: &Value, later: &Value) -> Value {
+    match (base, later) {
+        (Value::Object(a), Value::Object(b)) => {
+            let mut out = a.clone();
+            for (k, v) in b {
+                let merged_value = match a.get(k) {
+                    Some(existing) => merged(existing, v),
+                    None => v.clone(),
+                };
+                out.insert(k.clone(), merged_value);
+            }
+            Value::Object(out)
+        }
+        (_, later) => later.clone(),
+    }
+}
+
+#[test]
+fn the_collector_configs_use_only_components_and_keys_of_the_pinned_contrib() {
+    let text = read(&format!("{COLLECTOR_DIR}/otel-collector.yaml"));
+    assert_eq!(
+        read("otel-collector.yaml"),
+        text,
+        "the repository root's otel-collector.yaml is the same file"
+    );
+    let config = document(&text);
+    assert_contrib_config("otel-collector.yaml", &config);
     assert_eq!(
         config["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"],
         "0.0.0.0:4317"
@@ -408,49 +685,92 @@ fn the_collector_config_uses_contrib_components_and_wires_them() {
         config["exporters"]["prometheus"]["endpoint"],
         "0.0.0.0:8889"
     );
+    // The exporter's queue batches; the discouraged batch processor is gone.
+    assert!(config["processors"].get("batch").is_none());
 
-    // The commented exporter blocks are ready to enable: uncommented, they parse and use
-    // contrib components with ${env:...} secrets.
-    let exporters_block: String = text
-        .lines()
-        .skip_while(|l| *l != "exporters:")
-        .take_while(|l| *l != "extensions:")
-        .map(|l| match l.strip_prefix("  # ") {
-            // Commented-out configuration (`key:` or `- item`), not prose.
-            Some(rest) if looks_like_config(rest) => format!("  {rest}"),
-            _ => l.to_owned(),
-        })
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let uncommented = document(&exporters_block);
-    let ids: Vec<&String> = uncommented["exporters"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .collect();
-    for expected in [
-        "prometheus",
-        "datadog",
-        "otlp/honeycomb",
-        "otlphttp/backend",
+    // Every backend block, once uncommented, is a complete config of contrib components,
+    // each backend in its own pipeline, Datadog's through cumulativetodelta.
+    let all = document(&uncommented(&text));
+    assert_contrib_config("otel-collector.yaml, uncommented", &all);
+    let pipelines = &all["service"]["pipelines"];
+    for (pipeline, exporter) in [
+        ("metrics", "prometheus"),
+        ("metrics/datadog", "datadog"),
+        ("metrics/honeycomb", "otlp_grpc/honeycomb"),
+        ("metrics/grafana_cloud", "otlp_http/grafana_cloud"),
     ] {
-        assert!(
-            ids.iter().any(|id| *id == expected),
-            "exporter {expected} offered: {ids:?}"
+        assert_eq!(
+            pipelines[pipeline]["exporters"],
+            serde_json::json!([exporter]),
+            "{pipeline}"
         );
     }
-    for id in ids {
-        assert!(CONTRIB.contains(&component_type(id)), "{id}");
-    }
+    assert!(
+        pipelines["metrics/datadog"]["processors"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("cumulativetodelta"))
+    );
+    let exporters = &all["exporters"];
     assert_eq!(
-        uncommented["exporters"]["otlp/honeycomb"]["headers"]["x-honeycomb-team"],
+        exporters["otlp_grpc/honeycomb"]["headers"]["x-honeycomb-team"],
         "${env:HONEYCOMB_API_KEY}"
     );
-    assert_eq!(
-        uncommented["exporters"]["datadog"]["api"]["key"],
-        "${env:DD_API_KEY}"
+    assert_eq!(exporters["datadog"]["api"]["key"], "${env:DD_API_KEY}");
+    for id in ["datadog", "otlp_grpc/honeycomb", "otlp_http/grafana_cloud"] {
+        assert!(
+            exporters[id]["sending_queue"]["batch"].is_object(),
+            "{id} batches in its queue"
+        );
+    }
+
+    // Kubernetes: the second --config adds the pod's metadata and the node's zone.
+    let k8s = merged(
+        &config,
+        &document(&read(&format!("{COLLECTOR_DIR}/k8s.yaml"))),
     );
+    assert_contrib_config("otel-collector.yaml + k8s.yaml", &k8s);
+    assert_eq!(
+        k8s["service"]["pipelines"]["metrics"]["processors"],
+        serde_json::json!(["memory_limiter", "k8sattributes", "resourcedetection"])
+    );
+    let labels = k8s["processors"]["k8sattributes"]["extract"]["labels"]
+        .as_array()
+        .unwrap();
+    assert!(
+        labels
+            .iter()
+            .any(|l| l["key"] == "topology.kubernetes.io/zone"
+                && l["from"] == "node"
+                && l["tag_name"] == "cloud.availability_zone")
+    );
+}
+
+#[test]
+fn a_misspelled_or_renamed_collector_component_or_key_is_caught() {
+    let cases = [
+        (
+            "receivers:\n  otlp:\n    protocols: {grpc: {endpoint: 'x:1'}}\nexporters:\n  otlp/old: {endpoint: 'x:1'}\nservice: {pipelines: {metrics: {receivers: [otlp], exporters: [otlp/old]}}}\n",
+            "has no exporters of type otlp",
+        ),
+        (
+            "receivers:\n  otlp:\n    protocols: {grpc: {endpoint: 'x:1'}}\nexporters:\n  prometheus: {endpoint: 'x:1', add_metric_sufixes: false}\nservice: {pipelines: {metrics: {receivers: [otlp], exporters: [prometheus]}}}\n",
+            "add_metric_sufixes is not a key",
+        ),
+        (
+            "receivers:\n  otlp:\n    protocols: {grpc: {endpoint: 'x:1'}}\nexporters:\n  prometheus: {endpoint: 'x:1'}\nservice: {pipelines: {metrics: {receivers: [otlp], processors: [batch], exporters: [prometheus]}}}\n",
+            "uses processors batch, which is defined",
+        ),
+    ];
+    for (text, expected) in cases {
+        let config = document(text);
+        let caught = std::panic::catch_unwind(|| assert_contrib_config("case", &config));
+        let message = caught
+            .err()
+            .and_then(|e| e.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        assert!(message.contains(expected), "{expected:?}: got {message:?}");
+    }
 }
 
 fn looks_like_config(line: &str) -> bool {
