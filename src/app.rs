@@ -77,6 +77,18 @@ pub async fn run(
     for warning in crate::config::tls_weakened(config) {
         warn!("{warning}.");
     }
+    if !tracing::enabled!(target: "librdkafka", tracing::Level::DEBUG) {
+        for cluster in config
+            .clusters
+            .iter()
+            .filter(|c| c.librdkafka.contains_key("debug"))
+        {
+            warn!(
+                cluster = %cluster.name,
+                "librdkafka.debug is set, but the log level hides librdkafka's debug lines; run with --log-level info,librdkafka=debug (or set log.level) to see them."
+            );
+        }
+    }
     for (cluster, clients) in config.clusters.iter().zip(clients) {
         let run = ClusterRun {
             cluster: cluster.clone(),

@@ -383,3 +383,38 @@ fn weakened_tls_is_warned_about_and_shown_as_it_is() {
         "{stdout}"
     );
 }
+
+/// `librdkafka: {debug: …}` output reaches the log when the log level lets librdkafka's debug
+/// lines through, and when it does not, the agent says how to see them.
+#[tokio::test]
+async fn librdkafka_debug_output_reaches_the_log_or_the_agent_says_how() {
+    let closed = free_port();
+    let cases = [
+        (
+            "info",
+            "the log level hides librdkafka's debug lines",
+            "facility=\"BROKER\"",
+        ),
+        (
+            "info,librdkafka=debug",
+            "facility=\"BROKER\"",
+            "the log level hides",
+        ),
+    ];
+    for (level, expected, absent) in cases {
+        let agent = AgentProcess::start(
+            &format!(
+                "clusters:\n  - name: dbg\n    bootstrap_servers: 127.0.0.1:{closed}\n    librdkafka: {{debug: broker}}\n\
+                 export: {{otlp: {{enabled: false}}}}\nhttp: {{listen: '127.0.0.1:0'}}\nlog: {{level: '{level}'}}\n"
+            ),
+            &[],
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !agent.output().contains(expected) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let output = agent.output();
+        assert!(output.contains(expected), "{level}: {output}");
+        assert!(!output.contains(absent), "{level}: {output}");
+    }
+}

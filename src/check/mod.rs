@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{ClusterConfig, Config};
-use crate::error::Chain;
+use crate::error::{Chain, ErrorKind};
 use crate::kafka::ClientTiming;
 use crate::kafka::metadata::ClusterView;
 use crate::kafka::reach::Stage;
@@ -222,7 +222,11 @@ async fn check_with_clients(
                 unreachable(
                     report,
                     &outcomes,
-                    &format!("cannot fetch cluster metadata: {}", Chain(&e)),
+                    &format!(
+                        "cannot fetch cluster metadata ({}): {}",
+                        ErrorKind::of(&e).as_str(),
+                        Chain(&e)
+                    ),
                 );
                 report.brokers = outcomes;
                 return;
@@ -271,9 +275,11 @@ async fn check_with_clients(
         Ok(t) if t.created => {
             // Publish the new topic's partitions before the heartbeat round reads them.
             if let Err(e) = metadata.probe_once().await {
-                report
-                    .problems
-                    .push(format!("cannot fetch cluster metadata: {}", Chain(&e)));
+                report.problems.push(format!(
+                    "cannot fetch cluster metadata ({}): {}",
+                    ErrorKind::of(&e).as_str(),
+                    Chain(&e)
+                ));
                 return;
             }
         }

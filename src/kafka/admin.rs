@@ -6,20 +6,35 @@ use std::time::Duration;
 use rdkafka::client::Client;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
+use super::LibrdkafkaLog;
 use super::metadata::{ClusterView, view_from};
 use super::native::groups::{self, CommittedOffset, GroupSummary};
 use super::native::offsets::{self, OffsetSpec, PartitionOffset};
 use super::native::{self, AdminError, ClusterDescription};
 use super::producer::{DeliveryContext, Producer};
 use crate::config::HeartbeatConfig;
+use crate::error::{Classified, ErrorKind};
 
 /// A metadata request that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {
     #[error("metadata request failed")]
     Request(#[source] KafkaError),
+    /// The client could not authenticate; librdkafka reports the request itself as timed out
+    /// or the brokers as down, which would hide the cause.
+    #[error("authentication failed")]
+    Authentication(#[source] Classified),
     #[error("the metadata request did not run")]
     Task(#[source] tokio::task::JoinError),
+}
+
+/// A failed metadata request, blamed on authentication when the client has failed to
+/// authenticate since its last successful request.
+fn request_failed(error: KafkaError, log: &LibrdkafkaLog) -> MetadataError {
+    match log.auth_failure() {
+        Some(reason) => MetadataError::Authentication(Classified::new(ErrorKind::Auth, reason)),
+        None => MetadataError::Request(error),
+    }
 }
 
 /// Creating the heartbeat topic failed.
@@ -68,10 +83,12 @@ impl Admin {
         timeout: Duration,
     ) -> Result<ClusterView, MetadataError> {
         let topic = topic.to_owned();
+        let log = self.producer.log().clone();
         self.blocking(move |client| {
             let metadata = client
                 .fetch_metadata(Some(&topic), timeout)
-                .map_err(MetadataError::Request)?;
+                .map_err(|e| request_failed(e, &log))?;
+            log.authenticated();
             // The metadata response carried the cluster id and controller; librdkafka has
             // them cached by now.
             let cluster_id = client.fetch_cluster_id(Duration::from_millis(500));
@@ -84,10 +101,12 @@ impl Admin {
 
     /// Every topic's partitions with their leader and replicas (one metadata request).
     pub async fn topics(&self, timeout: Duration) -> Result<Vec<TopicLayout>, MetadataError> {
+        let log = self.producer.log().clone();
         self.blocking(move |client| {
             let metadata = client
                 .fetch_metadata(None, timeout)
-                .map_err(MetadataError::Request)?;
+                .map_err(|e| request_failed(e, &log))?;
+            log.authenticated();
             Ok(metadata
                 .topics()
                 .iter()

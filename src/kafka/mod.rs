@@ -25,7 +25,7 @@ use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::ConsumerContext;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tracing::{debug, info, warn};
 
 use crate::config::{ClusterConfig, SaslMechanism};
@@ -187,6 +187,9 @@ pub struct LibrdkafkaLog {
     cluster: String,
     role: Role,
     recent: Arc<Mutex<HashMap<String, Instant>>>,
+    /// librdkafka's last authentication failure, until a request succeeds again: requests
+    /// that fail meanwhile fail because of it, though librdkafka reports them as timeouts.
+    auth_failure: Arc<Mutex<Option<String>>>,
 }
 
 /// How long a repeated librdkafka warning stays at DEBUG after it was logged at WARN.
@@ -198,6 +201,19 @@ impl LibrdkafkaLog {
             cluster: cluster.to_owned(),
             role,
             recent: Arc::default(),
+            auth_failure: Arc::default(),
+        }
+    }
+
+    /// Why authentication last failed, if it has not succeeded since.
+    pub fn auth_failure(&self) -> Option<String> {
+        self.auth_failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// A request went through: the client is authenticated.
+    pub fn authenticated(&self) {
+        if let Ok(mut failure) = self.auth_failure.lock() {
+            *failure = None;
         }
     }
 
@@ -255,11 +271,43 @@ impl LibrdkafkaLog {
     /// so this is a WARN, not an ERROR that pages someone.
     pub fn error(&self, error: &KafkaError, reason: &str) {
         let (cluster, client) = (self.cluster.as_str(), self.role.as_str());
+        if is_authentication(error)
+            && let Ok(mut failure) = self.auth_failure.lock()
+        {
+            *failure = Some(without_repeat_count(strip_thread(reason)));
+        }
         if self.first_in_window(reason) {
             warn!(target: "librdkafka", cluster, client, %error, "{reason}");
         } else {
             debug!(target: "librdkafka", cluster, client, %error, "{reason}");
         }
+    }
+}
+
+/// A client-level failure to authenticate (bad credentials, a mechanism the broker does not
+/// offer), as opposed to an ACL refusing one request.
+fn is_authentication(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            C::Authentication
+                | C::SaslAuthenticationFailed
+                | C::UnsupportedSASLMechanism
+                | C::IllegalSASLState
+        )
+    )
+}
+
+/// A reason without librdkafka's count of repeats (`, 3 identical error(s) suppressed`).
+fn without_repeat_count(reason: &str) -> String {
+    let Some(end) = reason.find(" identical error(s) suppressed") else {
+        return reason.to_owned();
+    };
+    let digits = reason[..end].trim_end_matches(|c: char| c.is_ascii_digit());
+    match digits.strip_suffix(", ") {
+        Some(head) if digits.len() < end => format!("{head}{}", &reason[end + 30..]),
+        _ => reason.to_owned(),
     }
 }
 
@@ -318,6 +366,28 @@ mod tests {
         assert!(!log.first_in_window(
             "[thrd:127.0.0.1:9/bootstrap]: 127.0.0.1:9/bootstrap: Connect to ipv4#127.0.0.1:9 failed: Connection refused, 1 identical error(s) suppressed"
         ));
+    }
+
+    #[test]
+    fn authentication_failures_are_kept_until_a_request_succeeds() {
+        let log = LibrdkafkaLog::new("c", Role::Producer);
+        log.error(
+            &KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure),
+            "b:9/bootstrap: Connect to ipv4#127.0.0.1:9 failed",
+        );
+        assert_eq!(log.auth_failure(), None, "a transport failure is not one");
+        log.error(
+            &KafkaError::Global(RDKafkaErrorCode::Authentication),
+            "[thrd:b]: b:9/bootstrap: SASL authentication error: Authentication failed (after 0ms in state AUTH_REQ, 3 identical error(s) suppressed)",
+        );
+        assert_eq!(
+            log.auth_failure().as_deref(),
+            Some(
+                "b:9/bootstrap: SASL authentication error: Authentication failed (after 0ms in state AUTH_REQ)"
+            )
+        );
+        log.authenticated();
+        assert_eq!(log.auth_failure(), None);
     }
 
     #[test]

@@ -97,6 +97,11 @@ impl Producer {
         self.inner.client()
     }
 
+    /// Where librdkafka's logs and errors of this client go, and its authentication state.
+    pub fn log(&self) -> &LibrdkafkaLog {
+        &self.client().context().log
+    }
+
     /// Hands `record` to librdkafka; its outcome comes to the delivery callback. An error
     /// means librdkafka refused it at once (its queue is full, say).
     pub fn send(&self, record: Record<'_>) -> Result<(), KafkaError> {

@@ -3,6 +3,10 @@
 //! a client sees when partitions are added to a topic (neither tansu nor librdkafka's mock
 //! can add partitions). Everything else passes through untouched; Metadata answers point
 //! the clients at the proxy's listeners.
+//!
+//! It can also put SASL/PLAIN in front of brokers that have none (librdkafka's mock has no
+//! SASL, and tansu's needs PostgreSQL storage): it answers SaslHandshake and SaslAuthenticate
+//! itself as a broker does, and relays the connection once the client has authenticated.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -12,6 +16,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const METADATA: i16 = 3;
+const SASL_HANDSHAKE: i16 = 17;
+const API_VERSIONS: i16 = 18;
+const SASL_AUTHENTICATE: i16 = 36;
+
+/// The one SASL mechanism and account the proxy accepts.
+#[derive(Clone, Debug)]
+pub struct SaslPlain {
+    pub username: String,
+    pub password: String,
+}
 
 pub struct KafkaProxy {
     /// Upstream port → proxy port.
@@ -25,6 +39,21 @@ impl KafkaProxy {
     /// Listens in front of every broker of `bootstrap` (`host:port,...`), showing only the
     /// first `visible` partitions of `topic`.
     pub async fn start(bootstrap: &str, topic: &str, visible: i32) -> Self {
+        Self::start_with(bootstrap, topic, visible, None).await
+    }
+
+    /// Listens in front of every broker of `bootstrap`, letting in only clients that
+    /// authenticate with SASL/PLAIN as `account`.
+    pub async fn with_sasl(bootstrap: &str, account: SaslPlain) -> Self {
+        Self::start_with(bootstrap, "", i32::MAX, Some(account)).await
+    }
+
+    async fn start_with(
+        bootstrap: &str,
+        topic: &str,
+        visible: i32,
+        sasl: Option<SaslPlain>,
+    ) -> Self {
         let mut listeners = Vec::new();
         let mut ports = HashMap::new();
         for address in bootstrap.split(',') {
@@ -36,16 +65,19 @@ impl KafkaProxy {
         let ports = Arc::new(ports);
         let visible = Arc::new(AtomicI32::new(visible));
         let topic = Arc::new(topic.to_owned());
+        let sasl = sasl.map(Arc::new);
         let tasks = listeners
             .into_iter()
             .map(|(listener, upstream)| {
                 let (ports, visible, topic) = (ports.clone(), visible.clone(), topic.clone());
+                let sasl = sasl.clone();
                 tokio::spawn(async move {
                     while let Ok((client, _)) = listener.accept().await {
                         let rewrite = Rewrite {
                             ports: ports.clone(),
                             visible: visible.clone(),
                             topic: topic.clone(),
+                            sasl: sasl.clone(),
                         };
                         tokio::spawn(relay(client, upstream, rewrite));
                     }
@@ -89,13 +121,19 @@ struct Rewrite {
     ports: Arc<HashMap<u16, u16>>,
     visible: Arc<AtomicI32>,
     topic: Arc<String>,
+    sasl: Option<Arc<SaslPlain>>,
 }
 
 /// Relays one client connection to `upstream`, rewriting Metadata answers.
-async fn relay(client: TcpStream, upstream: u16, rewrite: Rewrite) {
-    let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+async fn relay(mut client: TcpStream, upstream: u16, rewrite: Rewrite) {
+    let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
         return;
     };
+    if let Some(account) = &rewrite.sasl
+        && !authenticate(&mut client, &mut server, account).await
+    {
+        return;
+    }
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     // Correlation id → (api key, api version) of requests in flight.
@@ -131,6 +169,137 @@ async fn relay(client: TcpStream, upstream: u16, rewrite: Rewrite) {
         }
     };
     tokio::join!(requests, responses);
+}
+
+/// The SASL exchange a broker with a SASL_PLAINTEXT listener runs before anything else:
+/// ApiVersions (relayed, with the SASL requests added to the answer), SaslHandshake and
+/// SaslAuthenticate (answered here, versions 0 and 1). Whether the client got in; a client
+/// that did not is answered with the broker's error and then disconnected, as a broker does.
+async fn authenticate(client: &mut TcpStream, server: &mut TcpStream, account: &SaslPlain) -> bool {
+    loop {
+        let Some(request) = read_frame(client).await else {
+            return false;
+        };
+        if request.len() < 10 {
+            return false;
+        }
+        let key = i16::from_be_bytes([request[0], request[1]]);
+        let version = i16::from_be_bytes([request[2], request[3]]);
+        let correlation = &request[4..8];
+        // Request header v1: then the client id (a nullable string).
+        let client_id = i16::from_be_bytes([request[8], request[9]]);
+        let mut body = Reader {
+            buf: &request,
+            at: 10 + usize::try_from(client_id.max(0)).unwrap(),
+        };
+        let mut answer = correlation.to_vec();
+        match key {
+            API_VERSIONS => {
+                if write_frame(server, &request).await.is_err() {
+                    return false;
+                }
+                let Some(response) = read_frame(server).await else {
+                    return false;
+                };
+                if write_frame(client, &with_sasl_versions(&response, version))
+                    .await
+                    .is_err()
+                {
+                    return false;
+                }
+                continue;
+            }
+            SASL_HANDSHAKE => {
+                let length = i16::from_be_bytes(body.take(2).try_into().unwrap());
+                let mechanism = body.take(usize::try_from(length).unwrap());
+                let offered = mechanism == b"PLAIN";
+                // Error 33 is UNSUPPORTED_SASL_MECHANISM; the answer lists what is offered.
+                answer.extend_from_slice(&(if offered { 0i16 } else { 33 }).to_be_bytes());
+                answer.extend_from_slice(&1i32.to_be_bytes());
+                answer.extend_from_slice(&5i16.to_be_bytes());
+                answer.extend_from_slice(b"PLAIN");
+                if write_frame(client, &answer).await.is_err() || !offered {
+                    return false;
+                }
+            }
+            SASL_AUTHENTICATE => {
+                let length = i32::from_be_bytes(body.take(4).try_into().unwrap());
+                let token = body.take(usize::try_from(length).unwrap());
+                // PLAIN: authorization id, user name, password, separated by NUL.
+                let parts: Vec<&[u8]> = token.split(|b| *b == 0).collect();
+                let accepted = parts.len() == 3
+                    && parts[1] == account.username.as_bytes()
+                    && parts[2] == account.password.as_bytes();
+                // Error 58 is SASL_AUTHENTICATION_FAILED, with the broker's message.
+                let message: &[u8] = b"Authentication failed: Invalid username or password";
+                if accepted {
+                    answer.extend_from_slice(&0i16.to_be_bytes());
+                    answer.extend_from_slice(&(-1i16).to_be_bytes());
+                } else {
+                    answer.extend_from_slice(&58i16.to_be_bytes());
+                    answer.extend_from_slice(&i16::try_from(message.len()).unwrap().to_be_bytes());
+                    answer.extend_from_slice(message);
+                }
+                answer.extend_from_slice(&0i32.to_be_bytes()); // no auth bytes back
+                if version >= 1 {
+                    answer.extend_from_slice(&0i64.to_be_bytes()); // no session lifetime
+                }
+                if write_frame(client, &answer).await.is_err() || !accepted {
+                    return false;
+                }
+                return true;
+            }
+            // Anything else before authenticating is a client that does not speak SASL.
+            _ => return false,
+        }
+    }
+}
+
+/// An ApiVersions answer with SaslHandshake and SaslAuthenticate offered at versions 0 to 1
+/// (the broker behind the proxy may list them with other versions, or not at all).
+fn with_sasl_versions(response: &[u8], version: i16) -> Vec<u8> {
+    let flexible = version >= 3;
+    let mut r = Reader {
+        buf: response,
+        at: 0,
+    };
+    let mut w = r.take(6).to_vec(); // correlation id (header v0 always), error code
+    let count = if flexible {
+        r.uvarint().saturating_sub(1)
+    } else {
+        u64::try_from(i32::from_be_bytes(r.take(4).try_into().unwrap())).unwrap()
+    };
+    let mut entries = Vec::new();
+    let mut kept = 0u64;
+    for _ in 0..count {
+        let start = r.at;
+        let key = i16::from_be_bytes(r.take(2).try_into().unwrap());
+        r.take(4);
+        if flexible {
+            r.skip_tags();
+        }
+        if key != SASL_HANDSHAKE && key != SASL_AUTHENTICATE {
+            entries.extend_from_slice(&response[start..r.at]);
+            kept += 1;
+        }
+    }
+    for key in [SASL_HANDSHAKE, SASL_AUTHENTICATE] {
+        entries.extend_from_slice(&key.to_be_bytes());
+        entries.extend_from_slice(&0i16.to_be_bytes());
+        entries.extend_from_slice(&1i16.to_be_bytes());
+        if flexible {
+            entries.push(0); // no tags
+        }
+        kept += 1;
+    }
+    if flexible {
+        put_uvarint(&mut w, kept + 1);
+    } else {
+        w.extend_from_slice(&i32::try_from(kept).unwrap().to_be_bytes());
+    }
+    w.extend_from_slice(&entries);
+    w.extend_from_slice(&response[r.at..]); // throttle time, tags
+    w
 }
 
 async fn read_frame(stream: &mut (impl AsyncReadExt + Unpin)) -> Option<Vec<u8>> {
