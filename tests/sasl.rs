@@ -10,7 +10,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::kafka_proxy::{KafkaProxy, SaslPlain};
+use support::kafka_proxy::{KafkaProxy, SaslAccount};
 use support::process::{config_file, run_to_end};
 use support::{MockKafka, unique_topic};
 
@@ -33,7 +33,7 @@ async fn sasl_failures_are_reported_as_authentication_failures() {
     mock.create_topic(&topic, 1);
     let proxy = KafkaProxy::with_sasl(
         &mock.bootstrap(),
-        SaslPlain {
+        SaslAccount::Plain {
             username: "agent".to_owned(),
             password: PASSWORD.to_owned(),
         },

@@ -4,9 +4,10 @@
 //! can add partitions). Everything else passes through untouched; Metadata answers point
 //! the clients at the proxy's listeners.
 //!
-//! It can also put SASL/PLAIN in front of brokers that have none (librdkafka's mock has no
-//! SASL, and tansu's needs PostgreSQL storage): it answers SaslHandshake and SaslAuthenticate
-//! itself as a broker does, and relays the connection once the client has authenticated.
+//! It can also put SASL (PLAIN, or OAUTHBEARER with one valid token) in front of brokers that
+//! have none (librdkafka's mock has no SASL, and tansu's needs PostgreSQL storage): it answers
+//! SaslHandshake and SaslAuthenticate itself as a broker does, and relays the connection once
+//! the client has authenticated.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -22,9 +23,49 @@ const SASL_AUTHENTICATE: i16 = 36;
 
 /// The one SASL mechanism and account the proxy accepts.
 #[derive(Clone, Debug)]
-pub struct SaslPlain {
-    pub username: String,
-    pub password: String,
+pub enum SaslAccount {
+    Plain {
+        username: String,
+        password: String,
+    },
+    /// A bearer token, and the SASL extensions (RFC 7628) of every authentication, in order.
+    OAuthBearer {
+        token: String,
+        extensions: Arc<Mutex<Vec<String>>>,
+    },
+}
+
+impl SaslAccount {
+    fn mechanism(&self) -> &'static str {
+        match self {
+            Self::Plain { .. } => "PLAIN",
+            Self::OAuthBearer { .. } => "OAUTHBEARER",
+        }
+    }
+
+    /// Whether the client's first (and only) SASL message proves this account.
+    fn accepts(&self, message: &[u8]) -> bool {
+        match self {
+            Self::Plain { username, password } => {
+                // Authorization id, user name, password, separated by NUL.
+                let parts: Vec<&[u8]> = message.split(|b| *b == 0).collect();
+                parts.len() == 3
+                    && parts[1] == username.as_bytes()
+                    && parts[2] == password.as_bytes()
+            }
+            Self::OAuthBearer { token, extensions } => {
+                // `n,,\x01auth=Bearer <token>\x01key=value\x01…\x01`
+                let text = String::from_utf8_lossy(message);
+                let mut fields = text.split('\x01').skip(1).filter(|f| !f.is_empty());
+                let bearer = fields.next().and_then(|f| f.strip_prefix("auth=Bearer "));
+                extensions
+                    .lock()
+                    .unwrap()
+                    .push(fields.collect::<Vec<_>>().join(","));
+                bearer == Some(token.as_str())
+            }
+        }
+    }
 }
 
 pub struct KafkaProxy {
@@ -43,8 +84,8 @@ impl KafkaProxy {
     }
 
     /// Listens in front of every broker of `bootstrap`, letting in only clients that
-    /// authenticate with SASL/PLAIN as `account`.
-    pub async fn with_sasl(bootstrap: &str, account: SaslPlain) -> Self {
+    /// authenticate as `account`.
+    pub async fn with_sasl(bootstrap: &str, account: SaslAccount) -> Self {
         Self::start_with(bootstrap, "", i32::MAX, Some(account)).await
     }
 
@@ -52,7 +93,7 @@ impl KafkaProxy {
         bootstrap: &str,
         topic: &str,
         visible: i32,
-        sasl: Option<SaslPlain>,
+        sasl: Option<SaslAccount>,
     ) -> Self {
         let mut listeners = Vec::new();
         let mut ports = HashMap::new();
@@ -121,7 +162,7 @@ struct Rewrite {
     ports: Arc<HashMap<u16, u16>>,
     visible: Arc<AtomicI32>,
     topic: Arc<String>,
-    sasl: Option<Arc<SaslPlain>>,
+    sasl: Option<Arc<SaslAccount>>,
 }
 
 /// Relays one client connection to `upstream`, rewriting Metadata answers.
@@ -175,7 +216,11 @@ async fn relay(mut client: TcpStream, upstream: u16, rewrite: Rewrite) {
 /// ApiVersions (relayed, with the SASL requests added to the answer), SaslHandshake and
 /// SaslAuthenticate (answered here, versions 0 and 1). Whether the client got in; a client
 /// that did not is answered with the broker's error and then disconnected, as a broker does.
-async fn authenticate(client: &mut TcpStream, server: &mut TcpStream, account: &SaslPlain) -> bool {
+async fn authenticate(
+    client: &mut TcpStream,
+    server: &mut TcpStream,
+    account: &SaslAccount,
+) -> bool {
     loop {
         let Some(request) = read_frame(client).await else {
             return false;
@@ -212,12 +257,13 @@ async fn authenticate(client: &mut TcpStream, server: &mut TcpStream, account: &
             SASL_HANDSHAKE => {
                 let length = i16::from_be_bytes(body.take(2).try_into().unwrap());
                 let mechanism = body.take(usize::try_from(length).unwrap());
-                let offered = mechanism == b"PLAIN";
+                let ours = account.mechanism().as_bytes();
+                let offered = mechanism == ours;
                 // Error 33 is UNSUPPORTED_SASL_MECHANISM; the answer lists what is offered.
                 answer.extend_from_slice(&(if offered { 0i16 } else { 33 }).to_be_bytes());
                 answer.extend_from_slice(&1i32.to_be_bytes());
-                answer.extend_from_slice(&5i16.to_be_bytes());
-                answer.extend_from_slice(b"PLAIN");
+                answer.extend_from_slice(&i16::try_from(ours.len()).unwrap().to_be_bytes());
+                answer.extend_from_slice(ours);
                 if write_frame(client, &answer).await.is_err() || !offered {
                     return false;
                 }
@@ -225,13 +271,14 @@ async fn authenticate(client: &mut TcpStream, server: &mut TcpStream, account: &
             SASL_AUTHENTICATE => {
                 let length = i32::from_be_bytes(body.take(4).try_into().unwrap());
                 let token = body.take(usize::try_from(length).unwrap());
-                // PLAIN: authorization id, user name, password, separated by NUL.
-                let parts: Vec<&[u8]> = token.split(|b| *b == 0).collect();
-                let accepted = parts.len() == 3
-                    && parts[1] == account.username.as_bytes()
-                    && parts[2] == account.password.as_bytes();
+                let accepted = account.accepts(token);
                 // Error 58 is SASL_AUTHENTICATION_FAILED, with the broker's message.
-                let message: &[u8] = b"Authentication failed: Invalid username or password";
+                let message: &[u8] = match account {
+                    SaslAccount::Plain { .. } => {
+                        b"Authentication failed: Invalid username or password"
+                    }
+                    SaslAccount::OAuthBearer { .. } => b"Authentication failed: invalid token",
+                };
                 if accepted {
                     answer.extend_from_slice(&0i16.to_be_bytes());
                     answer.extend_from_slice(&(-1i16).to_be_bytes());
