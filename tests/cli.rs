@@ -30,7 +30,7 @@ fn validate_prints_the_effective_config_with_secrets_redacted() {
          \x20   sasl: {username: KEY, password: '${SASL_SECRET}'}\n\
          \x20   librdkafka: {ssl.key.password: librdkafka-secret-31d0}\n\
          \x20 - name: oauth\n    bootstrap_servers: pkc-2.example:9092\n    security_protocol: SASL_SSL\n\
-         \x20   sasl:\n      mechanism: OAUTHBEARER\n      oauthbearer: {token_endpoint_url: 'https://idp/token', client_id: id, client_secret: oauth-secret-5e1b}\n\
+         \x20   sasl:\n      mechanism: OAUTHBEARER\n      oauthbearer: {token_endpoint_url: 'https://idp/token?audience=aud-secret-88c2', client_id: id, client_secret: oauth-secret-5e1b}\n\
          export:\n  otlp: {headers: {x-api-key: header-secret-77aa}}\n",
     );
     let out = run_to_end(
@@ -45,7 +45,11 @@ fn validate_prints_the_effective_config_with_secrets_redacted() {
     assert!(stdout.contains("password: \"<redacted>\""), "{stdout}");
     assert!(stdout.contains("client_secret: \"<redacted>\""), "{stdout}");
     assert!(stdout.contains("x-api-key: \"<redacted>\""), "{stdout}");
-    for secret in SECRETS {
+    assert!(
+        stdout.contains("token_endpoint_url: \"https://idp/token?audience=redacted\""),
+        "{stdout}"
+    );
+    for secret in SECRETS.iter().chain(&["aud-secret-88c2"]) {
         assert!(
             !stdout.contains(secret) && !stderr.contains(secret),
             "{secret} leaked:\n{stdout}{stderr}"

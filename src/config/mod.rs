@@ -11,6 +11,7 @@ mod export;
 mod filters;
 mod labels;
 mod render;
+mod sasl;
 mod schema_registry;
 mod types;
 mod yaml;

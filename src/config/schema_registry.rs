@@ -11,7 +11,13 @@ pub(super) fn read_schema_registry(
     let path = s.path().to_owned();
     let url = match s.field("url") {
         Some(f) => f.non_empty_string(r).and_then(|text| {
-            let parsed = parse_url(&text);
+            let parsed = parse_url(&text, "basic_auth").and_then(|url| {
+                if url.query().is_some() || url.fragment().is_some() {
+                    Err("the URL has a query or fragment; give the registry's base URL".to_owned())
+                } else {
+                    Ok(url)
+                }
+            });
             if let Err(why) = &parsed {
                 // The URL is not echoed: it may hold credentials.
                 f.error(
@@ -80,8 +86,9 @@ pub(super) fn read_schema_registry(
     })
 }
 
-/// An http(s) URL with a host and no credentials in it.
-fn parse_url(text: &str) -> Result<url::Url, String> {
+/// An http(s) URL with a host and no credentials in it; `credentials_go` says where they
+/// belong instead.
+pub(super) fn parse_url(text: &str, credentials_go: &str) -> Result<url::Url, String> {
     let url = url::Url::parse(text).map_err(|e| format!("not a URL ({e})"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!("scheme {:?} is not http or https", url.scheme()));
@@ -90,10 +97,9 @@ fn parse_url(text: &str) -> Result<url::Url, String> {
         return Err("the URL has no host".to_owned());
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err("the URL holds credentials; put them under basic_auth".to_owned());
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err("the URL has a query or fragment; give the registry's base URL".to_owned());
+        return Err(format!(
+            "the URL holds credentials; put them under {credentials_go}"
+        ));
     }
     Ok(url)
 }

@@ -238,6 +238,8 @@ pub struct SaslConfig {
 /// OAUTHBEARER with an OIDC token endpoint (client credentials), as Confluent Cloud uses.
 #[derive(Clone, Debug, Serialize)]
 pub struct OAuthBearerConfig {
+    /// Query values may be secrets: shown redacted.
+    #[serde(serialize_with = "render::redacted_url")]
     pub token_endpoint_url: String,
     pub client_id: String,
     pub client_secret: Secret,

@@ -190,6 +190,9 @@ pub struct LibrdkafkaLog {
     /// librdkafka's last authentication failure, until a request succeeds again: requests
     /// that fail meanwhile fail because of it, though librdkafka reports them as timeouts.
     auth_failure: Arc<Mutex<Option<String>>>,
+    /// Text librdkafka prints that must not reach the log (a token endpoint URL with query
+    /// values), with what to print instead.
+    redactions: Arc<[(String, String)]>,
 }
 
 /// How long a repeated librdkafka warning stays at DEBUG after it was logged at WARN.
@@ -202,7 +205,35 @@ impl LibrdkafkaLog {
             role,
             recent: Arc::default(),
             auth_failure: Arc::default(),
+            redactions: Arc::new([]),
         }
+    }
+
+    /// The log of one client of `cluster`, hiding the secrets librdkafka may print.
+    pub fn for_cluster(cluster: &ClusterConfig, role: Role) -> Self {
+        let redactions: Vec<(String, String)> = cluster
+            .sasl
+            .as_ref()
+            .and_then(|sasl| sasl.oauthbearer.as_ref())
+            .map(|oauth| &oauth.token_endpoint_url)
+            .map(|url| (url.clone(), crate::config::redact_url(url)))
+            .filter(|(url, shown)| url != shown)
+            .into_iter()
+            .collect();
+        Self {
+            redactions: redactions.into(),
+            ..Self::new(&cluster.name, role)
+        }
+    }
+
+    fn redacted<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        let mut text = std::borrow::Cow::Borrowed(text);
+        for (secret, shown) in self.redactions.iter() {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), shown).into();
+            }
+        }
+        text
     }
 
     /// Why authentication last failed, if it has not succeeded since.
@@ -244,6 +275,7 @@ impl LibrdkafkaLog {
 
     pub fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         let (cluster, client) = (self.cluster.as_str(), self.role.as_str());
+        let message = &*self.redacted(message);
         match level {
             RDKafkaLogLevel::Emerg
             | RDKafkaLogLevel::Alert
@@ -271,6 +303,7 @@ impl LibrdkafkaLog {
     /// so this is a WARN, not an ERROR that pages someone.
     pub fn error(&self, error: &KafkaError, reason: &str) {
         let (cluster, client) = (self.cluster.as_str(), self.role.as_str());
+        let reason = &*self.redacted(reason);
         if is_authentication(error)
             && let Ok(mut failure) = self.auth_failure.lock()
         {
@@ -326,9 +359,9 @@ pub struct AgentContext {
 }
 
 impl AgentContext {
-    pub fn new(cluster: &str, role: Role) -> Self {
+    pub fn new(cluster: &ClusterConfig, role: Role) -> Self {
         Self {
-            log: LibrdkafkaLog::new(cluster, role),
+            log: LibrdkafkaLog::for_cluster(cluster, role),
         }
     }
 }
@@ -366,6 +399,23 @@ mod tests {
         assert!(!log.first_in_window(
             "[thrd:127.0.0.1:9/bootstrap]: 127.0.0.1:9/bootstrap: Connect to ipv4#127.0.0.1:9 failed: Connection refused, 1 identical error(s) suppressed"
         ));
+    }
+
+    #[test]
+    fn a_token_endpoint_url_with_query_values_is_logged_redacted() {
+        let config = from_str(
+            "t",
+            "clusters:\n  - name: a\n    bootstrap_servers: x:1\n    security_protocol: SASL_SSL\n    sasl:\n      mechanism: OAUTHBEARER\n      oauthbearer: {token_endpoint_url: 'https://idp/token?key=qs-secret', client_id: i, client_secret: s}\n",
+            &|_| None,
+        )
+        .unwrap();
+        let log = LibrdkafkaLog::for_cluster(&config.clusters[0], Role::Producer);
+        assert_eq!(
+            log.redacted(
+                "Failed to retrieve OIDC token from \"https://idp/token?key=qs-secret\": 401"
+            ),
+            "Failed to retrieve OIDC token from \"https://idp/token?key=redacted\": 401"
+        );
     }
 
     #[test]

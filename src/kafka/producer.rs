@@ -142,7 +142,7 @@ pub fn producer(
 ) -> Result<Producer, BuildError> {
     let producer: BaseProducer<DeliveryContext> = client_config(cluster, Role::Producer, timing)
         .create_with_context(DeliveryContext {
-            log: LibrdkafkaLog::new(&cluster.name, Role::Producer),
+            log: LibrdkafkaLog::for_cluster(cluster, Role::Producer),
             on_delivery,
         })
         .map_err(|source| BuildError::KafkaClient {

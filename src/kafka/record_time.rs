@@ -38,7 +38,7 @@ pub fn record_times(
                 uuid::Uuid::new_v4().as_u64_pair().0
             ),
         )
-        .create_with_context(AgentContext::new(&cluster.name, Role::RecordReader))?;
+        .create_with_context(AgentContext::new(cluster, Role::RecordReader))?;
     let mut assignment = TopicPartitionList::with_capacity(wanted.len());
     let mut first_offset = BTreeMap::new();
     for (topic, partition, offset) in wanted {

@@ -43,7 +43,7 @@ impl<'a> Reader<'a> {
         self.errors.push(ConfigError {
             path: path.into(),
             line,
-            message: message.into(),
+            message: shortened(&message.into()),
         });
     }
 
@@ -310,3 +310,44 @@ impl<'n> Section<'n> {
 
 #[cfg(test)]
 mod tests;
+
+/// Longest quoted value an error message echoes in full; a longer one (a whole file pasted
+/// into a key, a line of some other file) is cut, and its length said.
+const ECHO_LIMIT: usize = 64;
+
+/// `message` with each quoted value longer than [`ECHO_LIMIT`] characters cut short.
+fn shortened(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(1024));
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c != '"' {
+            continue;
+        }
+        // A quoted value, as `{:?}` writes it: up to the next quote that is not escaped.
+        let mut inner = String::new();
+        let mut escaped = false;
+        let mut closed = false;
+        for c in chars.by_ref() {
+            if c == '"' && !escaped {
+                closed = true;
+                break;
+            }
+            escaped = c == '\\' && !escaped;
+            inner.push(c);
+        }
+        let length = inner.chars().count();
+        if length > ECHO_LIMIT {
+            let head: String = inner.chars().take(ECHO_LIMIT / 2).collect();
+            out.push_str(head.trim_end_matches('\\'));
+            out.push_str("…\"");
+            out.push_str(&format!(" ({length} characters)"));
+        } else {
+            out.push_str(&inner);
+            if closed {
+                out.push('"');
+            }
+        }
+    }
+    out
+}

@@ -129,7 +129,7 @@ impl HeartbeatClients {
         // commits.
         let consumer: BaseConsumer<AgentContext> = client_config(cluster, Role::Consumer, timing)
             .set("group.id", format!("cc-heartbeat-{}", origin.run))
-            .create_with_context(AgentContext::new(&cluster.name, Role::Consumer))
+            .create_with_context(AgentContext::new(cluster, Role::Consumer))
             .map_err(|source| BuildError::KafkaClient {
                 cluster: cluster.name.clone(),
                 role: Role::Consumer.as_str(),
