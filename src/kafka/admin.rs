@@ -6,24 +6,21 @@ use std::time::Duration;
 use rdkafka::client::Client;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-use super::LibrdkafkaLog;
 use super::metadata::{ClusterView, view_from};
 use super::native::groups::{self, CommittedOffset, GroupSummary};
 use super::native::offsets::{self, OffsetSpec, PartitionOffset};
 use super::native::{self, AdminError, ClusterDescription};
 use super::producer::{DeliveryContext, Producer};
+use super::{AuthenticationFailed, LibrdkafkaLog};
 use crate::config::HeartbeatConfig;
-use crate::error::{Classified, ErrorKind};
 
 /// A metadata request that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {
     #[error("metadata request failed")]
     Request(#[source] KafkaError),
-    /// The client could not authenticate; librdkafka reports the request itself as timed out
-    /// or the brokers as down, which would hide the cause.
-    #[error("authentication failed")]
-    Authentication(#[source] Classified),
+    #[error(transparent)]
+    Authentication(AuthenticationFailed),
     #[error("the metadata request did not run")]
     Task(#[source] tokio::task::JoinError),
 }
@@ -31,8 +28,8 @@ pub enum MetadataError {
 /// A failed metadata request, blamed on authentication when the client has failed to
 /// authenticate since its last successful request.
 fn request_failed(error: KafkaError, log: &LibrdkafkaLog) -> MetadataError {
-    match log.auth_failure() {
-        Some(reason) => MetadataError::Authentication(Classified::new(ErrorKind::Auth, reason)),
+    match log.auth_error() {
+        Some(auth) => MetadataError::Authentication(auth),
         None => MetadataError::Request(error),
     }
 }

@@ -29,6 +29,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tracing::{debug, info, warn};
 
 use crate::config::{ClusterConfig, SaslMechanism};
+use crate::error::{Classified, ErrorKind};
 
 /// What a client is for; names it in logs and in `client.id`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -241,6 +242,12 @@ impl LibrdkafkaLog {
         self.auth_failure.lock().ok().and_then(|f| f.clone())
     }
 
+    /// What a request that failed meanwhile really failed on, if authentication is failing.
+    pub fn auth_error(&self) -> Option<AuthenticationFailed> {
+        self.auth_failure()
+            .map(|reason| AuthenticationFailed(Classified::new(ErrorKind::Auth, reason)))
+    }
+
     /// A request went through: the client is authenticated.
     pub fn authenticated(&self) {
         if let Ok(mut failure) = self.auth_failure.lock() {
@@ -316,6 +323,12 @@ impl LibrdkafkaLog {
         }
     }
 }
+
+/// The client could not authenticate (librdkafka's reason is the source). librdkafka reports
+/// the requests and records that fail meanwhile as timed out, which would hide the cause.
+#[derive(Debug, thiserror::Error)]
+#[error("authentication failed")]
+pub struct AuthenticationFailed(#[source] Classified);
 
 /// A client-level failure to authenticate (bad credentials, a mechanism the broker does not
 /// offer), as opposed to an ACL refusing one request.

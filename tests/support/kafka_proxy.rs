@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const METADATA: i16 = 3;
+const FIND_COORDINATOR: i16 = 10;
 const SASL_HANDSHAKE: i16 = 17;
 const API_VERSIONS: i16 = 18;
 const SASL_AUTHENTICATE: i16 = 36;
@@ -73,6 +74,9 @@ pub struct KafkaProxy {
     ports: Arc<HashMap<u16, u16>>,
     /// Partitions of the topic with an index below this are shown.
     visible: Arc<AtomicI32>,
+    sasl: Option<Arc<Mutex<SaslAccount>>>,
+    /// Bumped to drop every connection.
+    disconnect: tokio::sync::watch::Sender<u64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -106,12 +110,13 @@ impl KafkaProxy {
         let ports = Arc::new(ports);
         let visible = Arc::new(AtomicI32::new(visible));
         let topic = Arc::new(topic.to_owned());
-        let sasl = sasl.map(Arc::new);
+        let sasl = sasl.map(|account| Arc::new(Mutex::new(account)));
+        let (disconnect, disconnected) = tokio::sync::watch::channel(0u64);
         let tasks = listeners
             .into_iter()
             .map(|(listener, upstream)| {
                 let (ports, visible, topic) = (ports.clone(), visible.clone(), topic.clone());
-                let sasl = sasl.clone();
+                let (sasl, disconnected) = (sasl.clone(), disconnected.clone());
                 tokio::spawn(async move {
                     while let Ok((client, _)) = listener.accept().await {
                         let rewrite = Rewrite {
@@ -119,6 +124,7 @@ impl KafkaProxy {
                             visible: visible.clone(),
                             topic: topic.clone(),
                             sasl: sasl.clone(),
+                            disconnected: disconnected.clone(),
                         };
                         tokio::spawn(relay(client, upstream, rewrite));
                     }
@@ -128,6 +134,8 @@ impl KafkaProxy {
         Self {
             ports,
             visible,
+            sasl,
+            disconnect,
             tasks,
         }
     }
@@ -147,6 +155,15 @@ impl KafkaProxy {
     pub fn reveal(&self, visible: i32) {
         self.visible.store(visible, Ordering::SeqCst);
     }
+
+    /// Accepts only `account` from now on, and drops every connection, as a cluster does when
+    /// an API key is deleted: clients must authenticate again.
+    pub fn revoke(&self, account: SaslAccount) {
+        if let Some(sasl) = &self.sasl {
+            *sasl.lock().unwrap() = account;
+        }
+        self.disconnect.send_modify(|n| *n += 1);
+    }
 }
 
 impl Drop for KafkaProxy {
@@ -162,18 +179,29 @@ struct Rewrite {
     ports: Arc<HashMap<u16, u16>>,
     visible: Arc<AtomicI32>,
     topic: Arc<String>,
-    sasl: Option<Arc<SaslAccount>>,
+    sasl: Option<Arc<Mutex<SaslAccount>>>,
+    disconnected: tokio::sync::watch::Receiver<u64>,
 }
 
 /// Relays one client connection to `upstream`, rewriting Metadata answers.
-async fn relay(mut client: TcpStream, upstream: u16, rewrite: Rewrite) {
+async fn relay(client: TcpStream, upstream: u16, rewrite: Rewrite) {
+    let mut disconnected = rewrite.disconnected.clone();
+    disconnected.mark_unchanged();
+    tokio::select! {
+        () = serve(client, upstream, rewrite) => {}
+        _ = disconnected.changed() => {}
+    }
+}
+
+async fn serve(mut client: TcpStream, upstream: u16, rewrite: Rewrite) {
     let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
         return;
     };
-    if let Some(account) = &rewrite.sasl
-        && !authenticate(&mut client, &mut server, account).await
-    {
-        return;
+    if let Some(account) = &rewrite.sasl {
+        let account = account.lock().unwrap().clone();
+        if !authenticate(&mut client, &mut server, &account).await {
+            return;
+        }
     }
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
@@ -200,8 +228,12 @@ async fn relay(mut client: TcpStream, upstream: u16, rewrite: Rewrite) {
             if frame.len() >= 4 {
                 let correlation = i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]);
                 let api = pending.lock().unwrap().remove(&correlation);
-                if let Some((METADATA, version)) = api {
-                    frame = rewrite.metadata(&frame, version);
+                match api {
+                    Some((METADATA, version)) => frame = rewrite.metadata(&frame, version),
+                    Some((FIND_COORDINATOR, version)) => {
+                        frame = rewrite.find_coordinator(&frame, version);
+                    }
+                    _ => {}
                 }
             }
             if write_frame(&mut client_write, &frame).await.is_err() {
@@ -366,6 +398,34 @@ async fn write_frame(
 }
 
 impl Rewrite {
+    /// A FindCoordinator answer (versions 0 to 2, which librdkafka speaks) pointing at the
+    /// proxy: a client learning a broker's real address would go round the proxy.
+    fn find_coordinator(&self, frame: &[u8], version: i16) -> Vec<u8> {
+        assert!(
+            (0..=2).contains(&version),
+            "the proxy rewrites FindCoordinator v0 to v2, not v{version}"
+        );
+        let mut r = Reader { buf: frame, at: 4 };
+        if version >= 1 {
+            r.take(4); // throttle time
+        }
+        r.take(2); // error code
+        if version >= 1 {
+            let message = i16::from_be_bytes(r.take(2).try_into().unwrap());
+            r.take(usize::try_from(message.max(0)).unwrap());
+        }
+        r.take(4); // node id
+        let host = i16::from_be_bytes(r.take(2).try_into().unwrap());
+        r.take(usize::try_from(host.max(0)).unwrap());
+        let at = r.at;
+        let port = i32::from_be_bytes(r.take(4).try_into().unwrap());
+        let mut out = frame.to_vec();
+        if let Some(proxied) = u16::try_from(port).ok().and_then(|p| self.ports.get(&p)) {
+            out[at..at + 4].copy_from_slice(&i32::from(*proxied).to_be_bytes());
+        }
+        out
+    }
+
     /// A Metadata answer (versions 9 to 12, the flexible ones librdkafka and its mock speak):
     /// brokers point at the proxy, and the topic shows only its visible partitions.
     fn metadata(&self, frame: &[u8], version: i16) -> Vec<u8> {

@@ -146,6 +146,7 @@ pub fn start(
     let attrs =
         ClusterAttributes::new(&view.borrow().cluster_id, &labels).for_heartbeat(&heartbeat.topic);
     let receiver = HeartbeatReceiver {
+        producer_log: producer.log().clone(),
         events,
         positions: Arc::clone(&positions),
         tracker: Tracker::new(heartbeat.interval, heartbeat.loss_timeout),

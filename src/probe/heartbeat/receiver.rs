@@ -27,6 +27,7 @@ use crate::events::heartbeat::{
 };
 use crate::health::Latch;
 use crate::kafka::metadata::ClusterView;
+use crate::kafka::{AuthenticationFailed, LibrdkafkaLog};
 use crate::probe::Wake;
 use crate::telemetry::instruments::ClusterLabels;
 use crate::telemetry::{ClusterAttributes, Instruments, SkipReason};
@@ -61,6 +62,9 @@ pub struct HeartbeatReceiver {
     pub(super) refresh: Wake,
     pub(super) attrs: ClusterAttributes,
     pub(super) instruments: Instruments,
+    /// The producer's authentication state: a send that times out while the producer cannot
+    /// authenticate failed on that.
+    pub(super) producer_log: LibrdkafkaLog,
     pub(super) tap: Option<Tap>,
     /// Released on the first own heartbeat consumed back.
     pub(super) first_round_trip: Option<Latch>,
@@ -129,10 +133,15 @@ impl HeartbeatReceiver {
                 at,
                 error,
             } => {
+                let auth = self.blame_authentication(&error);
+                let error: &(dyn std::error::Error + 'static) = match &auth {
+                    Some(auth) => auth,
+                    None => &error,
+                };
                 self.tracker
-                    .acked(partition, seq, at, Err(ErrorKind::of(&error)));
+                    .acked(partition, seq, at, Err(ErrorKind::of(error)));
                 let leader = self.leader_of(partition);
-                self.send_failed(partition, seq, None, leader, &error, at);
+                self.send_failed(partition, seq, None, leader, error, at);
             }
             Event::Acked {
                 partition,
@@ -209,12 +218,22 @@ impl HeartbeatReceiver {
             self.tracker.void(partition, seq);
             return;
         }
-        let result = outcome.as_ref().map_err(|e| ErrorKind::of(e)).copied();
+        let auth = outcome
+            .as_ref()
+            .err()
+            .and_then(|e| self.blame_authentication(e));
+        let result = match (&outcome, &auth) {
+            (Ok(()), _) => Ok(()),
+            (Err(_), Some(auth)) => Err(ErrorKind::of(auth)),
+            (Err(e), None) => Err(ErrorKind::of(e)),
+        };
         self.tracker.acked(partition, seq, at, result);
         // The broker the producer sent it to; the metadata's leader only when unknown.
         let leader = broker.or_else(|| self.leader_of(partition));
         match outcome {
             Ok(()) => {
+                // Delivered: the producer is authenticated.
+                self.producer_log.authenticated();
                 if let Some(to) = broker {
                     let from = self.state.acked_by.insert(partition, to);
                     if let Some(from) = from.filter(|from| *from != to) {
@@ -247,8 +266,25 @@ impl HeartbeatReceiver {
                     .emit();
                 }
             }
-            Err(error) => self.send_failed(partition, seq, Some(latency), leader, &error, at),
+            Err(error) => {
+                let error: &(dyn std::error::Error + 'static) = match &auth {
+                    Some(auth) => auth,
+                    None => &error,
+                };
+                self.send_failed(partition, seq, Some(latency), leader, error, at);
+            }
         }
+    }
+
+    /// The authentication failure a send really failed on, when librdkafka reports it as a
+    /// timeout or a broken connection while the producer cannot authenticate.
+    fn blame_authentication(&self, error: &KafkaError) -> Option<AuthenticationFailed> {
+        matches!(
+            ErrorKind::of(error),
+            ErrorKind::Timeout | ErrorKind::Transport
+        )
+        .then(|| self.producer_log.auth_error())
+        .flatten()
     }
 
     fn send_failed(
@@ -257,7 +293,7 @@ impl HeartbeatReceiver {
         seq: u64,
         latency: Option<Duration>,
         leader: Option<i32>,
-        error: &KafkaError,
+        error: &(dyn std::error::Error + 'static),
         at: Instant,
     ) {
         let first = self.state.failing.entry(partition).or_default().fail();
