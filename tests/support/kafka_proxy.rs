@@ -5,9 +5,9 @@
 //! the clients at the proxy's listeners.
 //!
 //! It can also put SASL (PLAIN, or OAUTHBEARER with one valid token) in front of brokers that
-//! have none (librdkafka's mock has no SASL, and tansu's needs PostgreSQL storage): it answers
-//! SaslHandshake and SaslAuthenticate itself as a broker does, and relays the connection once
-//! the client has authenticated.
+//! have none (librdkafka's mock has no SASL, and tansu's needs PostgreSQL storage, which its
+//! prebuilt binary lacks): it answers SaslHandshake and SaslAuthenticate itself as a broker
+//! does, and relays the connection once the client has authenticated.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
