@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{ClusterConfig, Config};
 use crate::error::{Chain, ErrorKind};
 use crate::kafka::ClientTiming;
+use crate::kafka::admin::MetadataError;
 use crate::kafka::metadata::ClusterView;
 use crate::kafka::reach::Stage;
 use crate::kafka::tls;
@@ -101,6 +102,15 @@ fn unreachable(report: &mut ClusterReport, outcomes: &[Outcome], why: &str) {
     report
         .problems
         .extend(outcomes.iter().filter_map(broker_problem));
+}
+
+/// A failed metadata request as a problem of the report, with its `error.type`.
+fn metadata_problem(e: &MetadataError) -> String {
+    format!(
+        "cannot fetch cluster metadata ({}): {}",
+        ErrorKind::of(e).as_str(),
+        Chain(e)
+    )
 }
 
 /// Leaders that the metadata names for heartbeat partitions but does not list as brokers: a
@@ -219,15 +229,7 @@ async fn check_with_clients(
             Ok(view) => view,
             Err(e) => {
                 let outcomes = outcomes.unwrap_or_default();
-                unreachable(
-                    report,
-                    &outcomes,
-                    &format!(
-                        "cannot fetch cluster metadata ({}): {}",
-                        ErrorKind::of(&e).as_str(),
-                        Chain(&e)
-                    ),
-                );
+                unreachable(report, &outcomes, &metadata_problem(&e));
                 report.brokers = outcomes;
                 return;
             }
@@ -275,11 +277,7 @@ async fn check_with_clients(
         Ok(t) if t.created => {
             // Publish the new topic's partitions before the heartbeat round reads them.
             if let Err(e) = metadata.probe_once().await {
-                report.problems.push(format!(
-                    "cannot fetch cluster metadata ({}): {}",
-                    ErrorKind::of(&e).as_str(),
-                    Chain(&e)
-                ));
+                report.problems.push(metadata_problem(&e));
                 return;
             }
         }

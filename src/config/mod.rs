@@ -143,6 +143,24 @@ pub fn from_str(
     }
 }
 
+/// An http(s) URL with a host and no credentials in it; `credentials_go` says where they
+/// belong instead.
+pub(super) fn http_url(text: &str, credentials_go: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("scheme {:?} is not http or https", url.scheme()));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("the URL has no host".to_owned());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "the URL holds credentials; put them under {credentials_go}"
+        ));
+    }
+    Ok(url)
+}
+
 /// Reads an optional field with `read`, falling back to `default` when absent.
 pub(super) fn or_default<T>(
     field: Option<Field<'_>>,

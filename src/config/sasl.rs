@@ -4,10 +4,9 @@
 use std::collections::BTreeMap;
 
 use super::cluster::read_secret_file;
-use super::or_default;
-use super::schema_registry::parse_url;
 use super::types::{OAuthBearerConfig, SaslConfig, SaslMechanism};
 use super::yaml::{Reader, Section};
+use super::{http_url, or_default};
 
 const SASL_MECHANISMS: [(&str, SaslMechanism); 4] = [
     ("PLAIN", SaslMechanism::Plain),
@@ -141,7 +140,7 @@ fn read_oauthbearer(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<OAuthBeare
         "the OIDC token endpoint URL",
     )
     .and_then(
-        |text| match parse_url(&text, "client_id and client_secret") {
+        |text| match http_url(&text, "client_id and client_secret") {
             Ok(_) => Some(text),
             Err(why) => {
                 // The URL is not echoed: it may hold credentials.

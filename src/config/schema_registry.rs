@@ -1,6 +1,7 @@
 //! Reading a cluster's `schema_registry`: its URL, basic auth and TLS.
 
 use super::cluster::{read_secret_file, read_tls};
+use super::http_url;
 use super::types::{BasicAuth, SchemaRegistryConfig};
 use super::yaml::{Reader, Section};
 
@@ -11,7 +12,7 @@ pub(super) fn read_schema_registry(
     let path = s.path().to_owned();
     let url = match s.field("url") {
         Some(f) => f.non_empty_string(r).and_then(|text| {
-            let parsed = parse_url(&text, "basic_auth").and_then(|url| {
+            let parsed = http_url(&text, "basic_auth").and_then(|url| {
                 if url.query().is_some() || url.fragment().is_some() {
                     Err("the URL has a query or fragment; give the registry's base URL".to_owned())
                 } else {
@@ -84,22 +85,4 @@ pub(super) fn read_schema_registry(
         basic_auth,
         tls,
     })
-}
-
-/// An http(s) URL with a host and no credentials in it; `credentials_go` says where they
-/// belong instead.
-pub(super) fn parse_url(text: &str, credentials_go: &str) -> Result<url::Url, String> {
-    let url = url::Url::parse(text).map_err(|e| format!("not a URL ({e})"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("scheme {:?} is not http or https", url.scheme()));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err("the URL has no host".to_owned());
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!(
-            "the URL holds credentials; put them under {credentials_go}"
-        ));
-    }
-    Ok(url)
 }

@@ -101,6 +101,18 @@ struct Suspicion {
     checked: u64,
 }
 
+/// The error a failed send is reported with: the authentication failure it was blamed on, if
+/// any, else librdkafka's own.
+fn reported<'a>(
+    auth: &'a Option<AuthenticationFailed>,
+    error: &'a KafkaError,
+) -> &'a (dyn std::error::Error + 'static) {
+    match auth {
+        Some(auth) => auth,
+        None => error,
+    }
+}
+
 impl HeartbeatReceiver {
     /// Handles events until every sender is gone.
     pub async fn run(mut self) {
@@ -134,10 +146,7 @@ impl HeartbeatReceiver {
                 error,
             } => {
                 let auth = self.blame_authentication(&error);
-                let error: &(dyn std::error::Error + 'static) = match &auth {
-                    Some(auth) => auth,
-                    None => &error,
-                };
+                let error = reported(&auth, &error);
                 self.tracker
                     .acked(partition, seq, at, Err(ErrorKind::of(error)));
                 let leader = self.leader_of(partition);
@@ -222,11 +231,10 @@ impl HeartbeatReceiver {
             .as_ref()
             .err()
             .and_then(|e| self.blame_authentication(e));
-        let result = match (&outcome, &auth) {
-            (Ok(()), _) => Ok(()),
-            (Err(_), Some(auth)) => Err(ErrorKind::of(auth)),
-            (Err(e), None) => Err(ErrorKind::of(e)),
-        };
+        let result = outcome
+            .as_ref()
+            .map_err(|e| ErrorKind::of(reported(&auth, e)))
+            .copied();
         self.tracker.acked(partition, seq, at, result);
         // The broker the producer sent it to; the metadata's leader only when unknown.
         let leader = broker.or_else(|| self.leader_of(partition));
@@ -267,10 +275,7 @@ impl HeartbeatReceiver {
                 }
             }
             Err(error) => {
-                let error: &(dyn std::error::Error + 'static) = match &auth {
-                    Some(auth) => auth,
-                    None => &error,
-                };
+                let error = reported(&auth, &error);
                 self.send_failed(partition, seq, Some(latency), leader, error, at);
             }
         }
