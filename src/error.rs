@@ -24,8 +24,11 @@ pub enum ErrorKind {
     Dns,
     /// TLS handshake or certificate verification failed.
     Tls,
-    /// SASL authentication or an ACL denied the request.
+    /// SASL authentication (or the registry's basic auth) failed: the credentials.
     Auth,
+    /// An ACL refused the request: the principal may not do this (create, write, read,
+    /// describe a group).
+    Authorization,
     /// The peer answered with something that is not the expected protocol.
     Protocol,
     /// The broker answered with a Kafka error code.
@@ -40,12 +43,13 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every value, for documentation and tests.
-    pub const ALL: [ErrorKind; 10] = [
+    pub const ALL: [ErrorKind; 11] = [
         Self::Timeout,
         Self::ConnectionRefused,
         Self::Dns,
         Self::Tls,
         Self::Auth,
+        Self::Authorization,
         Self::Protocol,
         Self::BrokerError,
         Self::Transport,
@@ -61,6 +65,7 @@ impl ErrorKind {
             Self::Dns => "dns",
             Self::Tls => "tls",
             Self::Auth => "auth",
+            Self::Authorization => "authorization",
             Self::Protocol => "protocol",
             Self::BrokerError => "broker_error",
             Self::Transport => "transport",
@@ -96,11 +101,13 @@ impl ErrorKind {
             C::SSL => Self::Tls,
             C::Authentication
             | C::SaslAuthenticationFailed
-            | C::TopicAuthorizationFailed
-            | C::GroupAuthorizationFailed
-            | C::ClusterAuthorizationFailed
             | C::IllegalSASLState
             | C::UnsupportedSASLMechanism => Self::Auth,
+            C::TopicAuthorizationFailed
+            | C::GroupAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::TransactionalIdAuthorizationFailed
+            | C::DelegationTokenAuthorizationFailed => Self::Authorization,
             C::BrokerTransportFailure | C::AllBrokersDown => Self::Transport,
             C::BadMessage | C::BadCompression | C::InvalidMessage | C::UnsupportedVersion => {
                 Self::Protocol
@@ -299,6 +306,10 @@ mod tests {
                 ErrorKind::BrokerError,
             ),
             (RDKafkaErrorCode::SaslAuthenticationFailed, ErrorKind::Auth),
+            (
+                RDKafkaErrorCode::TopicAuthorizationFailed,
+                ErrorKind::Authorization,
+            ),
             (RDKafkaErrorCode::QueueFull, ErrorKind::ClientError),
             (RDKafkaErrorCode::Resolve, ErrorKind::Dns),
         ] {

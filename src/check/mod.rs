@@ -346,10 +346,12 @@ async fn heartbeat_round(
         }
     }
     let deadline = tokio::time::Instant::now() + config.heartbeat.message_timeout + CONSUME_WAIT;
+    // Both the ack and the round trip: the consumer may see a heartbeat before the producer
+    // hears of its ack.
     let done = |reports: &BTreeMap<i32, PartitionReport>| {
         reports
             .values()
-            .all(|r| r.end_to_end_ms.is_some() || r.error.is_some())
+            .all(|r| (r.end_to_end_ms.is_some() && r.ack_ms.is_some()) || r.error.is_some())
     };
     while !done(&reports) {
         let Ok(Some(observation)) = tokio::time::timeout_at(deadline, observations.recv()).await

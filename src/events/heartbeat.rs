@@ -169,15 +169,15 @@ impl HeartbeatSendFailed<'_> {
             }
             r.instruments.record_produce(latency, &attrs);
         }
-        if self.first {
-            warn!(
-                partition = self.partition,
-                leader = %leader_name(self.leader),
-                error.type = kind.as_str(),
-                error = %Chain(self.error),
-                "Heartbeat produce failed; failures on this partition are counted until it recovers.",
-            );
-        }
+        // A refusal by ACL is said once for the topic (HeartbeatWriteRefused).
+        warn_or_debug!(
+            self.first && kind != ErrorKind::Authorization,
+            partition = self.partition,
+            leader = %leader_name(self.leader),
+            error.type = kind.as_str(),
+            error = %Chain(self.error),
+            "Heartbeat produce failed; failures on this partition are counted until it recovers.",
+        );
         r.observe(Observation::Acked {
             partition: self.partition,
             seq: self.seq,
@@ -382,6 +382,52 @@ impl HeartbeatsLost<'_> {
             lost = self.lost.len(),
             partitions = ?partitions,
             "Heartbeats were acked but not consumed back within the loss timeout.",
+        );
+    }
+}
+
+/// The brokers refuse the heartbeat consumer's fetches (an ACL: the principal may not read the
+/// topic). Heartbeats cannot be read back, so those overdue meanwhile are not counted lost:
+/// nothing says they are. Logged once an episode.
+pub struct HeartbeatReadRefused<'a> {
+    pub topic: &'a str,
+    /// librdkafka's reason.
+    pub reason: &'a str,
+    /// Overdue heartbeats not counted lost this time.
+    pub uncounted: usize,
+    pub first: bool,
+}
+
+impl HeartbeatReadRefused<'_> {
+    pub fn emit(self) {
+        warn_or_debug!(
+            self.first,
+            topic = %self.topic,
+            error.type = ErrorKind::Authorization.as_str(),
+            reason = %self.reason,
+            uncounted = self.uncounted,
+            "This agent may not read heartbeat topic {}: grant READ on it. Until then end-to-end latency and loss are not measured, and heartbeats not read back are not counted lost.",
+            self.topic,
+        );
+    }
+}
+
+/// The brokers refuse the heartbeat producer's writes (an ACL: the principal may not write to
+/// the topic). Logged once an episode for the whole topic; the failed sends are counted as
+/// failed with `error.type=authorization`.
+pub struct HeartbeatWriteRefused<'a> {
+    pub topic: &'a str,
+    pub error: &'a (dyn std::error::Error + 'static),
+}
+
+impl HeartbeatWriteRefused<'_> {
+    pub fn emit(self) {
+        warn!(
+            topic = %self.topic,
+            error.type = ErrorKind::Authorization.as_str(),
+            error = %Chain(self.error),
+            "This agent may not write to heartbeat topic {}: grant WRITE on it. Heartbeats fail until then.",
+            self.topic,
         );
     }
 }

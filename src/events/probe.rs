@@ -32,7 +32,8 @@ impl ProbeStarted<'_> {
 
 /// A round could not be done. The first failure of a streak is a WARN, and so is every
 /// power-of-two-th after it (1, 2, 4, 8, …), so a long outage stays visible without flooding
-/// the log; the others are DEBUG.
+/// the log; the others are DEBUG. A refusal by ACL (`authorization`) is said once: it stays
+/// until someone changes the ACLs, and the metrics carry it meanwhile.
 pub struct ProbeFailed<'a> {
     pub kind: &'static str,
     pub error: &'a (dyn std::error::Error + 'static),
@@ -48,8 +49,12 @@ impl ProbeFailed<'_> {
             u64::try_from(self.retry_in.as_millis()).unwrap_or(u64::MAX),
         ));
         let kind = ErrorKind::of(self.error);
+        let loud = match kind {
+            ErrorKind::Authorization => self.failures == 1,
+            _ => self.failures.is_power_of_two(),
+        };
         warn_or_debug!(
-            self.failures.is_power_of_two(),
+            loud,
             error.type = kind.as_str(),
             error = %Chain(self.error),
             failures = self.failures,

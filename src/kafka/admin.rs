@@ -11,7 +11,7 @@ use super::native::groups::{self, CommittedOffset, GroupSummary};
 use super::native::offsets::{self, OffsetSpec, PartitionOffset};
 use super::native::{self, AdminError, ClusterDescription};
 use super::producer::{DeliveryContext, Producer};
-use super::{AuthenticationFailed, LibrdkafkaLog};
+use super::{LibrdkafkaLog, Refused};
 use crate::config::HeartbeatConfig;
 
 /// A metadata request that failed.
@@ -20,16 +20,16 @@ pub enum MetadataError {
     #[error("metadata request failed")]
     Request(#[source] KafkaError),
     #[error(transparent)]
-    Authentication(AuthenticationFailed),
+    Refused(Refused),
     #[error("the metadata request did not run")]
     Task(#[source] tokio::task::JoinError),
 }
 
-/// A failed metadata request, blamed on authentication when the client has failed to
-/// authenticate since its last successful request.
+/// A failed metadata request, blamed on the brokers refusing the client (TLS, authentication,
+/// an ACL) when they have since its last successful request.
 fn request_failed(error: KafkaError, log: &LibrdkafkaLog) -> MetadataError {
-    match log.auth_error() {
-        Some(auth) => MetadataError::Authentication(auth),
+    match log.refused() {
+        Some(refused) => MetadataError::Refused(refused),
         None => MetadataError::Request(error),
     }
 }
@@ -85,7 +85,7 @@ impl Admin {
             let metadata = client
                 .fetch_metadata(Some(&topic), timeout)
                 .map_err(|e| request_failed(e, &log))?;
-            log.authenticated();
+            log.accepted();
             // The metadata response carried the cluster id and controller; librdkafka has
             // them cached by now.
             let cluster_id = client.fetch_cluster_id(Duration::from_millis(500));
@@ -103,7 +103,7 @@ impl Admin {
             let metadata = client
                 .fetch_metadata(None, timeout)
                 .map_err(|e| request_failed(e, &log))?;
-            log.authenticated();
+            log.accepted();
             Ok(metadata
                 .topics()
                 .iter()
@@ -362,7 +362,7 @@ mod tests {
             &plan,
             RDKafkaErrorCode::TopicAuthorizationFailed,
         );
-        assert_eq!(ErrorKind::of(&err), ErrorKind::Auth);
+        assert_eq!(ErrorKind::of(&err), ErrorKind::Authorization);
         let text = Chain(&err).to_string();
         assert!(text.contains("not allowed to create it"), "{text}");
         assert!(

@@ -188,9 +188,11 @@ pub struct LibrdkafkaLog {
     cluster: String,
     role: Role,
     recent: Arc<Mutex<HashMap<String, Instant>>>,
-    /// librdkafka's last authentication failure, until a request succeeds again: requests
-    /// that fail meanwhile fail because of it, though librdkafka reports them as timeouts.
-    auth_failure: Arc<Mutex<Option<String>>>,
+    /// librdkafka's last report that the brokers refuse this client (its connections fail
+    /// the TLS handshake or authentication, or an ACL refuses its requests), until a request
+    /// succeeds again: requests that fail meanwhile fail because of it, though librdkafka
+    /// reports them as timeouts or broken connections.
+    refusal: Arc<Mutex<Option<(ErrorKind, String)>>>,
     /// Text librdkafka prints that must not reach the log (a token endpoint URL with query
     /// values), with what to print instead.
     redactions: Arc<[(String, String)]>,
@@ -205,7 +207,7 @@ impl LibrdkafkaLog {
             cluster: cluster.to_owned(),
             role,
             recent: Arc::default(),
-            auth_failure: Arc::default(),
+            refusal: Arc::default(),
             redactions: Arc::new([]),
         }
     }
@@ -237,20 +239,21 @@ impl LibrdkafkaLog {
         text
     }
 
-    /// Why authentication last failed, if it has not succeeded since.
-    pub fn auth_failure(&self) -> Option<String> {
-        self.auth_failure.lock().ok().and_then(|f| f.clone())
+    /// Why the brokers last refused this client (`tls`, `auth` or `authorization`, and
+    /// librdkafka's reason), if no request succeeded since.
+    pub fn refusal(&self) -> Option<(ErrorKind, String)> {
+        self.refusal.lock().ok().and_then(|f| f.clone())
     }
 
-    /// What a request that failed meanwhile really failed on, if authentication is failing.
-    pub fn auth_error(&self) -> Option<AuthenticationFailed> {
-        self.auth_failure()
-            .map(|reason| AuthenticationFailed(Classified::new(ErrorKind::Auth, reason)))
+    /// What a request that failed meanwhile really failed on, if the brokers refuse this client.
+    pub fn refused(&self) -> Option<Refused> {
+        self.refusal()
+            .map(|(kind, reason)| Refused(Classified::new(kind, reason)))
     }
 
-    /// A request went through: the client is authenticated.
-    pub fn authenticated(&self) {
-        if let Ok(mut failure) = self.auth_failure.lock() {
+    /// A request went through: the brokers take this client's requests.
+    pub fn accepted(&self) {
+        if let Ok(mut failure) = self.refusal.lock() {
             *failure = None;
         }
     }
@@ -311,10 +314,25 @@ impl LibrdkafkaLog {
     pub fn error(&self, error: &KafkaError, reason: &str) {
         let (cluster, client) = (self.cluster.as_str(), self.role.as_str());
         let reason = &*self.redacted(reason);
-        if is_authentication(error)
-            && let Ok(mut failure) = self.auth_failure.lock()
+        if self.role == Role::Consumer
+            && error.rdkafka_error_code() == Some(RDKafkaErrorCode::GroupAuthorizationFailed)
         {
-            *failure = Some(without_repeat_count(strip_thread(reason)));
+            // librdkafka looks up the coordinator of the group id it needs to assign
+            // partitions, though the consumer never joins or commits.
+            if self.first_in_window(reason) {
+                info!(
+                    target: "librdkafka",
+                    cluster,
+                    client,
+                    "The heartbeat consumer may not describe its own consumer group ({reason}). Harmless: it reads by assignment and never joins or commits. Grant DESCRIBE on groups prefixed cc-heartbeat- to silence this."
+                );
+            }
+            return;
+        }
+        if let Some(kind) = refusal_kind(error)
+            && let Ok(mut failure) = self.refusal.lock()
+        {
+            *failure = Some((kind, without_repeat_count(strip_thread(reason))));
         }
         if self.first_in_window(reason) {
             warn!(target: "librdkafka", cluster, client, %error, "{reason}");
@@ -324,25 +342,38 @@ impl LibrdkafkaLog {
     }
 }
 
-/// The client could not authenticate (librdkafka's reason is the source). librdkafka reports
-/// the requests and records that fail meanwhile as timed out, which would hide the cause.
+/// The brokers refuse this client: its connections fail the TLS handshake or SASL
+/// authentication, or an ACL refuses what it asks (librdkafka's reason is the source, with its
+/// kind: `tls`, `auth` or `authorization`). librdkafka reports the requests and records that
+/// fail meanwhile as timed out or as broken connections, which would hide the cause.
 #[derive(Debug, thiserror::Error)]
-#[error("authentication failed")]
-pub struct AuthenticationFailed(#[source] Classified);
+#[error("{}", match .0.kind {
+    ErrorKind::Tls => "TLS handshake failed",
+    ErrorKind::Authorization => "not authorized",
+    _ => "authentication failed",
+})]
+pub struct Refused(#[source] Classified);
 
-/// A client-level failure to authenticate (bad credentials, a mechanism the broker does not
-/// offer), as opposed to an ACL refusing one request.
-fn is_authentication(error: &KafkaError) -> bool {
+impl Refused {
+    pub fn kind(&self) -> ErrorKind {
+        self.0.kind
+    }
+}
+
+/// The kind of a client-level refusal librdkafka reports: a TLS handshake that failed
+/// (unknown CA, wrong name), authentication (bad credentials, a mechanism the broker does not
+/// offer), or an ACL (a fetch from a topic the principal may not read).
+fn refusal_kind(error: &KafkaError) -> Option<ErrorKind> {
     use RDKafkaErrorCode as C;
-    matches!(
-        error.rdkafka_error_code(),
-        Some(
-            C::Authentication
-                | C::SaslAuthenticationFailed
-                | C::UnsupportedSASLMechanism
-                | C::IllegalSASLState
-        )
-    )
+    match error.rdkafka_error_code()? {
+        C::SSL => Some(ErrorKind::Tls),
+        // The heartbeat consumer's own group (see `LibrdkafkaLog::error`): nothing it needs.
+        C::GroupAuthorizationFailed => None,
+        code => match ErrorKind::from_rdkafka_code(code) {
+            kind @ (ErrorKind::Auth | ErrorKind::Authorization) => Some(kind),
+            _ => None,
+        },
+    }
 }
 
 /// A reason without librdkafka's count of repeats (`, 3 identical error(s) suppressed`).
@@ -376,6 +407,10 @@ impl AgentContext {
         Self {
             log: LibrdkafkaLog::for_cluster(cluster, role),
         }
+    }
+
+    pub fn log(&self) -> &LibrdkafkaLog {
+        &self.log
     }
 }
 
@@ -432,25 +467,51 @@ mod tests {
     }
 
     #[test]
-    fn authentication_failures_are_kept_until_a_request_succeeds() {
+    fn refusals_are_kept_with_their_kind_until_a_request_succeeds() {
         let log = LibrdkafkaLog::new("c", Role::Producer);
         log.error(
             &KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure),
             "b:9/bootstrap: Connect to ipv4#127.0.0.1:9 failed",
         );
-        assert_eq!(log.auth_failure(), None, "a transport failure is not one");
+        assert_eq!(log.refusal(), None, "a transport failure is not one");
         log.error(
             &KafkaError::Global(RDKafkaErrorCode::Authentication),
             "[thrd:b]: b:9/bootstrap: SASL authentication error: Authentication failed (after 0ms in state AUTH_REQ, 3 identical error(s) suppressed)",
         );
         assert_eq!(
-            log.auth_failure().as_deref(),
-            Some(
-                "b:9/bootstrap: SASL authentication error: Authentication failed (after 0ms in state AUTH_REQ)"
-            )
+            log.refusal(),
+            Some((
+                ErrorKind::Auth,
+                "b:9/bootstrap: SASL authentication error: Authentication failed (after 0ms in state AUTH_REQ)".to_owned()
+            ))
         );
-        log.authenticated();
-        assert_eq!(log.auth_failure(), None);
+        log.accepted();
+        assert_eq!(log.refusal(), None);
+        log.error(
+            &KafkaError::Global(RDKafkaErrorCode::SSL),
+            "b:9/bootstrap: SSL handshake failed: certificate verify failed",
+        );
+        let refused = log.refused().map(|r| (r.kind(), r.to_string()));
+        assert_eq!(
+            refused,
+            Some((ErrorKind::Tls, "TLS handshake failed".to_owned()))
+        );
+        log.accepted();
+        log.error(
+            &KafkaError::Global(RDKafkaErrorCode::TopicAuthorizationFailed),
+            "Fetch from broker 2 failed: Broker: Topic authorization failed",
+        );
+        assert_eq!(log.refusal().map(|r| r.0), Some(ErrorKind::Authorization));
+    }
+
+    #[test]
+    fn the_consumers_own_group_refused_is_no_refusal() {
+        let log = LibrdkafkaLog::new("c", Role::Consumer);
+        log.error(
+            &KafkaError::Global(RDKafkaErrorCode::GroupAuthorizationFailed),
+            "FindCoordinator response error: Group authorization failed.",
+        );
+        assert_eq!(log.refusal(), None);
     }
 
     #[test]

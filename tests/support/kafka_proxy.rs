@@ -1,13 +1,9 @@
 //! A Kafka-protocol proxy in front of the brokers of a cluster, one listener per broker, that
-//! can hide partitions of one topic from Metadata answers until the test reveals them: what
-//! a client sees when partitions are added to a topic (neither tansu nor librdkafka's mock
-//! can add partitions). Everything else passes through untouched; Metadata answers point
-//! the clients at the proxy's listeners.
-//!
-//! It can also put SASL (PLAIN, or OAUTHBEARER with one valid token) in front of brokers that
-//! have none (librdkafka's mock has no SASL, and tansu's needs PostgreSQL storage, which its
-//! prebuilt binary lacks): it answers SaslHandshake and SaslAuthenticate itself as a broker
-//! does, and relays the connection once the client has authenticated.
+//! can hide partitions of one topic from Metadata answers until the test reveals them: the
+//! clients learn of partitions only through the metadata they are shown (librdkafka's mock
+//! cannot add partitions; Apache Kafka's CreatePartitions is tested without a proxy).
+//! Everything else passes through untouched; Metadata answers point the clients at the
+//! proxy's listeners.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -18,65 +14,12 @@ use tokio::net::{TcpListener, TcpStream};
 
 const METADATA: i16 = 3;
 const FIND_COORDINATOR: i16 = 10;
-const SASL_HANDSHAKE: i16 = 17;
-const API_VERSIONS: i16 = 18;
-const SASL_AUTHENTICATE: i16 = 36;
-
-/// The one SASL mechanism and account the proxy accepts.
-#[derive(Clone, Debug)]
-pub enum SaslAccount {
-    Plain {
-        username: String,
-        password: String,
-    },
-    /// A bearer token, and the SASL extensions (RFC 7628) of every authentication, in order.
-    OAuthBearer {
-        token: String,
-        extensions: Arc<Mutex<Vec<String>>>,
-    },
-}
-
-impl SaslAccount {
-    fn mechanism(&self) -> &'static str {
-        match self {
-            Self::Plain { .. } => "PLAIN",
-            Self::OAuthBearer { .. } => "OAUTHBEARER",
-        }
-    }
-
-    /// Whether the client's first (and only) SASL message proves this account.
-    fn accepts(&self, message: &[u8]) -> bool {
-        match self {
-            Self::Plain { username, password } => {
-                // Authorization id, user name, password, separated by NUL.
-                let parts: Vec<&[u8]> = message.split(|b| *b == 0).collect();
-                parts.len() == 3
-                    && parts[1] == username.as_bytes()
-                    && parts[2] == password.as_bytes()
-            }
-            Self::OAuthBearer { token, extensions } => {
-                // `n,,\x01auth=Bearer <token>\x01key=value\x01…\x01`
-                let text = String::from_utf8_lossy(message);
-                let mut fields = text.split('\x01').skip(1).filter(|f| !f.is_empty());
-                let bearer = fields.next().and_then(|f| f.strip_prefix("auth=Bearer "));
-                extensions
-                    .lock()
-                    .unwrap()
-                    .push(fields.collect::<Vec<_>>().join(","));
-                bearer == Some(token.as_str())
-            }
-        }
-    }
-}
 
 pub struct KafkaProxy {
     /// Upstream port → proxy port.
     ports: Arc<HashMap<u16, u16>>,
     /// Partitions of the topic with an index below this are shown.
     visible: Arc<AtomicI32>,
-    sasl: Option<Arc<Mutex<SaslAccount>>>,
-    /// Bumped to drop every connection.
-    disconnect: tokio::sync::watch::Sender<u64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -84,21 +27,6 @@ impl KafkaProxy {
     /// Listens in front of every broker of `bootstrap` (`host:port,...`), showing only the
     /// first `visible` partitions of `topic`.
     pub async fn start(bootstrap: &str, topic: &str, visible: i32) -> Self {
-        Self::start_with(bootstrap, topic, visible, None).await
-    }
-
-    /// Listens in front of every broker of `bootstrap`, letting in only clients that
-    /// authenticate as `account`.
-    pub async fn with_sasl(bootstrap: &str, account: SaslAccount) -> Self {
-        Self::start_with(bootstrap, "", i32::MAX, Some(account)).await
-    }
-
-    async fn start_with(
-        bootstrap: &str,
-        topic: &str,
-        visible: i32,
-        sasl: Option<SaslAccount>,
-    ) -> Self {
         let mut listeners = Vec::new();
         let mut ports = HashMap::new();
         for address in bootstrap.split(',') {
@@ -110,23 +38,18 @@ impl KafkaProxy {
         let ports = Arc::new(ports);
         let visible = Arc::new(AtomicI32::new(visible));
         let topic = Arc::new(topic.to_owned());
-        let sasl = sasl.map(|account| Arc::new(Mutex::new(account)));
-        let (disconnect, disconnected) = tokio::sync::watch::channel(0u64);
         let tasks = listeners
             .into_iter()
             .map(|(listener, upstream)| {
                 let (ports, visible, topic) = (ports.clone(), visible.clone(), topic.clone());
-                let (sasl, disconnected) = (sasl.clone(), disconnected.clone());
                 tokio::spawn(async move {
                     while let Ok((client, _)) = listener.accept().await {
                         let rewrite = Rewrite {
                             ports: ports.clone(),
                             visible: visible.clone(),
                             topic: topic.clone(),
-                            sasl: sasl.clone(),
-                            disconnected: disconnected.clone(),
                         };
-                        tokio::spawn(relay(client, upstream, rewrite));
+                        tokio::spawn(serve(client, upstream, rewrite));
                     }
                 })
             })
@@ -134,8 +57,6 @@ impl KafkaProxy {
         Self {
             ports,
             visible,
-            sasl,
-            disconnect,
             tasks,
         }
     }
@@ -155,15 +76,6 @@ impl KafkaProxy {
     pub fn reveal(&self, visible: i32) {
         self.visible.store(visible, Ordering::SeqCst);
     }
-
-    /// Accepts only `account` from now on, and drops every connection, as a cluster does when
-    /// an API key is deleted: clients must authenticate again.
-    pub fn revoke(&self, account: SaslAccount) {
-        if let Some(sasl) = &self.sasl {
-            *sasl.lock().unwrap() = account;
-        }
-        self.disconnect.send_modify(|n| *n += 1);
-    }
 }
 
 impl Drop for KafkaProxy {
@@ -179,30 +91,13 @@ struct Rewrite {
     ports: Arc<HashMap<u16, u16>>,
     visible: Arc<AtomicI32>,
     topic: Arc<String>,
-    sasl: Option<Arc<Mutex<SaslAccount>>>,
-    disconnected: tokio::sync::watch::Receiver<u64>,
 }
 
 /// Relays one client connection to `upstream`, rewriting Metadata answers.
-async fn relay(client: TcpStream, upstream: u16, rewrite: Rewrite) {
-    let mut disconnected = rewrite.disconnected.clone();
-    disconnected.mark_unchanged();
-    tokio::select! {
-        () = serve(client, upstream, rewrite) => {}
-        _ = disconnected.changed() => {}
-    }
-}
-
-async fn serve(mut client: TcpStream, upstream: u16, rewrite: Rewrite) {
-    let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+async fn serve(client: TcpStream, upstream: u16, rewrite: Rewrite) {
+    let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
         return;
     };
-    if let Some(account) = &rewrite.sasl {
-        let account = account.lock().unwrap().clone();
-        if !authenticate(&mut client, &mut server, &account).await {
-            return;
-        }
-    }
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     // Correlation id → (api key, api version) of requests in flight.
@@ -242,143 +137,6 @@ async fn serve(mut client: TcpStream, upstream: u16, rewrite: Rewrite) {
         }
     };
     tokio::join!(requests, responses);
-}
-
-/// The SASL exchange a broker with a SASL_PLAINTEXT listener runs before anything else:
-/// ApiVersions (relayed, with the SASL requests added to the answer), SaslHandshake and
-/// SaslAuthenticate (answered here, versions 0 and 1). Whether the client got in; a client
-/// that did not is answered with the broker's error and then disconnected, as a broker does.
-async fn authenticate(
-    client: &mut TcpStream,
-    server: &mut TcpStream,
-    account: &SaslAccount,
-) -> bool {
-    loop {
-        let Some(request) = read_frame(client).await else {
-            return false;
-        };
-        if request.len() < 10 {
-            return false;
-        }
-        let key = i16::from_be_bytes([request[0], request[1]]);
-        let version = i16::from_be_bytes([request[2], request[3]]);
-        let correlation = &request[4..8];
-        // Request header v1: then the client id (a nullable string).
-        let client_id = i16::from_be_bytes([request[8], request[9]]);
-        let mut body = Reader {
-            buf: &request,
-            at: 10 + usize::try_from(client_id.max(0)).unwrap(),
-        };
-        let mut answer = correlation.to_vec();
-        match key {
-            API_VERSIONS => {
-                if write_frame(server, &request).await.is_err() {
-                    return false;
-                }
-                let Some(response) = read_frame(server).await else {
-                    return false;
-                };
-                if write_frame(client, &with_sasl_versions(&response, version))
-                    .await
-                    .is_err()
-                {
-                    return false;
-                }
-                continue;
-            }
-            SASL_HANDSHAKE => {
-                let length = i16::from_be_bytes(body.take(2).try_into().unwrap());
-                let mechanism = body.take(usize::try_from(length).unwrap());
-                let ours = account.mechanism().as_bytes();
-                let offered = mechanism == ours;
-                // Error 33 is UNSUPPORTED_SASL_MECHANISM; the answer lists what is offered.
-                answer.extend_from_slice(&(if offered { 0i16 } else { 33 }).to_be_bytes());
-                answer.extend_from_slice(&1i32.to_be_bytes());
-                answer.extend_from_slice(&i16::try_from(ours.len()).unwrap().to_be_bytes());
-                answer.extend_from_slice(ours);
-                if write_frame(client, &answer).await.is_err() || !offered {
-                    return false;
-                }
-            }
-            SASL_AUTHENTICATE => {
-                let length = i32::from_be_bytes(body.take(4).try_into().unwrap());
-                let token = body.take(usize::try_from(length).unwrap());
-                let accepted = account.accepts(token);
-                // Error 58 is SASL_AUTHENTICATION_FAILED, with the broker's message.
-                let message: &[u8] = match account {
-                    SaslAccount::Plain { .. } => {
-                        b"Authentication failed: Invalid username or password"
-                    }
-                    SaslAccount::OAuthBearer { .. } => b"Authentication failed: invalid token",
-                };
-                if accepted {
-                    answer.extend_from_slice(&0i16.to_be_bytes());
-                    answer.extend_from_slice(&(-1i16).to_be_bytes());
-                } else {
-                    answer.extend_from_slice(&58i16.to_be_bytes());
-                    answer.extend_from_slice(&i16::try_from(message.len()).unwrap().to_be_bytes());
-                    answer.extend_from_slice(message);
-                }
-                answer.extend_from_slice(&0i32.to_be_bytes()); // no auth bytes back
-                if version >= 1 {
-                    answer.extend_from_slice(&0i64.to_be_bytes()); // no session lifetime
-                }
-                if write_frame(client, &answer).await.is_err() || !accepted {
-                    return false;
-                }
-                return true;
-            }
-            // Anything else before authenticating is a client that does not speak SASL.
-            _ => return false,
-        }
-    }
-}
-
-/// An ApiVersions answer with SaslHandshake and SaslAuthenticate offered at versions 0 to 1
-/// (the broker behind the proxy may list them with other versions, or not at all).
-fn with_sasl_versions(response: &[u8], version: i16) -> Vec<u8> {
-    let flexible = version >= 3;
-    let mut r = Reader {
-        buf: response,
-        at: 0,
-    };
-    let mut w = r.take(6).to_vec(); // correlation id (header v0 always), error code
-    let count = if flexible {
-        r.uvarint().saturating_sub(1)
-    } else {
-        u64::try_from(i32::from_be_bytes(r.take(4).try_into().unwrap())).unwrap()
-    };
-    let mut entries = Vec::new();
-    let mut kept = 0u64;
-    for _ in 0..count {
-        let start = r.at;
-        let key = i16::from_be_bytes(r.take(2).try_into().unwrap());
-        r.take(4);
-        if flexible {
-            r.skip_tags();
-        }
-        if key != SASL_HANDSHAKE && key != SASL_AUTHENTICATE {
-            entries.extend_from_slice(&response[start..r.at]);
-            kept += 1;
-        }
-    }
-    for key in [SASL_HANDSHAKE, SASL_AUTHENTICATE] {
-        entries.extend_from_slice(&key.to_be_bytes());
-        entries.extend_from_slice(&0i16.to_be_bytes());
-        entries.extend_from_slice(&1i16.to_be_bytes());
-        if flexible {
-            entries.push(0); // no tags
-        }
-        kept += 1;
-    }
-    if flexible {
-        put_uvarint(&mut w, kept + 1);
-    } else {
-        w.extend_from_slice(&i32::try_from(kept).unwrap().to_be_bytes());
-    }
-    w.extend_from_slice(&entries);
-    w.extend_from_slice(&response[r.at..]); // throttle time, tags
-    w
 }
 
 async fn read_frame(stream: &mut (impl AsyncReadExt + Unpin)) -> Option<Vec<u8>> {

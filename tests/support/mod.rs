@@ -1,10 +1,13 @@
 //! Test harness: real brokers (librdkafka's mock cluster in-process, tansu as a process), the
 //! agent run in-process with an in-memory metric reader, and helpers to read what it recorded.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::print_stderr)] // the harness says what it started
 
 pub mod groups;
 pub mod http;
+pub mod kafka;
+pub mod ledger;
 pub mod metrics;
+pub mod oidc;
 pub mod otlp;
 pub mod process;
 pub mod registry;
@@ -356,12 +359,31 @@ pub fn median(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
-/// Finds a free loopback port (the listener is dropped before use, as the tools need a number).
+/// A loopback port for a server that must be told its port (a broker, the agent's listener).
+///
+/// Race-free where binding port 0 and letting go is not: the ports come from below the
+/// kernel's ephemeral range (32768 and up), so no outgoing connection can take one between
+/// now and its use, and no port is handed out twice in one process. Each is checked free now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    // Test binaries run one after another; each starts elsewhere in the span all the same.
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id() % 100) * 113,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let offset = NEXT.fetch_add(1, Ordering::SeqCst) % SPAN;
+        let port = u16::try_from(FIRST + offset).expect("port in range");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {FIRST} and {}", FIRST + SPAN);
 }
 
 /// A topic name unique to the test.

@@ -50,6 +50,12 @@ impl Certificates {
         self.dir.path().join("ca.pem")
     }
 
+    /// The server's private key (PKCS#8) and certificate in one PEM file, as Kafka's
+    /// `ssl.keystore.type=PEM` reads them.
+    pub fn server_keystore_pem(&self) -> String {
+        format!("{}{}", self.server_key_pem, self.server_cert_pem)
+    }
+
     fn server_config(&self) -> Arc<rustls::ServerConfig> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let certs = CertificateDer::pem_slice_iter(self.server_cert_pem.as_bytes())

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::BaseConsumer;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message as _};
 use tokio::sync::mpsc;
@@ -255,6 +255,8 @@ async fn consume(
                 None => {}
                 Some(Ok(message)) => {
                     let at = Instant::now();
+                    // A fetch went through: the brokers let it read the topic.
+                    consumer.context().log().accepted();
                     positions.consumed(message.partition(), message.offset());
                     if events.send(consumed(&message, at, &origin)).is_err() {
                         return;

@@ -147,6 +147,7 @@ pub fn start(
         ClusterAttributes::new(&view.borrow().cluster_id, &labels).for_heartbeat(&heartbeat.topic);
     let receiver = HeartbeatReceiver {
         producer_log: producer.log().clone(),
+        consumer_log: consumer.context().log().clone(),
         events,
         positions: Arc::clone(&positions),
         tracker: Tracker::new(heartbeat.interval, heartbeat.loss_timeout),

@@ -20,14 +20,14 @@ use super::payload::Decoded;
 use crate::error::ErrorKind;
 use crate::events::Episode;
 use crate::events::heartbeat::{
-    FirstRoundTrip, HeartbeatAcked, HeartbeatDuplicated, HeartbeatOutOfOrder, HeartbeatReceived,
-    HeartbeatSendFailed, HeartbeatSendsRecovered, HeartbeatsFlowAgain, HeartbeatsLost, LeaderMoved,
-    MessageSkipped, PartitionsAssigned, PendingVoided, Recorder, Tap, TopicRecreated,
-    WrittenAfterAll,
+    FirstRoundTrip, HeartbeatAcked, HeartbeatDuplicated, HeartbeatOutOfOrder, HeartbeatReadRefused,
+    HeartbeatReceived, HeartbeatSendFailed, HeartbeatSendsRecovered, HeartbeatWriteRefused,
+    HeartbeatsFlowAgain, HeartbeatsLost, LeaderMoved, MessageSkipped, PartitionsAssigned,
+    PendingVoided, Recorder, Tap, TopicRecreated, WrittenAfterAll,
 };
 use crate::health::Latch;
 use crate::kafka::metadata::ClusterView;
-use crate::kafka::{AuthenticationFailed, LibrdkafkaLog};
+use crate::kafka::{LibrdkafkaLog, Refused};
 use crate::probe::Wake;
 use crate::telemetry::instruments::ClusterLabels;
 use crate::telemetry::{ClusterAttributes, Instruments, SkipReason};
@@ -62,9 +62,11 @@ pub struct HeartbeatReceiver {
     pub(super) refresh: Wake,
     pub(super) attrs: ClusterAttributes,
     pub(super) instruments: Instruments,
-    /// The producer's authentication state: a send that times out while the producer cannot
-    /// authenticate failed on that.
+    /// The producer's connection state: a send that times out while the producer's
+    /// connections fail their TLS handshake or authentication failed on that.
     pub(super) producer_log: LibrdkafkaLog,
+    /// The consumer's: while the brokers refuse its fetches, nothing can be read back.
+    pub(super) consumer_log: LibrdkafkaLog,
     pub(super) tap: Option<Tap>,
     /// Released on the first own heartbeat consumed back.
     pub(super) first_round_trip: Option<Latch>,
@@ -77,6 +79,9 @@ pub(super) struct ReceiverState {
     /// Partitions whose sends are failing (logged when it starts and ends).
     failing: BTreeMap<i32, Episode>,
     losing: Episode,
+    /// The brokers refuse the producer's writes, or the consumer's reads (ACLs).
+    write_refused: Episode,
+    read_refused: Episode,
     undecodable_logged: bool,
     /// Overdue heartbeats waiting for fresh metadata and a position check, with when they
     /// became suspect, and the metadata refresh and position check counts then.
@@ -101,14 +106,14 @@ struct Suspicion {
     checked: u64,
 }
 
-/// The error a failed send is reported with: the authentication failure it was blamed on, if
-/// any, else librdkafka's own.
+/// The error a failed send is reported with: the TLS or authentication failure it was blamed
+/// on, if any, else librdkafka's own.
 fn reported<'a>(
-    auth: &'a Option<AuthenticationFailed>,
+    session: &'a Option<Refused>,
     error: &'a KafkaError,
 ) -> &'a (dyn std::error::Error + 'static) {
-    match auth {
-        Some(auth) => auth,
+    match session {
+        Some(session) => session,
         None => error,
     }
 }
@@ -145,8 +150,8 @@ impl HeartbeatReceiver {
                 at,
                 error,
             } => {
-                let auth = self.blame_authentication(&error);
-                let error = reported(&auth, &error);
+                let session = self.blame_refusal(&error);
+                let error = reported(&session, &error);
                 self.tracker
                     .acked(partition, seq, at, Err(ErrorKind::of(error)));
                 let leader = self.leader_of(partition);
@@ -227,21 +232,19 @@ impl HeartbeatReceiver {
             self.tracker.void(partition, seq);
             return;
         }
-        let auth = outcome
-            .as_ref()
-            .err()
-            .and_then(|e| self.blame_authentication(e));
+        let session = outcome.as_ref().err().and_then(|e| self.blame_refusal(e));
         let result = outcome
             .as_ref()
-            .map_err(|e| ErrorKind::of(reported(&auth, e)))
+            .map_err(|e| ErrorKind::of(reported(&session, e)))
             .copied();
         self.tracker.acked(partition, seq, at, result);
         // The broker the producer sent it to; the metadata's leader only when unknown.
         let leader = broker.or_else(|| self.leader_of(partition));
         match outcome {
             Ok(()) => {
-                // Delivered: the producer is authenticated.
-                self.producer_log.authenticated();
+                // Delivered: the brokers take the producer's writes.
+                self.producer_log.accepted();
+                self.state.write_refused.recover();
                 if let Some(to) = broker {
                     let from = self.state.acked_by.insert(partition, to);
                     if let Some(from) = from.filter(|from| *from != to) {
@@ -275,20 +278,20 @@ impl HeartbeatReceiver {
                 }
             }
             Err(error) => {
-                let error = reported(&auth, &error);
+                let error = reported(&session, &error);
                 self.send_failed(partition, seq, Some(latency), leader, error, at);
             }
         }
     }
 
-    /// The authentication failure a send really failed on, when librdkafka reports it as a
-    /// timeout or a broken connection while the producer cannot authenticate.
-    fn blame_authentication(&self, error: &KafkaError) -> Option<AuthenticationFailed> {
+    /// The TLS or authentication failure a send really failed on, when librdkafka reports it
+    /// as a timeout or a broken connection while the producer's connections fail those.
+    fn blame_refusal(&self, error: &KafkaError) -> Option<Refused> {
         matches!(
             ErrorKind::of(error),
             ErrorKind::Timeout | ErrorKind::Transport
         )
-        .then(|| self.producer_log.auth_error())
+        .then(|| self.producer_log.refused())
         .flatten()
     }
 
@@ -303,6 +306,13 @@ impl HeartbeatReceiver {
     ) {
         let first = self.state.failing.entry(partition).or_default().fail();
         self.state.last_failure.insert(partition, at);
+        if ErrorKind::of(error) == ErrorKind::Authorization && self.state.write_refused.fail() {
+            HeartbeatWriteRefused {
+                topic: &self.topic,
+                error,
+            }
+            .emit();
+        }
         HeartbeatSendFailed {
             partition,
             seq,
@@ -340,6 +350,19 @@ impl HeartbeatReceiver {
             if (checked_since && topic_there) || now - s.since >= CONFIRM_WAIT {
                 let suspects = std::mem::take(&mut self.state.suspects);
                 self.state.suspected = None;
+                if let Some((ErrorKind::Authorization, reason)) = self.consumer_log.refusal() {
+                    for l in &suspects {
+                        self.tracker.void(l.partition, l.seq);
+                    }
+                    HeartbeatReadRefused {
+                        topic: &self.topic,
+                        reason: &reason,
+                        uncounted: suspects.len(),
+                        first: self.state.read_refused.fail(),
+                    }
+                    .emit();
+                    return;
+                }
                 let lost = self.tracker.confirm_lost(&suspects);
                 if !lost.is_empty() {
                     let first = self.state.losing.fail();
@@ -412,6 +435,9 @@ impl HeartbeatReceiver {
                     self.note_out_of_order(partition, at);
                 }
                 if !late && self.state.losing.recover().is_some() {
+                    HeartbeatsFlowAgain.emit();
+                }
+                if self.state.read_refused.recover().is_some() {
                     HeartbeatsFlowAgain.emit();
                 }
                 if self.first_round_trip.is_some() {

@@ -1,8 +1,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // test code panics and prints on purpose
 
-//! The consumer group probe against a real broker (tansu) and a real consumer group that
-//! commits, falls behind while records keep arriving, then catches up: the agent's lag,
-//! lag_sum, offset, members and lag in seconds equal what the test computes from the broker.
+//! The consumer group and offsets probes against Apache Kafka (the shared 3-node cluster):
+//! a real consumer group that commits, falls behind while records keep arriving, then catches
+//! up (the agent's lag, lag_sum, offset, members and lag in seconds equal what the test
+//! computes from the brokers), and partition offsets and replication against Kafka's own
+//! answers.
 
 mod support;
 
@@ -14,8 +16,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::Message as _;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use support::groups::{commit, member, produce};
+use support::kafka::Kafka;
 use support::metrics::{attribute_sets, gauge_f64, gauge_one};
-use support::tansu::Tansu;
 use support::{TestAgent, config, eventually, unique_topic};
 
 /// The time stamp (ms) of the record at `offset`, read by a client of the test's own.
@@ -65,11 +67,11 @@ async fn wait_lag(agent: &TestAgent, group: &str, topic: &str, lags: [i64; 2]) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lag_offsets_and_lag_in_seconds_match_the_broker_as_a_group_falls_behind_and_catches_up() {
-    let tansu = Tansu::start();
-    let bootstrap = tansu.bootstrap();
+    let kafka = tokio::task::spawn_blocking(Kafka::shared).await.unwrap();
+    let bootstrap = kafka.bootstrap();
     let topic = unique_topic("orders");
     let group = unique_topic("app");
-    tansu.create_topic(&topic, 2);
+    kafka.create_topic(&topic, 2, 3);
     produce(&bootstrap, &topic, 0, 10).await;
     // Partition 1: the record at offset 4 (the group's first unread) is written 2 s after
     // the one before it and 2 s before the one after it, so reading the wrong record shows.
@@ -202,4 +204,92 @@ async fn lag_offsets_and_lag_in_seconds_match_the_broker_as_a_group_falls_behind
         "{json}"
     );
     drop(app);
+}
+
+/// (low, high) watermarks of a partition, read by a client of the test's own.
+fn watermarks(bootstrap: &str, topic: &str, partition: i32) -> (i64, i64) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .unwrap()
+}
+
+fn partition<'a>(topic: &'a str, p: &'a str) -> [(&'a str, &'a str); 2] {
+    [("topic", topic), ("partition", p)]
+}
+
+/// Waits until the agent reports `current` as the high watermark of `topic`'s partition 0.
+async fn wait_current(agent: &TestAgent, topic: &str, current: i64) -> ResourceMetrics {
+    eventually(Duration::from_secs(30), "the offsets reported", || {
+        let m = agent.try_metrics()?;
+        (gauge_one(&m, name::PARTITION_CURRENT_OFFSET, &partition(topic, "0")) == Some(current))
+            .then_some(m)
+    })
+    .await
+}
+
+fn offsets_config(
+    kafka: &Kafka,
+    heartbeat: &str,
+    extra_cluster: &str,
+) -> cc_heartbeat::config::Config {
+    config(&format!(
+        "clusters:\n  - name: watched\n    bootstrap_servers: '{}'\n{extra_cluster}\
+         heartbeat: {{topic: {heartbeat}, interval: 500ms}}\n\
+         checks: {{metadata: {{interval: 1s}}, offsets: {{interval: 1s}}, consumer_groups: {{enabled: false}}}}\n\
+         export: {{otlp: {{enabled: false}}}}\n",
+        kafka.bootstrap()
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_and_replication_match_kafkas_answers_and_include_selects_topics() {
+    let kafka = tokio::task::spawn_blocking(Kafka::shared).await.unwrap();
+    let heartbeat = unique_topic("hb");
+    let orders = unique_topic("orders");
+    let other = unique_topic("other");
+    kafka.create_topic(&orders, 2, 3);
+    kafka.create_topic(&other, 1, 3);
+    produce(&kafka.bootstrap(), &orders, 0, 4).await;
+    produce(&kafka.bootstrap(), &orders, 1, 9).await;
+    // The log of partition 1 starts at 3 now: the oldest offset is not 0.
+    kafka.admin(&format!("delete-records {orders} 1 3"));
+    let include = format!("    topics: {{include: ['^{orders}$']}}\n");
+    let agent = TestAgent::start(offsets_config(kafka, &heartbeat, &include));
+    let m = wait_current(&agent, &orders, 4).await;
+    for p in [0, 1] {
+        let (low, high) = watermarks(&kafka.bootstrap(), &orders, p);
+        assert_eq!(low, if p == 0 { 0 } else { 3 });
+        let key = partition(&orders, if p == 0 { "0" } else { "1" });
+        assert_eq!(
+            gauge_one(&m, name::PARTITION_CURRENT_OFFSET, &key),
+            Some(high)
+        );
+        assert_eq!(
+            gauge_one(&m, name::PARTITION_OLDEST_OFFSET, &key),
+            Some(low)
+        );
+        assert_eq!(gauge_one(&m, name::PARTITION_REPLICAS, &key), Some(3));
+        assert_eq!(
+            gauge_one(&m, name::PARTITION_REPLICAS_IN_SYNC, &key),
+            Some(3)
+        );
+    }
+    assert_eq!(
+        gauge_one(&m, name::TOPIC_PARTITIONS, &[("topic", &orders)]),
+        Some(2)
+    );
+    // Only what `include` names: not the other topic, not the heartbeat topic.
+    assert_eq!(
+        gauge_one(&m, name::TOPIC_PARTITIONS, &[("topic", &other)]),
+        None
+    );
+    assert_eq!(
+        gauge_one(&m, name::TOPIC_PARTITIONS, &[("topic", &heartbeat)]),
+        None
+    );
+    agent.stop().await;
 }

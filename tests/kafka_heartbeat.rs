@@ -1,0 +1,479 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // test code panics and prints on purpose
+
+//! The heartbeat against Apache Kafka (a 3-node KRaft cluster, shared by these tests), each
+//! claim checked against Kafka's own Java consumer reading every record of the topic: counts
+//! exact, the first heartbeats after a start, two agents on one topic, leaders moved by
+//! reassignment and preferred-leader election, partitions added with CreatePartitions, and
+//! the topic deleted under the agent.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use cc_heartbeat::probe::heartbeat::Observation;
+use cc_heartbeat::telemetry::SkipReason;
+use cc_heartbeat::telemetry::instruments::name;
+use support::kafka::Kafka;
+use support::ledger::Ledger;
+use support::metrics::counter;
+use support::{TestAgent, config, eventually, median, round_trips, unique_topic};
+
+/// The newest heartbeats of each partition that may still be on their way back when an
+/// agent stops (Kafka answers a fetch as soon as data arrives; one more for the send under way).
+const IN_FLIGHT_AT_STOP: u64 = 2;
+
+fn agent_config(kafka: &Kafka, topic: &str, extra: &str) -> cc_heartbeat::config::Config {
+    config(&format!(
+        "clusters:\n  - name: kafka\n    bootstrap_servers: '{}'\n\
+         heartbeat: {{topic: {topic}, interval: 200ms, loss_timeout: 5s, message_timeout: 2s{extra}}}\n\
+         checks: {{metadata: {{interval: 1s}}, offsets: {{enabled: false}}, consumer_groups: {{enabled: false}}}}\n\
+         export: {{otlp: {{enabled: false}}}}\n",
+        kafka.bootstrap()
+    ))
+}
+
+/// Runs a blocking harness call (the admin helper, a cluster start) off the runtime's workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("blocking task")
+}
+
+fn kafka() -> &'static Kafka {
+    Kafka::shared()
+}
+
+/// The agent creates the topic (one partition per broker, replication factor 3), every
+/// heartbeat it counts is on the topic as Kafka's own consumer reads it, each produce sample
+/// names the partition's leader as Kafka reports it, and nothing is lost or duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_are_counted_exactly_as_kafkas_own_consumer_reads_them() {
+    let kafka = blocking(kafka).await;
+    let topic = unique_topic("cc-heartbeat-exact");
+    let agent = TestAgent::start(agent_config(kafka, &topic, ""));
+    agent
+        .wait_round_trips(&[0, 1, 2], 15, Duration::from_secs(60))
+        .await;
+    let instance = agent.identity.instance_id.clone();
+    let (metrics, observations) = agent.stop().await;
+
+    let described = blocking({
+        let topic = topic.clone();
+        move || kafka.describe_topic(&topic)
+    })
+    .await;
+    assert_eq!(
+        described.len(),
+        3,
+        "one partition per broker: {described:?}"
+    );
+    for (p, _, replicas, _) in &described {
+        assert_eq!(replicas.len(), 3, "partition {p}: replication factor 3");
+    }
+    let (records, on_topic) = blocking({
+        let topic = topic.clone();
+        move || kafka.witness(&topic, &instance)
+    })
+    .await;
+    let ledger = Ledger::of(&observations);
+    println!(
+        "{records} records on the topic, {} of them this agent's; sent {}, received {}",
+        on_topic.len(),
+        ledger.sent(),
+        ledger.received.len()
+    );
+    assert_eq!(
+        records,
+        on_topic.len() as u64,
+        "nothing else on a new topic"
+    );
+    assert!(
+        ledger.failed.is_empty(),
+        "no send failed: {:?}",
+        ledger.failed
+    );
+    assert_eq!(
+        ledger.acked, on_topic,
+        "every acked heartbeat is on the topic, and only those"
+    );
+    ledger.assert_matches(&on_topic, IN_FLIGHT_AT_STOP);
+    for (p, leader, _, _) in &described {
+        assert_eq!(
+            ledger.leaders.get(p),
+            Some(&vec![*leader]),
+            "partition {p}: every produce sample names Kafka's leader"
+        );
+    }
+    assert_eq!(
+        counter(&metrics, name::MESSAGES_SENT, &[("error.type", "!")]),
+        on_topic.len() as u64
+    );
+    assert_eq!(
+        counter(&metrics, name::MESSAGES_RECEIVED, &[]),
+        ledger.received.len() as u64
+    );
+    for metric in [
+        name::MESSAGES_LOST,
+        name::MESSAGES_DUPLICATED,
+        name::MESSAGES_OUT_OF_ORDER,
+        name::MESSAGES_SKIPPED,
+    ] {
+        assert_eq!(counter(&metrics, metric, &[]), 0, "{metric}");
+    }
+}
+
+/// On a topic that already holds data, the first heartbeat after a start comes back as fast
+/// as the later ones: the consumer is fetching before the first send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_heartbeats_after_a_start_are_measured_like_the_others() {
+    let kafka = blocking(kafka).await;
+    let topic = unique_topic("cc-heartbeat-first");
+    blocking({
+        let topic = topic.clone();
+        move || {
+            kafka.create_topic(&topic, 3, 3);
+            for p in 0..3 {
+                kafka.admin(&format!("produce {topic} {p} left-over"));
+            }
+        }
+    })
+    .await;
+    let agent = TestAgent::start(agent_config(kafka, &topic, ""));
+    agent
+        .wait_round_trips(&[0, 1, 2], 10, Duration::from_secs(60))
+        .await;
+    let (_, observations) = agent.stop().await;
+    for p in 0..3 {
+        let trips = round_trips(&observations, p);
+        let first = trips[0];
+        let typical = median(trips[1..].to_vec());
+        println!("partition {p}: first {first:?}, median of the rest {typical:?}");
+        assert!(
+            first <= typical * 4 + Duration::from_millis(20),
+            "partition {p}: the first round trip ({first:?}) is a start-up artefact next to {typical:?}"
+        );
+    }
+}
+
+/// Two agents on one topic: each measures only its own heartbeats, and counts the other's
+/// as skipped (`foreign`), exactly as many as the other put on the topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_on_one_topic_each_count_only_their_own() {
+    let kafka = blocking(kafka).await;
+    let topic = unique_topic("cc-heartbeat-shared");
+    blocking({
+        let topic = topic.clone();
+        move || kafka.create_topic(&topic, 3, 3)
+    })
+    .await;
+    let a = TestAgent::start(agent_config(kafka, &topic, ""));
+    let b = TestAgent::start(agent_config(kafka, &topic, ""));
+    a.wait_round_trips(&[0, 1, 2], 10, Duration::from_secs(60))
+        .await;
+    b.wait_round_trips(&[0, 1, 2], 10, Duration::from_secs(60))
+        .await;
+    let (ia, ib) = (
+        a.identity.instance_id.clone(),
+        b.identity.instance_id.clone(),
+    );
+    assert_ne!(ia, ib);
+    // Stop one, let the other read what it sent last, then stop the other.
+    let (metrics_b, observations_b) = b.stop().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (metrics_a, observations_a) = a.stop().await;
+    let (records, on_topic_a) = blocking({
+        let (topic, ia) = (topic.clone(), ia.clone());
+        move || kafka.witness(&topic, &ia)
+    })
+    .await;
+    let (_, on_topic_b) = blocking({
+        let topic = topic.clone();
+        move || kafka.witness(&topic, &ib)
+    })
+    .await;
+    assert_eq!(records, (on_topic_a.len() + on_topic_b.len()) as u64);
+    Ledger::of(&observations_a).assert_matches(&on_topic_a, IN_FLIGHT_AT_STOP);
+    Ledger::of(&observations_b).assert_matches(&on_topic_b, IN_FLIGHT_AT_STOP);
+    let foreign = |metrics| {
+        counter(
+            metrics,
+            name::MESSAGES_SKIPPED,
+            &[("cc_heartbeat.skip.reason", SkipReason::Foreign.as_str())],
+        )
+    };
+    // A read everything B wrote after A started reading, B read A's likewise.
+    let skipped_by_a = foreign(&metrics_a);
+    let skipped_by_b = foreign(&metrics_b);
+    println!(
+        "A: {} own, skipped {skipped_by_a}; B: {} own, skipped {skipped_by_b}",
+        on_topic_a.len(),
+        on_topic_b.len()
+    );
+    assert!(
+        skipped_by_a <= on_topic_b.len() as u64 && skipped_by_a + 10 >= on_topic_b.len() as u64,
+        "A skipped B's heartbeats as foreign: {skipped_by_a} of {}",
+        on_topic_b.len()
+    );
+    assert!(
+        skipped_by_b <= on_topic_a.len() as u64 && skipped_by_b >= 20,
+        "B skipped A's heartbeats as foreign: {skipped_by_b} of {}",
+        on_topic_a.len()
+    );
+    for metrics in [&metrics_a, &metrics_b] {
+        assert_eq!(counter(metrics, name::MESSAGES_LOST, &[]), 0);
+        assert_eq!(counter(metrics, name::MESSAGES_DUPLICATED, &[]), 0);
+    }
+}
+
+/// Leaders moved by partition reassignment and preferred-leader election (Kafka's admin API)
+/// while the agent reads metadata only every minute: the produce samples name the broker
+/// that led at the time (librdkafka follows NOT_LEADER_OR_FOLLOWER at once), every move is
+/// seen, and the heartbeats stay exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_samples_name_the_broker_that_led_when_leaders_move() {
+    const MOVES: usize = 4;
+    let kafka = blocking(kafka).await;
+    let topic = unique_topic("cc-heartbeat-moving");
+    blocking({
+        let topic = topic.clone();
+        move || kafka.create_topic(&topic, 3, 3)
+    })
+    .await;
+    let agent = TestAgent::start(config(&format!(
+        "clusters:\n  - name: kafka\n    bootstrap_servers: '{}'\n\
+         heartbeat: {{topic: {topic}, interval: 200ms, loss_timeout: 5s, message_timeout: 2s}}\n\
+         checks: {{metadata: {{interval: 60s}}, offsets: {{enabled: false}}, consumer_groups: {{enabled: false}}}}\n\
+         export: {{otlp: {{enabled: false}}}}\n",
+        kafka.bootstrap()
+    )));
+    agent
+        .wait_round_trips(&[0, 1, 2], 3, Duration::from_secs(60))
+        .await;
+    let leaders_now = {
+        let topic = topic.clone();
+        move || kafka.leaders(&topic)
+    };
+    // (when the move began, when Kafka had made it, the leaders from then on)
+    let now = Instant::now();
+    let mut leaders = vec![(now, now, blocking(leaders_now.clone()).await)];
+    for _ in 0..MOVES {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let began = Instant::now();
+        let next = blocking({
+            let topic = topic.clone();
+            let current = leaders.last().unwrap().2.clone();
+            move || {
+                for (p, leader) in current.iter().enumerate() {
+                    // The next broker first: reassigning the replica order and electing the
+                    // preferred leader moves the leadership there.
+                    let first = leader % 3 + 1;
+                    let order = [first, first % 3 + 1, (first + 1) % 3 + 1];
+                    let order = order.map(|b| b.to_string()).join(",");
+                    kafka.admin(&format!("reassign {topic} {p} {order}"));
+                    kafka.admin(&format!("elect-preferred {topic} {p}"));
+                }
+                kafka.leaders(&topic)
+            }
+        })
+        .await;
+        let expected: Vec<i32> = leaders
+            .last()
+            .unwrap()
+            .2
+            .iter()
+            .map(|l| l % 3 + 1)
+            .collect();
+        assert_eq!(next, expected, "Kafka moved every leader");
+        leaders.push((began, Instant::now(), next));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let timed = agent.observations_at();
+    let instance = agent.identity.instance_id.clone();
+    let (metrics, observations) = agent.stop().await;
+
+    // A sample taken while a move was under way (and the moment after, while the producer
+    // learns of it) may name either leader.
+    let settled = |t: Instant, p: usize| -> Option<Vec<i32>> {
+        let i = leaders.iter().rposition(|(began, _, _)| *began <= t)?;
+        let (_, done, now) = &leaders[i];
+        let mut allowed = vec![now[p]];
+        if i > 0 && t <= *done + Duration::from_millis(500) {
+            allowed.push(leaders[i - 1].2[p]);
+        }
+        Some(allowed)
+    };
+    let (mut right, mut samples) = (0, 0);
+    for (at, o) in &timed {
+        if let Observation::Acked {
+            partition,
+            leader: Some(leader),
+            error: None,
+            ..
+        } = o
+            && let Some(allowed) = settled(*at, *partition as usize)
+        {
+            samples += 1;
+            right += usize::from(allowed.contains(leader));
+        }
+    }
+    println!("{right} of {samples} produce samples named the leader of the moment");
+    assert_eq!(right, samples, "every sample names the leader of its time");
+    let ledger = Ledger::of(&observations);
+    for p in 0..3 {
+        let seen = &ledger.leaders[&p];
+        let expected: Vec<i32> = leaders.iter().map(|(_, _, l)| l[p as usize]).collect();
+        assert!(
+            seen.ends_with(&expected[1..]) && seen.len() == MOVES + 1,
+            "partition {p}: every move seen: {seen:?}, Kafka: {expected:?}"
+        );
+    }
+    let (_, on_topic) = blocking({
+        let topic = topic.clone();
+        move || kafka.witness(&topic, &instance)
+    })
+    .await;
+    ledger.assert_matches(&on_topic, IN_FLIGHT_AT_STOP);
+    println!(
+        "sent {}, failed {} ({} written after all)",
+        ledger.sent(),
+        ledger.failed.len(),
+        ledger.written_after_all(&on_topic).len()
+    );
+    for metric in [
+        name::MESSAGES_LOST,
+        name::MESSAGES_DUPLICATED,
+        name::MESSAGES_OUT_OF_ORDER,
+    ] {
+        assert_eq!(counter(&metrics, metric, &[]), 0, "{metric}");
+    }
+}
+
+/// Partitions added with CreatePartitions carry heartbeats within one metadata interval, and
+/// no send fails for want of the clients' metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_partitions_carry_heartbeats_within_a_metadata_interval_without_failures() {
+    let kafka = blocking(kafka).await;
+    let topic = unique_topic("cc-heartbeat-growing");
+    blocking({
+        let topic = topic.clone();
+        move || kafka.create_topic(&topic, 2, 3)
+    })
+    .await;
+    let agent = TestAgent::start(config(&format!(
+        "clusters:\n  - name: kafka\n    bootstrap_servers: '{}'\n\
+         heartbeat: {{topic: {topic}, interval: 200ms, loss_timeout: 5s, message_timeout: 2s}}\n\
+         checks: {{metadata: {{interval: 2s}}, offsets: {{enabled: false}}, consumer_groups: {{enabled: false}}}}\n\
+         export: {{otlp: {{enabled: false}}}}\n",
+        kafka.bootstrap()
+    )));
+    agent
+        .wait_round_trips(&[0, 1], 3, Duration::from_secs(60))
+        .await;
+    blocking({
+        let topic = topic.clone();
+        move || kafka.admin(&format!("create-partitions {topic} 5"))
+    })
+    .await;
+    let added = Instant::now();
+    agent
+        .wait_round_trips(&[2, 3, 4], 1, Duration::from_secs(20))
+        .await;
+    let took = added.elapsed();
+    println!("added partitions carried heartbeats {took:?} after they were created");
+    assert!(
+        took <= Duration::from_secs(4),
+        "within one metadata interval (2 s), with a round to spare: {took:?}"
+    );
+    agent
+        .wait_round_trips(&[0, 1, 2, 3, 4], 5, Duration::from_secs(20))
+        .await;
+    let instance = agent.identity.instance_id.clone();
+    let (metrics, observations) = agent.stop().await;
+    assert_eq!(
+        counter(&metrics, name::MESSAGES_SENT, &[("error.type", "*")]),
+        0,
+        "no send failed"
+    );
+    let (_, on_topic) = blocking({
+        let topic = topic.clone();
+        move || kafka.witness(&topic, &instance)
+    })
+    .await;
+    Ledger::of(&observations).assert_matches(&on_topic, IN_FLIGHT_AT_STOP);
+    assert_eq!(counter(&metrics, name::MESSAGES_LOST, &[]), 0);
+}
+
+/// The topic deleted under the agent three times: each time the agent creates it again within
+/// about a metadata interval, counts the recreation once, and loses nothing: every heartbeat
+/// Kafka's consumer saw on a topic before it went away was consumed back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_topic_is_survived_and_counted_without_false_loss() {
+    const ROUNDS: u64 = 3;
+    let kafka = blocking(kafka).await;
+    let topic = unique_topic("cc-heartbeat-deleted");
+    let agent = TestAgent::start(agent_config(kafka, &topic, ""));
+    agent
+        .wait_round_trips(&[0, 1, 2], 3, Duration::from_secs(60))
+        .await;
+    let instance = agent.identity.instance_id.clone();
+    let mut witnessed = BTreeSet::new();
+    for round in 1..=ROUNDS {
+        let (_, seen) = blocking({
+            let (topic, instance) = (topic.clone(), instance.clone());
+            move || kafka.witness(&topic, &instance)
+        })
+        .await;
+        // What the witness saw had been there a while: the agent has it too by now.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        witnessed.extend(seen);
+        let before = agent
+            .observations()
+            .iter()
+            .filter(|o| matches!(o, Observation::RoundTrip { .. }))
+            .count();
+        let deleted = Instant::now();
+        blocking({
+            let topic = topic.clone();
+            move || kafka.delete_topic(&topic)
+        })
+        .await;
+        eventually(
+            Duration::from_secs(30),
+            "round trips on the new topic",
+            || {
+                let after = agent
+                    .observations()
+                    .iter()
+                    .filter(|o| matches!(o, Observation::RoundTrip { .. }))
+                    .count();
+                (after >= before + 6).then_some(())
+            },
+        )
+        .await;
+        println!(
+            "deletion {round}: heartbeats back after {:?}",
+            deleted.elapsed()
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (metrics, observations) = agent.stop().await;
+    let (_, last) = blocking({
+        let topic = topic.clone();
+        move || kafka.witness(&topic, &instance)
+    })
+    .await;
+    let ledger = Ledger::of(&observations);
+    let missed: Vec<_> = witnessed.difference(&ledger.received).collect();
+    assert!(
+        missed.is_empty(),
+        "on a deleted topic, never consumed back: {missed:?}"
+    );
+    assert!(ledger.lost.is_empty(), "no false loss: {:?}", ledger.lost);
+    assert!(!last.is_empty(), "the last incarnation carries heartbeats");
+    assert_eq!(counter(&metrics, name::MESSAGES_LOST, &[]), 0);
+    assert_eq!(counter(&metrics, name::MESSAGES_DUPLICATED, &[]), 0);
+    assert_eq!(
+        counter(&metrics, name::TOPIC_RECREATIONS, &[]),
+        ROUNDS,
+        "each deletion counted once"
+    );
+}

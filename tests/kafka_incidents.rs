@@ -1,0 +1,252 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // test code panics and prints on purpose
+
+//! Broker incidents on Apache Kafka, each test on a 3-node KRaft cluster of its own: a broker
+//! killed (SIGKILL) and restarted, a broker stopped cleanly and started again, and a broker
+//! frozen (SIGSTOP) past the send timeout. Kafka's own Java consumer reading every record is
+//! the witness; the agent runs in this process, so a crash inside librdkafka fails the test.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use cc_heartbeat::error::ErrorKind;
+use cc_heartbeat::telemetry::instruments::name;
+use support::kafka::Kafka;
+use support::ledger::Ledger;
+use support::metrics::{counter, gauge_one};
+use support::{TestAgent, config, eventually, unique_topic};
+
+const IN_FLIGHT_AT_STOP: u64 = 2;
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("blocking task")
+}
+
+/// An agent with every probe on a short interval; the offsets check watches the heartbeat topic.
+fn agent_config(kafka: &Kafka, topic: &str, heartbeat: &str) -> cc_heartbeat::config::Config {
+    config(&format!(
+        "clusters:\n  - name: kafka\n    bootstrap_servers: '{}'\n    topics: {{include: ['^{topic}$']}}\n\
+         heartbeat: {{topic: {topic}, interval: 200ms, loss_timeout: 6s{heartbeat}}}\n\
+         checks: {{connectivity: {{interval: 1s, timeout: 500ms}}, metadata: {{interval: 1s}}, offsets: {{interval: 1s}}, consumer_groups: {{enabled: false}}}}\n\
+         export: {{otlp: {{enabled: false}}}}\n",
+        kafka.bootstrap()
+    ))
+}
+
+fn broker_up(agent: &TestAgent, id: i32) -> Option<i64> {
+    let id = id.to_string();
+    agent
+        .try_metrics()
+        .and_then(|m| gauge_one(&m, name::BROKER_UP, &[("kafka.broker.id", &id)]))
+}
+
+/// In-sync replicas of each partition of `topic`, as the agent's offsets check reports them.
+fn in_sync(agent: &TestAgent, topic: &str) -> Vec<Option<i64>> {
+    let Some(metrics) = agent.try_metrics() else {
+        return vec![None; 3];
+    };
+    (0..3)
+        .map(|p| {
+            let p = p.to_string();
+            gauge_one(
+                &metrics,
+                name::PARTITION_REPLICAS_IN_SYNC,
+                &[("topic", topic), ("partition", &p)],
+            )
+        })
+        .collect()
+}
+
+/// Waits for `what` of the agent's metrics, printing how long it took.
+async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let since = Instant::now();
+    eventually(timeout, what, || check().then_some(())).await;
+    let took = since.elapsed();
+    println!("{what}: after {took:?}");
+    took
+}
+
+async fn witness_and_check(
+    kafka: &'static Kafka,
+    topic: &str,
+    agent: TestAgent,
+) -> (Ledger, BTreeSet<(i32, u64)>) {
+    let instance = agent.identity.instance_id.clone();
+    let (metrics, observations) = agent.stop().await;
+    let topic = topic.to_owned();
+    let (_, on_topic) = blocking(move || kafka.witness(&topic, &instance)).await;
+    let ledger = Ledger::of(&observations);
+    println!(
+        "sent {}: acked {}, failed {} ({} written after all); received {}",
+        ledger.sent(),
+        ledger.acked.len(),
+        ledger.failed.len(),
+        ledger.written_after_all(&on_topic).len(),
+        ledger.received.len()
+    );
+    ledger.assert_matches(&on_topic, IN_FLIGHT_AT_STOP);
+    assert_eq!(counter(&metrics, name::MESSAGES_LOST, &[]), 0);
+    assert_eq!(counter(&metrics, name::MESSAGES_DUPLICATED, &[]), 0);
+    assert_eq!(
+        counter(&metrics, name::MESSAGES_AMBIGUOUS, &[]),
+        ledger.written_after_all(&on_topic).len() as u64,
+        "every failed send that was written after all is counted ambiguous"
+    );
+    (ledger, on_topic)
+}
+
+/// A broker killed at once: the broker probe reports it down within seconds, the controller
+/// moves its leaderships and heartbeats go on on every partition, the offsets check shows the
+/// heartbeat topic under-replicated; after the restart the broker is up and in sync again.
+/// Every heartbeat is accounted against the witness.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_broker_is_reported_and_everything_recovers_after_its_restart() {
+    let kafka: &'static Kafka = Box::leak(Box::new(blocking(|| Kafka::start(&[])).await));
+    let topic = unique_topic("cc-heartbeat-killed");
+    let agent = TestAgent::start(agent_config(kafka, &topic, ", message_timeout: 2s"));
+    agent
+        .wait_round_trips(&[0, 1, 2], 3, Duration::from_secs(60))
+        .await;
+    wait_for("every replica in sync", Duration::from_secs(20), || {
+        in_sync(&agent, &topic) == vec![Some(3); 3]
+    })
+    .await;
+    assert_eq!(broker_up(&agent, 2), Some(1));
+
+    blocking(|| kafka.kill_node(2)).await;
+    let down = wait_for("broker 2 reported down", Duration::from_secs(10), || {
+        broker_up(&agent, 2) == Some(0)
+    })
+    .await;
+    assert!(
+        down <= Duration::from_secs(3),
+        "within a probe interval and its timeout"
+    );
+    wait_for(
+        "the topic under-replicated",
+        Duration::from_secs(30),
+        || in_sync(&agent, &topic) == vec![Some(2); 3],
+    )
+    .await;
+    let before = agent.observations().len();
+    wait_for(
+        "heartbeats on every partition without broker 2",
+        Duration::from_secs(30),
+        || {
+            let recent = &agent.observations()[before..];
+            (0..3).all(|p| support::round_trips(recent, p).len() >= 3)
+        },
+    )
+    .await;
+
+    blocking(|| kafka.start_node(2)).await;
+    wait_for(
+        "broker 2 reported up again",
+        Duration::from_secs(60),
+        || broker_up(&agent, 2) == Some(1),
+    )
+    .await;
+    wait_for(
+        "every replica in sync again",
+        Duration::from_secs(60),
+        || in_sync(&agent, &topic) == vec![Some(3); 3],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (ledger, _) = witness_and_check(kafka, &topic, agent).await;
+    // Sends that failed while the leaders moved failed for a reason, said as one.
+    for (h, kind) in &ledger.failed {
+        assert!(
+            matches!(
+                kind,
+                ErrorKind::Timeout
+                    | ErrorKind::Transport
+                    | ErrorKind::ConnectionRefused
+                    | ErrorKind::BrokerError
+            ),
+            "{h:?} failed with {kind:?}"
+        );
+    }
+}
+
+/// A broker stopped cleanly (SIGTERM: a controlled shutdown moves its leaderships away first)
+/// and started again: heartbeats go on throughout and every one is accounted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cleanly_stopped_broker_hands_over_and_the_heartbeats_stay_exact() {
+    let kafka: &'static Kafka = Box::leak(Box::new(blocking(|| Kafka::start(&[])).await));
+    let topic = unique_topic("cc-heartbeat-stopped");
+    let agent = TestAgent::start(agent_config(kafka, &topic, ", message_timeout: 2s"));
+    agent
+        .wait_round_trips(&[0, 1, 2], 3, Duration::from_secs(60))
+        .await;
+    blocking(|| kafka.stop_node(3)).await;
+    let before = agent.observations().len();
+    wait_for(
+        "heartbeats on every partition without broker 3",
+        Duration::from_secs(30),
+        || {
+            let recent = &agent.observations()[before..];
+            (0..3).all(|p| support::round_trips(recent, p).len() >= 5)
+        },
+    )
+    .await;
+    blocking(|| kafka.start_node(3)).await;
+    wait_for(
+        "broker 3 reported up again",
+        Duration::from_secs(60),
+        || broker_up(&agent, 3) == Some(1),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    witness_and_check(kafka, &topic, agent).await;
+}
+
+/// A broker frozen longer than the send timeout, then let go: its partition's sends are
+/// reported as timed out, but the broker takes them in when it thaws, so some are on the
+/// topic after all (replication factor 1: nobody else could take its leadership). Every
+/// heartbeat is accounted exactly once and those written after all are counted ambiguous.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_broker_accounts_every_heartbeat_once_and_names_the_ambiguous_ones() {
+    let kafka: &'static Kafka = Box::leak(Box::new(blocking(|| Kafka::start(&[])).await));
+    let topic = unique_topic("cc-heartbeat-frozen");
+    let agent = TestAgent::start(agent_config(
+        kafka,
+        &topic,
+        ", message_timeout: 1s, replication_factor: 1",
+    ));
+    agent
+        .wait_round_trips(&[0, 1, 2], 3, Duration::from_secs(60))
+        .await;
+    let leaders = blocking({
+        let topic = topic.clone();
+        move || kafka.leaders(&topic)
+    })
+    .await;
+    // Freeze a broker that is not the active controller, for less than its session timeout
+    // (3 s), so the controller does not fence it meanwhile.
+    let controller = blocking(|| kafka.try_cluster().unwrap().0).await;
+    let frozen = *leaders.iter().find(|l| **l != controller).unwrap();
+    let partition = leaders.iter().position(|l| *l == frozen).unwrap() as i32;
+    blocking(move || kafka.freeze_node(frozen)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    blocking(move || kafka.thaw_node(frozen)).await;
+    // Past the loss timeout, so whatever was going to be lost is.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let (ledger, on_topic) = witness_and_check(kafka, &topic, agent).await;
+    assert!(
+        !ledger.written_after_all(&on_topic).is_empty(),
+        "some sends reported as timed out were written after all"
+    );
+    let failed: BTreeSet<i32> = ledger.failed.keys().map(|(p, _)| *p).collect();
+    assert_eq!(
+        failed,
+        BTreeSet::from([partition]),
+        "only the frozen broker's partition failed"
+    );
+    assert!(
+        ledger.failed.values().all(|k| *k == ErrorKind::Timeout),
+        "{:?}",
+        ledger.failed
+    );
+}
