@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // test code panics and prints on purpose
 
-//! The agent's /metrics endpoint, the alert rules and the dashboard, with Debian's Prometheus
-//! (promtool, and a real server scraping the agent binary while it watches mock clusters).
+//! The alert rules and the dashboard with Debian's Prometheus (promtool, and a real server),
+//! on both routes the metrics take to it: scraping the agent binary's own /metrics endpoint,
+//! and scraping a real OpenTelemetry Collector (the shipped config) the agent pushes OTLP to.
 
 mod support;
 
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use support::collector::{Collector, shipped};
 use support::groups::{commit, member, produce};
 use support::process::{AgentProcess, http_get};
 use support::registry::{Behaviour, serve};
@@ -78,7 +80,9 @@ struct Prometheus {
 }
 
 impl Prometheus {
-    fn start(scrape_target: &str, rules: &Path) -> Self {
+    /// Scrapes `scrape_target`; `honor_labels` as for a collector, whose points carry each
+    /// agent's `instance`.
+    fn start(scrape_target: &str, rules: &Path, honor_labels: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("prometheus.yml");
         std::fs::write(
@@ -86,7 +90,7 @@ impl Prometheus {
             format!(
                 "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
                  rule_files: ['{}']\n\
-                 scrape_configs:\n  - job_name: cc-heartbeat\n    static_configs: [{{targets: ['{scrape_target}']}}]\n",
+                 scrape_configs:\n  - job_name: cc-heartbeat\n    honor_labels: {honor_labels}\n    static_configs: [{{targets: ['{scrape_target}']}}]\n",
                 rules.display()
             ),
         )
@@ -233,8 +237,39 @@ fn dashboard_queries() -> Vec<(String, String)> {
     queries
 }
 
+/// How the agent's metrics reach Prometheus.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    /// Prometheus scrapes the agent (`http.prometheus: true`).
+    Direct,
+    /// The agent pushes OTLP to a collector running the shipped config; Prometheus scrapes the
+    /// collector's Prometheus exporter, honouring the labels the agents sent.
+    Collector,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_the_agent_and_every_dashboard_query_and_alert_works() {
+    dashboard_and_alerts(Route::Direct).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_collector_every_dashboard_query_and_alert_works() {
+    dashboard_and_alerts(Route::Collector).await;
+}
+
+async fn exposition_text(url: &str) -> String {
+    http_get(url).await.unwrap().text().await.unwrap()
+}
+
+async fn dashboard_and_alerts(route: Route) {
+    // The collector's exporter forgets an agent's series a while after its last export
+    // (`metric_expiration`): shortened here so that the absence alerts fire within the test.
+    let collector = (route == Route::Collector).then(|| {
+        Collector::start(
+            &[shipped()],
+            "exporters:\n  prometheus:\n    metric_expiration: 5s\n",
+        )
+    });
     let topic = unique_topic("prom");
     let prod = MockKafka::new(3);
     prod.create_topic(&topic, 3);
@@ -258,6 +293,13 @@ async fn prometheus_scrapes_the_agent_and_every_dashboard_query_and_alert_works(
     // and a Schema Registry (a server in the registry's REST shape), for the registry panels.
     let (registry, _) = serve(Behaviour::Registry).await;
     let http_port = free_port();
+    let export = match &collector {
+        Some(c) => format!(
+            "export: {{otlp: {{endpoint: 'http://127.0.0.1:{}', interval: 1s}}}}\n",
+            c.otlp_grpc
+        ),
+        None => "export: {otlp: {enabled: false}}\n".to_owned(),
+    };
     let mut agent = AgentProcess::start(
         &format!(
             "clusters:\n\
@@ -266,7 +308,7 @@ async fn prometheus_scrapes_the_agent_and_every_dashboard_query_and_alert_works(
              \x20 - {{name: apps, bootstrap_servers: '{}', consumer_groups: {{include: ['^{group}$']}}, schema_registry: {{url: '{registry}', basic_auth: {{username: user, password: secret}}}}}}\n\
              heartbeat: {{topic: {topic}, interval: 250ms, loss_timeout: 2s, message_timeout: 1s}}\n\
              checks: {{connectivity: {{interval: 1s, timeout: 500ms}}, metadata: {{interval: 1s}}, offsets: {{interval: 1s}}, consumer_groups: {{interval: 1s}}, schema_registry: {{interval: 1s, timeout: 500ms}}}}\n\
-             export: {{otlp: {{enabled: false}}}}\n\
+             {export}\
              http: {{listen: '127.0.0.1:{http_port}', prometheus: true}}\n",
             prod.bootstrap(),
             narrow.bootstrap(),
@@ -275,14 +317,21 @@ async fn prometheus_scrapes_the_agent_and_every_dashboard_query_and_alert_works(
         &[],
     );
     agent.wait_ready(http_port, Duration::from_secs(30)).await;
+    let scraped = match &collector {
+        Some(c) => format!("127.0.0.1:{}", c.prometheus),
+        None => format!("127.0.0.1:{http_port}"),
+    };
+    let metrics_url = format!("http://{scraped}/metrics");
 
-    // The exposition itself is valid.
-    let exposition = http_get(&format!("http://127.0.0.1:{http_port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // The exposition itself is valid, and has the names (once the first exports are in).
+    let mut exposition = String::new();
+    for _ in 0..50 {
+        exposition = exposition_text(&metrics_url).await;
+        if exposition.contains("\nkafka_partition_current_offset{") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let (ok, out) = promtool(&["check", "metrics"], Some(&exposition));
     assert!(ok, "promtool check metrics: {out}");
     for name in [
@@ -308,8 +357,9 @@ async fn prometheus_scrapes_the_agent_and_every_dashboard_query_and_alert_works(
 
     let dir = tempfile::tempdir().unwrap();
     let mut prometheus = Prometheus::start(
-        &format!("127.0.0.1:{http_port}"),
+        &scraped,
         &rules_without_delays(dir.path()),
+        route == Route::Collector,
     );
     prometheus.ready().await;
     // Healthy: data arrives, and the only alert is the narrow cluster's coverage.
@@ -395,12 +445,7 @@ async fn prometheus_scrapes_the_agent_and_every_dashboard_query_and_alert_works(
 
     // Names: none has the `_ratio` suffix a unit of `1` would bring, and every metric the
     // dashboard and the alert rules use is one the agent exports.
-    let exposition = http_get(&format!("http://127.0.0.1:{http_port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let exposition = exposition_text(&metrics_url).await;
     let exported = exported_names(&exposition);
     let ratios: Vec<&String> = exported.iter().filter(|n| n.ends_with("_ratio")).collect();
     assert!(ratios.is_empty(), "names ending in _ratio: {ratios:?}");

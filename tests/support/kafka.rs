@@ -25,10 +25,10 @@ use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::{Mutex, OnceLock, mpsc};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::free_port;
+use super::local::{free_port, spawn};
 use super::oidc::Oidc;
 use super::tls::Certificates;
 
@@ -668,47 +668,6 @@ fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// Spawns `cmd` from one thread that lives as long as the process, with `PR_SET_PDEATHSIG`,
-/// so the child is killed when the test process ends (a static cluster is never dropped).
-pub fn spawn(cmd: Command) -> Child {
-    type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
-    let sender = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Request>();
-        std::thread::Builder::new()
-            .name("spawner".to_owned())
-            .spawn(move || {
-                for (mut cmd, reply) in rx {
-                    let _ = reply.send(spawn_dying_with_parent(&mut cmd));
-                }
-                // The sender lives in a static: this thread never ends before the process.
-            })
-            .expect("spawner thread");
-        Mutex::new(tx)
-    });
-    let (tx, rx) = mpsc::channel();
-    sender
-        .lock()
-        .unwrap()
-        .send((cmd, tx))
-        .expect("spawner alive");
-    rx.recv().expect("spawner answers").expect("spawn")
-}
-
-#[allow(unsafe_code)]
-fn spawn_dying_with_parent(cmd: &mut Command) -> std::io::Result<Child> {
-    use std::os::unix::process::CommandExt as _;
-    // SAFETY: the closure runs in the child between fork and exec and only makes one
-    // async-signal-safe system call.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                .map_err(std::io::Error::from)
-        });
-    }
-    cmd.spawn()
 }
 
 const LOG4J: &str = "Configuration:

@@ -2,10 +2,12 @@
 //! agent run in-process with an in-memory metric reader, and helpers to read what it recorded.
 #![allow(dead_code, unreachable_pub, clippy::print_stderr)] // the harness says what it started
 
+pub mod collector;
 pub mod groups;
 pub mod http;
 pub mod kafka;
 pub mod ledger;
+pub mod local;
 pub mod metrics;
 pub mod oidc;
 pub mod otlp;
@@ -359,36 +361,10 @@ pub fn median(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
-/// A loopback port for a server that must be told its port (a broker, the agent's listener).
-///
-/// Race-free where binding port 0 and letting go is not: the ports come from below the
-/// kernel's ephemeral range (32768 and up), so no outgoing connection can take one between
-/// now and its use, and no port is handed out twice in one process. Each is checked free now.
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    const FIRST: u32 = 20_000;
-    const SPAN: u32 = 12_000;
-    // Test binaries run one after another; each starts elsewhere in the span all the same.
-    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    let _ = NEXT.compare_exchange(
-        u32::MAX,
-        (std::process::id() % 100) * 113,
-        Ordering::SeqCst,
-        Ordering::SeqCst,
-    );
-    for _ in 0..SPAN {
-        let offset = NEXT.fetch_add(1, Ordering::SeqCst) % SPAN;
-        let port = u16::try_from(FIRST + offset).expect("port in range");
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port between {FIRST} and {}", FIRST + SPAN);
-}
-
 /// A topic name unique to the test.
 pub fn unique_topic(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
+pub use local::free_port;
 pub mod kafka_proxy;
 pub mod witness;

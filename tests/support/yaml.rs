@@ -43,3 +43,29 @@ pub fn document(text: &str) -> Value {
     assert_eq!(docs.len(), 1, "expected one YAML document");
     docs.remove(0)
 }
+
+/// The collector config with every commented-out configuration line enabled, as a user
+/// would enable a backend: `  # key: value` becomes `  key: value`.
+pub fn uncommented(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            let indent = line.len() - line.trim_start().len();
+            match line.trim_start().strip_prefix("# ") {
+                Some(rest) if looks_like_config(rest) => format!("{}{rest}", &line[..indent]),
+                _ => line.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn looks_like_config(line: &str) -> bool {
+    let line = line.trim_start();
+    let key_end = line.find(':').unwrap_or(0);
+    line.starts_with("- ")
+        || (key_end > 0
+            && line[..key_end]
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-./".contains(c))
+            && line[key_end + 1..].chars().next().is_none_or(|c| c == ' '))
+}

@@ -79,7 +79,11 @@ impl Transport {
                         .with_webpki_roots();
                     endpoint = endpoint.tls_config(tls).map_err(TransportError::Endpoint)?;
                 }
-                let mut client = MetricsServiceClient::new(endpoint.connect_lazy());
+                // The collector (grpc-go) answers a gzip request with a gzip response: a
+                // client that could not read it would take every accepted export for a
+                // failed one.
+                let mut client = MetricsServiceClient::new(endpoint.connect_lazy())
+                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
                 if config.compression == Compression::Gzip {
                     client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
                 }

@@ -1,0 +1,238 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // test code panics and prints on purpose
+
+//! The shipped collector configs in a real OpenTelemetry Collector (built from the builder
+//! manifest in tests/otelcol): its own `validate` on each file, on every backend block enabled,
+//! and on the Kubernetes merge; and the agent's counts through it across a collector restart,
+//! with cumulative and with delta temporality, against a witness reading the topic.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cc_heartbeat::telemetry::instruments::name;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::metrics::v1::metric;
+use support::collector::{Collector, repo, shipped, validate};
+use support::otlp::{OtlpReceiver, counter_value, find};
+use support::process::{AgentProcess, http_get, own_messages_on_topic};
+use support::yaml::{document, uncommented};
+use support::{MockKafka, eventually, free_port, unique_topic};
+
+/// Values for the `${env:…}` references of the backend blocks, as a user would set them.
+const BACKEND_ENV: [(&str, &str); 5] = [
+    ("HONEYCOMB_API_KEY", "hc-key"),
+    (
+        "GRAFANA_CLOUD_OTLP_ENDPOINT",
+        "https://otlp-gateway.example.net/otlp",
+    ),
+    ("GRAFANA_CLOUD_OTLP_AUTHORIZATION", "Basic Zm9vOmJhcg=="),
+    ("DD_API_KEY", "dd-key"),
+    ("DD_SITE", "datadoghq.eu"),
+];
+
+/// The shipped config with every backend block enabled but Datadog's, whose exporter the test
+/// collector cannot include (tests/otelcol/builder.yaml says why; tests/deploy.rs checks its
+/// block against the exporter's keys instead). JSON is YAML, so the edited document is
+/// written as JSON.
+fn every_backend_but_datadog(dir: &std::path::Path) -> PathBuf {
+    let text = std::fs::read_to_string(shipped()).unwrap();
+    let mut config = document(&uncommented(&text));
+    let exporters = config["exporters"].as_object_mut().unwrap();
+    assert!(exporters.remove("datadog").is_some(), "a Datadog block");
+    assert!(exporters.len() >= 3, "other backends: {exporters:?}");
+    let pipelines = config["service"]["pipelines"].as_object_mut().unwrap();
+    pipelines.retain(|name, _| !name.ends_with("/datadog"));
+    assert!(
+        pipelines.len() >= 3,
+        "a pipeline per backend: {pipelines:?}"
+    );
+    let path = dir.join("every-backend.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn the_collector_validates_the_shipped_configs() {
+    let dir = tempfile::tempdir().unwrap();
+    let k8s = repo("deploy/kubernetes/collector/config/k8s.yaml");
+    let every = every_backend_but_datadog(dir.path());
+    for (what, configs) in [
+        ("otel-collector.yaml", vec![shipped()]),
+        ("every backend block enabled", vec![every.clone()]),
+        ("merged with k8s.yaml", vec![shipped(), k8s.clone()]),
+        ("every backend, merged with k8s.yaml", vec![every, k8s]),
+    ] {
+        let paths: Vec<&std::path::Path> = configs.iter().map(PathBuf::as_path).collect();
+        let (ok, out) = validate(&paths, &BACKEND_ENV);
+        println!("{what}: {}", if ok { "valid" } else { &out });
+        assert!(ok, "{what}: the collector refuses it:\n{out}");
+    }
+
+    // The check can fail: a misspelled key, an undefined processor, a component the build
+    // does not have.
+    for (overlay, expected) in [
+        (
+            "exporters:\n  prometheus:\n    add_metric_sufixes: false\n",
+            "add_metric_sufixes",
+        ),
+        (
+            "service:\n  pipelines:\n    metrics:\n      receivers: [otlp]\n      processors: [batch]\n      exporters: [prometheus]\n",
+            "batch",
+        ),
+        (
+            "exporters:\n  kafka: {}\nservice:\n  pipelines:\n    metrics/kafka:\n      receivers: [otlp]\n      exporters: [kafka]\n",
+            "kafka",
+        ),
+    ] {
+        let path = dir.path().join("broken.yaml");
+        std::fs::write(&path, overlay).unwrap();
+        let (ok, out) = validate(&[&shipped(), &path], &BACKEND_ENV);
+        assert!(!ok, "{overlay} passed validate");
+        assert!(out.contains(expected), "{expected:?} not named:\n{out}");
+    }
+}
+
+/// The latest cumulative value of `kafka.heartbeat.messages.sent` (successful sends) in what
+/// the receiver got: each series' last point, summed.
+fn last_cumulative_sent(requests: &[ExportMetricsServiceRequest]) -> u64 {
+    let mut latest = std::collections::BTreeMap::new();
+    for request in requests {
+        let Some(metric) = find(request, name::MESSAGES_SENT) else {
+            continue;
+        };
+        let Some(metric::Data::Sum(sum)) = &metric.data else {
+            panic!("sent is a sum");
+        };
+        for p in &sum.data_points {
+            if p.attributes.iter().any(|kv| kv.key == "error.type") {
+                continue;
+            }
+            let key = format!("{:?}", p.attributes);
+            let value = match p.value {
+                Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(
+                    i,
+                )) => i as u64,
+                Some(
+                    opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(d),
+                ) => d as u64,
+                None => 0,
+            };
+            latest.insert(key, value);
+        }
+    }
+    latest.values().sum()
+}
+
+/// The collector's Prometheus exposition's `kafka_heartbeat_messages_sent_total` without
+/// an error, summed.
+async fn scraped_sent(collector: &Collector) -> f64 {
+    let url = format!("http://127.0.0.1:{}/metrics", collector.prometheus);
+    let text = http_get(&url).await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("kafka_heartbeat_messages_sent_total{") && !l.contains("error_type")
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// The agent exports through the collector (the shipped config, plus an OTLP exporter to the
+/// test's receiver); the collector is restarted as a rollout does (SIGTERM, then started
+/// again) while the agent runs. Afterwards the counts are exact against the witness: with
+/// cumulative temporality the latest totals (at the receiver and on the collector's Prometheus
+/// endpoint), with delta temporality the sum of every delta the collector forwarded, those
+/// the agent held while the collector was away included. Over gRPC (the collector answers a
+/// gzip request with a gzip response) and over HTTP.
+async fn counts_survive_a_collector_restart(temporality: &str, protocol: &str) {
+    const PARTITIONS: i32 = 2;
+    let mock = MockKafka::new(1);
+    let topic = unique_topic("through");
+    mock.create_topic(&topic, PARTITIONS);
+    let receiver = OtlpReceiver::start(0).await;
+    let mut collector = Collector::start(
+        &[shipped()],
+        &format!(
+            "exporters:\n  otlp_grpc/test:\n    endpoint: '{}'\n    tls: {{insecure: true}}\n\
+             service:\n  pipelines:\n    metrics:\n      exporters: [prometheus, otlp_grpc/test]\n",
+            receiver.addr
+        ),
+    );
+    let http_port = free_port();
+    let instance = format!("through-{temporality}");
+    let endpoint = match protocol {
+        "grpc" => format!("http://127.0.0.1:{}", collector.otlp_grpc),
+        _ => format!("http://127.0.0.1:{}", collector.otlp_http),
+    };
+    let mut agent = AgentProcess::start(
+        &format!(
+            "clusters:\n  - name: through\n    bootstrap_servers: '{}'\n    librdkafka: {{fetch.wait.max.ms: '10'}}\n\
+             heartbeat: {{topic: {topic}, interval: 200ms, loss_timeout: 5s, message_timeout: 2s}}\n\
+             export:\n  otlp: {{endpoint: '{endpoint}', protocol: {protocol}, interval: 1s, timeout: 800ms, temporality: {temporality}}}\n\
+             http: {{listen: '127.0.0.1:{http_port}'}}\n",
+            mock.bootstrap(),
+        ),
+        &[(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            &format!("service.instance.id={instance}"),
+        )],
+    );
+    agent.wait_ready(http_port, Duration::from_secs(30)).await;
+    eventually(
+        Duration::from_secs(20),
+        "exports through the collector",
+        || (receiver.requests().len() >= 3).then_some(()),
+    )
+    .await;
+    let before = receiver.requests().len();
+    collector.stop();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    collector.restart();
+    eventually(Duration::from_secs(20), "exports after the restart", || {
+        (receiver.requests().len() >= before + 3).then_some(())
+    })
+    .await;
+    let (status, output) = agent.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "{output}");
+    // The agent's final export, forwarded by the collector.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let on_topic: u64 = own_messages_on_topic(&mock.bootstrap(), &topic, PARTITIONS, &instance)
+        .await
+        .values()
+        .sum();
+    let requests = receiver.requests();
+    let forwarded = match temporality {
+        "cumulative" => last_cumulative_sent(&requests),
+        _ => requests
+            .iter()
+            .map(|r| counter_value(r, name::MESSAGES_SENT, &[("error.type", "!")]))
+            .sum(),
+    };
+    println!(
+        "{temporality} over {protocol}: {} exports forwarded, sent {forwarded}, on the topic {on_topic}",
+        requests.len()
+    );
+    assert_eq!(
+        forwarded, on_topic,
+        "{temporality}: exact through the restart"
+    );
+    if temporality == "cumulative" {
+        // The restarted collector's Prometheus endpoint has the whole run's total too.
+        assert_eq!(scraped_sent(&collector).await, on_topic as f64);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cumulative_counts_over_grpc_are_exact_through_a_collector_restart() {
+    counts_survive_a_collector_restart("cumulative", "grpc").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_counts_over_http_are_exact_through_a_collector_restart() {
+    counts_survive_a_collector_restart("delta", "http/protobuf").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_counts_over_grpc_are_exact_through_a_collector_restart() {
+    counts_survive_a_collector_restart("delta", "grpc").await;
+}
