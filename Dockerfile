@@ -5,16 +5,14 @@
 #   docker run --rm -v $PWD/my-config.yaml:/etc/cc-heartbeat/config.yaml:ro cc-heartbeat
 
 FROM rust:1.95-slim-bookworm AS build
-# librdkafka is built from source, with this project's fixes: a C toolchain, pkg-config, the
-# OpenSSL headers, curl and patch.
+# librdkafka is built from source (third_party/, with this project's fix): a C toolchain,
+# pkg-config and the OpenSSL headers.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends build-essential pkg-config libssl-dev curl patch \
+    && apt-get install -y --no-install-recommends build-essential pkg-config libssl-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
-COPY scripts/vendor-patched-crates ./scripts/
-COPY patches ./patches
-RUN scripts/vendor-patched-crates
+COPY third_party ./third_party
 COPY src ./src
 RUN cargo build --release --locked \
     && install -m 0755 target/release/cc-heartbeat /cc-heartbeat

@@ -740,7 +740,7 @@ fn the_dockerfile_builds_a_release_and_runs_it_non_root_without_a_shell() {
         })
         .collect();
     assert!(
-        copied.contains(&"src") && copied.contains(&"patches"),
+        copied.contains(&"src") && copied.contains(&"third_party"),
         "{copied:?}"
     );
     for copied in copied {
@@ -753,6 +753,38 @@ fn the_dockerfile_builds_a_release_and_runs_it_non_root_without_a_shell() {
             ".dockerignore lets {copied} in"
         );
     }
+}
+
+/// The librdkafka built into the binary is the one in third_party/, with the fix of
+/// docs/librdkafka-fetch-leader-crash.md: Cargo.lock takes rdkafka-sys from the path, not from a
+/// registry (a bump of rdkafka to another rdkafka-sys would leave the patch unused, and cargo
+/// only warns about that), and the binary carries the fix's own text.
+#[test]
+fn the_binary_is_built_with_the_patched_librdkafka() {
+    let lock = read("Cargo.lock");
+    let entry = lock
+        .split("[[package]]")
+        .find(|p| p.contains("name = \"rdkafka-sys\""))
+        .expect("rdkafka-sys in Cargo.lock");
+    assert!(
+        !entry.contains("source ="),
+        "rdkafka-sys comes from third_party/, not a registry:\n{entry}"
+    );
+    let version = entry
+        .lines()
+        .find_map(|l| l.strip_prefix("version = "))
+        .unwrap()
+        .trim_matches('"');
+    assert!(
+        read("third_party/rdkafka-sys/Cargo.toml").contains(&format!("version = \"{version}\"")),
+        "third_party/rdkafka-sys is version {version}"
+    );
+    let binary = std::fs::read(env!("CARGO_BIN_EXE_cc-heartbeat")).unwrap();
+    let fix = b"Skipping leader update of a topic without id or name";
+    assert!(
+        binary.windows(fix.len()).any(|w| w == fix),
+        "the fix is compiled in"
+    );
 }
 
 /// The runtime image has glibc and OpenSSL and nothing else the binary could need.
