@@ -5,9 +5,6 @@
 //! cluster still says why). The topic, offsets, consumer group and heartbeat probes start
 //! after the first metadata.
 
-use std::sync::Arc;
-
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument as _, info};
@@ -16,18 +13,11 @@ use crate::config::{ChecksConfig, ClusterConfig, HeartbeatConfig};
 use crate::events::broker::BrokerProbeUnavailable;
 use crate::events::schema_registry::RegistryProbeUnavailable;
 use crate::health::{Condition, Latch};
-use crate::kafka::metadata::ClusterView;
-use crate::kafka::{ClientTiming, tls};
-use crate::probe::broker::{BrokerProbe, BrokerProbeParts};
-use crate::probe::groups::{GroupsParts, GroupsProbe};
-use crate::probe::heartbeat::{self, HeartbeatClients, HeartbeatParts, Tap};
-use crate::probe::metadata::{MetadataParts, MetadataWatch};
-use crate::probe::offsets::{OffsetsParts, OffsetsProbe};
-use crate::probe::schema_registry::{RegistryParts, RegistryProbe};
-use crate::probe::topic::{TopicParts, TopicProbe};
+use crate::kafka::ClientTiming;
+use crate::probe::heartbeat::{HeartbeatClients, Tap};
+use crate::probe::set::{Hooks, ProbeSet, Settings};
 use crate::probe::{self, Wake};
 use crate::telemetry::Instruments;
-use crate::telemetry::instruments::ClusterLabels;
 
 pub struct ClusterRun {
     pub cluster: ClusterConfig,
@@ -64,9 +54,7 @@ impl ClusterRun {
         tasks: TaskTracker,
     ) {
         clients.serve(&cancel, &tasks);
-        let admin = clients.admin();
         let name = self.cluster.name.clone();
-        let labels = ClusterLabels::of(&self.cluster);
         let security = match &self.cluster.sasl {
             Some(sasl) => format!(
                 "{}/{}",
@@ -80,55 +68,48 @@ impl ClusterRun {
             %security,
             "Starting cc-heartbeat against the cluster.",
         );
-        let (view_tx, mut view) = watch::channel(Arc::new(ClusterView::unknown()));
-        let refresh = Wake::new();
-        let create_topic = Wake::new();
-        let probe_brokers = Wake::new();
-        let metadata = MetadataWatch::new(MetadataParts {
-            cluster: labels.clone(),
-            topic: self.heartbeat.topic.clone(),
-            admin: admin.clone(),
-            interval: self.checks.metadata.interval,
-            view: view_tx,
-            instruments: self.instruments.clone(),
-            ready: Some(self.metadata_ready),
-            topic_ready: Some(self.topic_ready),
-            create_topic: self.heartbeat.create_topic.then(|| create_topic.clone()),
-            brokers_changed: Some(probe_brokers.clone()),
-        });
-        tasks.spawn(probe::run(metadata, &name, refresh.clone(), cancel.clone()));
-
-        match tls::for_cluster(&self.cluster) {
-            Ok(tls) => {
-                let brokers = BrokerProbe::new(BrokerProbeParts {
-                    cluster: labels.clone(),
-                    bootstrap: self.cluster.bootstrap_servers.clone(),
-                    view: view.clone(),
-                    tls,
-                    interval: self.checks.connectivity.interval,
-                    timeout: self.checks.connectivity.timeout,
-                    instruments: self.instruments.clone(),
-                });
-                tasks.spawn(probe::run(brokers, &name, probe_brokers, cancel.clone()));
+        let set = ProbeSet::new(
+            Settings {
+                cluster: &self.cluster,
+                heartbeat: &self.heartbeat,
+                checks: &self.checks,
+                timing: self.timing,
+                instruments: &self.instruments,
+            },
+            clients,
+            Hooks {
+                metadata_ready: Some(self.metadata_ready),
+                topic_ready: Some(self.topic_ready),
+                first_round_trip: Some(self.heartbeat_ready),
+                tap: self.tap,
+            },
+        );
+        let mut view = set.view.clone();
+        let wakes = set.wakes.clone();
+        tasks.spawn(probe::run(
+            set.metadata,
+            &name,
+            wakes.refresh.clone(),
+            cancel.clone(),
+        ));
+        match set.brokers {
+            Ok(brokers) => {
+                tasks.spawn(probe::run(
+                    brokers,
+                    &name,
+                    wakes.brokers.clone(),
+                    cancel.clone(),
+                ));
             }
             Err(error) => BrokerProbeUnavailable { error: &error }.emit(),
         }
-
         // The registry does not depend on the Kafka cluster answering.
-        if let Some(registry) = &self.cluster.schema_registry {
-            let probe = RegistryProbe::new(RegistryParts {
-                cluster: labels.clone(),
-                registry: registry.clone(),
-                view: view.clone(),
-                check: self.checks.schema_registry,
-                instruments: self.instruments.clone(),
-            });
-            match probe {
-                Ok(probe) => {
-                    tasks.spawn(probe::run(probe, &name, Wake::new(), cancel.clone()));
-                }
-                Err(error) => RegistryProbeUnavailable { error: &error }.emit(),
+        match set.registry {
+            Some(Ok(registry)) => {
+                tasks.spawn(probe::run(registry, &name, Wake::new(), cancel.clone()));
             }
+            Some(Err(error)) => RegistryProbeUnavailable { error: &error }.emit(),
+            None => {}
         }
 
         tokio::select! {
@@ -136,51 +117,28 @@ impl ClusterRun {
             result = view.wait_for(|v| v.fetched) => if result.is_err() { return },
         }
 
-        if self.checks.offsets.enabled {
-            let offsets = OffsetsProbe::new(OffsetsParts {
-                cluster: labels.clone(),
-                admin: admin.clone(),
-                view: view.clone(),
-                topics: self.cluster.topics.clone(),
-                check: self.checks.offsets,
-                instruments: self.instruments.clone(),
-            });
+        if let Some(offsets) = set.offsets {
             tasks.spawn(probe::run(offsets, &name, Wake::new(), cancel.clone()));
         }
-        if self.checks.consumer_groups.enabled {
-            let groups = GroupsProbe::new(GroupsParts {
-                cluster: self.cluster.clone(),
-                labels: labels.clone(),
-                admin: admin.clone(),
-                view: view.clone(),
-                check: self.checks.consumer_groups,
-                timing: self.timing,
-                instruments: self.instruments.clone(),
-            });
+        if let Some(groups) = set.groups {
             tasks.spawn(probe::run(groups, &name, Wake::new(), cancel.clone()));
         }
-
-        let topic = TopicProbe::new(TopicParts {
-            admin,
-            config: self.heartbeat.clone(),
-            view: view.clone(),
-            refresh: refresh.clone(),
-            interval: self.checks.topic.interval,
-            retry_max: self.checks.metadata.interval,
-        });
-        tasks.spawn(probe::run(topic, &name, create_topic, cancel.clone()));
-
-        let parts = HeartbeatParts {
-            cluster: self.cluster,
-            heartbeat: self.heartbeat,
-            instruments: self.instruments,
-            view,
-            refresh,
-            tap: self.tap,
-            first_round_trip: Some(self.heartbeat_ready),
-        };
-        let (sender, receiver) = heartbeat::start(parts, clients);
-        tasks.spawn(receiver.run().instrument(probe::span("heartbeat", &name)));
-        tasks.spawn(probe::run(sender, &name, Wake::new(), cancel));
+        tasks.spawn(probe::run(
+            set.topic,
+            &name,
+            wakes.create_topic.clone(),
+            cancel.clone(),
+        ));
+        tasks.spawn(
+            set.receiver
+                .run()
+                .instrument(probe::span("heartbeat", &name)),
+        );
+        tasks.spawn(probe::run(
+            set.heartbeat,
+            &name,
+            Wake::new(),
+            cancel.clone(),
+        ));
     }
 }

@@ -10,12 +10,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::events::http::{HttpAcceptFailed, HttpListening, HttpOverLimit};
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
 
 use crate::error::BuildError;
 
@@ -135,7 +135,11 @@ pub async fn serve(
     } else {
         "/healthz, /readyz"
     };
-    info!(listen = %local, "HTTP endpoints listening: {routes}.");
+    HttpListening {
+        listen: local,
+        routes,
+    }
+    .emit();
     let task = tokio::spawn(accept(listener, app, cancel));
     Ok(HealthServer { local, task })
 }
@@ -159,7 +163,7 @@ async fn accept(listener: tokio::net::TcpListener, app: Router, cancel: Cancella
                 Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of file descriptors, most likely: wait instead of spinning.
-                    debug!(%error, "HTTP accept failed.");
+                    HttpAcceptFailed { error: &error }.emit();
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -167,13 +171,11 @@ async fn accept(listener: tokio::net::TcpListener, app: Router, cancel: Cancella
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             refused += 1;
-            if refused.is_power_of_two() {
-                warn!(
-                    refused,
-                    limit = MAX_CONNECTIONS,
-                    "HTTP connections over the limit are closed at once."
-                );
+            HttpOverLimit {
+                refused,
+                limit: MAX_CONNECTIONS,
             }
+            .emit();
             continue;
         };
         let service = hyper_util::service::TowerToHyperService::new(app.clone());

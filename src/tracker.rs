@@ -26,8 +26,8 @@ enum State {
     /// Sent to a topic that has since disappeared or been recreated: it can no longer be
     /// read back, so it is never counted lost (but counts as received if it shows up).
     Voided,
-    /// Consumed back.
-    Received,
+    /// Consumed back, from this offset.
+    Received { offset: i64 },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -67,8 +67,11 @@ pub enum Receipt {
         late: bool,
         failed: Option<ErrorKind>,
     },
-    /// Seen before.
+    /// Seen before, in another record: the heartbeat is on the topic twice.
     Duplicate,
+    /// The same record again (the same offset): the consumer read it twice (as it may after a
+    /// leader change), the topic holds it once.
+    Reread,
     /// Older than the window remembers, so it cannot be classified.
     Stale,
     /// A sequence number this run never sent on that partition.
@@ -162,8 +165,8 @@ impl Tracker {
         }
     }
 
-    /// A heartbeat of this run was consumed back at `at`.
-    pub fn received(&mut self, partition: i32, seq: u64, at: Instant) -> Receipt {
+    /// A heartbeat of this run was consumed back at `at`, from `offset`.
+    pub fn received(&mut self, partition: i32, seq: u64, offset: i64, at: Instant) -> Receipt {
         let window = self.window as u64;
         let index = self.index(seq);
         let Some(ledger) = self.ledgers.get_mut(&partition) else {
@@ -179,12 +182,13 @@ impl Tracker {
             return Receipt::Stale;
         };
         let (late, failed) = match slot.state {
-            State::Received => return Receipt::Duplicate,
+            State::Received { offset: first } if first == offset => return Receipt::Reread,
+            State::Received { .. } => return Receipt::Duplicate,
             State::Lost => (true, None),
             State::Failed(kind) => (false, Some(kind)),
             State::InFlight | State::Acked | State::Suspected | State::Voided => (false, None),
         };
-        slot.state = State::Received;
+        slot.state = State::Received { offset };
         let out_of_order = ledger.highest_received.is_some_and(|h| h > seq);
         ledger.highest_received = Some(ledger.highest_received.map_or(seq, |h| h.max(seq)));
         Receipt::Received {
@@ -318,7 +322,7 @@ mod tests {
         let (mut t, t0) = tracker();
         let seq = send(&mut t, 0, t0);
         t.acked(0, seq, t0 + Duration::from_millis(3), Ok(()));
-        let r = t.received(0, seq, t0 + Duration::from_millis(7));
+        let r = t.received(0, seq, seq as i64, t0 + Duration::from_millis(7));
         assert_eq!(
             r,
             Receipt::Received {
@@ -336,7 +340,7 @@ mod tests {
         let (mut t, t0) = tracker();
         let seq = send(&mut t, 0, t0);
         assert!(matches!(
-            t.received(0, seq, t0 + SEC),
+            t.received(0, seq, seq as i64, t0 + SEC),
             Receipt::Received { .. }
         ));
         t.acked(0, seq, t0 + 2 * SEC, Ok(()));
@@ -356,7 +360,7 @@ mod tests {
         assert!(sweep(&mut t, t0 + 26 * SEC).is_empty(), "counted once");
         // A late arrival counts as received, flagged late, and is not un-lost.
         assert!(matches!(
-            t.received(0, seq, t0 + 30 * SEC),
+            t.received(0, seq, seq as i64, t0 + 30 * SEC),
             Receipt::Received { late: true, .. }
         ));
     }
@@ -368,7 +372,7 @@ mod tests {
         t.acked(0, seq, t0 + 5 * SEC, Err(ErrorKind::Timeout));
         assert!(sweep(&mut t, t0 + 100 * SEC).is_empty());
         assert!(matches!(
-            t.received(0, seq, t0 + 6 * SEC),
+            t.received(0, seq, seq as i64, t0 + 6 * SEC),
             Receipt::Received {
                 late: false,
                 failed: Some(ErrorKind::Timeout),
@@ -389,7 +393,7 @@ mod tests {
         assert!(t.overdue(t0 + 22 * SEC).is_empty(), "suspected once");
         // One shows up while its loss is being confirmed: it is received, not lost or late.
         assert!(matches!(
-            t.received(0, b, t0 + 22 * SEC),
+            t.received(0, b, b as i64, t0 + 22 * SEC),
             Receipt::Received { late: false, .. }
         ));
         assert_eq!(
@@ -425,7 +429,7 @@ mod tests {
         assert!(sweep(&mut t, t0 + 60 * SEC).is_empty());
         // A voided heartbeat that does show up (written to the new topic) counts as received.
         assert!(matches!(
-            t.received(0, acked, t0 + 61 * SEC),
+            t.received(0, acked, acked as i64, t0 + 61 * SEC),
             Receipt::Received {
                 late: false,
                 failed: None,
@@ -438,38 +442,39 @@ mod tests {
     }
 
     #[test]
-    fn duplicates_and_out_of_order_are_told_apart() {
+    fn duplicates_rereads_and_out_of_order_are_told_apart() {
         let (mut t, t0) = tracker();
         let a = send(&mut t, 0, t0);
         let b = send(&mut t, 0, t0 + SEC);
         assert!(matches!(
-            t.received(0, b, t0 + 2 * SEC),
+            t.received(0, b, b as i64, t0 + 2 * SEC),
             Receipt::Received {
                 out_of_order: false,
                 ..
             }
         ));
         assert!(matches!(
-            t.received(0, a, t0 + 2 * SEC),
+            t.received(0, a, a as i64, t0 + 2 * SEC),
             Receipt::Received {
                 out_of_order: true,
                 ..
             }
         ));
-        assert_eq!(t.received(0, b, t0 + 3 * SEC), Receipt::Duplicate);
-        assert_eq!(t.received(0, a, t0 + 3 * SEC), Receipt::Duplicate);
+        // Another record with the same heartbeat: a duplicate; the same record again: a re-read.
+        assert_eq!(t.received(0, b, 100, t0 + 3 * SEC), Receipt::Duplicate);
+        assert_eq!(t.received(0, a, a as i64, t0 + 3 * SEC), Receipt::Reread);
     }
 
     #[test]
     fn unknown_future_and_stale_sequences_are_classified() {
         let (mut t, t0) = tracker();
         assert_eq!(
-            t.received(0, 0, t0),
+            t.received(0, 0, 0, t0),
             Receipt::Unexpected,
             "nothing sent yet"
         );
         assert_eq!(
-            t.received(9, 0, t0),
+            t.received(9, 0, 0, t0),
             Receipt::Unexpected,
             "untracked partition"
         );
@@ -477,11 +482,11 @@ mod tests {
         for i in 0..window + 5 {
             let seq = send(&mut t, 0, t0 + Duration::from_millis(i));
             t.acked(0, seq, t0, Ok(()));
-            t.received(0, seq, t0 + SEC);
+            t.received(0, seq, seq as i64, t0 + SEC);
         }
-        assert_eq!(t.received(0, 0, t0 + SEC), Receipt::Stale);
-        assert_eq!(t.received(0, window + 4, t0 + SEC), Receipt::Duplicate);
-        assert_eq!(t.received(0, window + 5, t0 + SEC), Receipt::Unexpected);
+        assert_eq!(t.received(0, 0, 0, t0 + SEC), Receipt::Stale);
+        assert_eq!(t.received(0, window + 4, 1, t0 + SEC), Receipt::Duplicate);
+        assert_eq!(t.received(0, window + 5, 2, t0 + SEC), Receipt::Unexpected);
     }
 
     #[test]

@@ -794,7 +794,14 @@ fn the_binary_needs_only_what_the_distroless_image_has() {
         .arg(env!("CARGO_BIN_EXE_cc-heartbeat"))
         .output()
         .expect("ldd");
+    assert!(out.status.success(), "ldd failed: {out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
+    // A dynamically linked binary lists at least the C library and the loader: an empty
+    // answer would check nothing.
+    assert!(
+        text.contains("libc.so") && text.contains("ld-linux"),
+        "ldd listed no libraries:\n{text}"
+    );
     let allowed = [
         "linux-vdso",
         "ld-linux",

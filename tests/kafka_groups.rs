@@ -15,7 +15,7 @@ use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::Message as _;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use support::groups::{commit, member, produce};
+use support::groups::{commit, member, partition, produce, wait_current, watermarks};
 use support::kafka::Kafka;
 use support::metrics::{attribute_sets, gauge_f64, gauge_one};
 use support::{TestAgent, config, eventually, unique_topic};
@@ -204,31 +204,6 @@ async fn lag_offsets_and_lag_in_seconds_match_the_broker_as_a_group_falls_behind
         "{json}"
     );
     drop(app);
-}
-
-/// (low, high) watermarks of a partition, read by a client of the test's own.
-fn watermarks(bootstrap: &str, topic: &str, partition: i32) -> (i64, i64) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    consumer
-        .fetch_watermarks(topic, partition, Duration::from_secs(10))
-        .unwrap()
-}
-
-fn partition<'a>(topic: &'a str, p: &'a str) -> [(&'a str, &'a str); 2] {
-    [("topic", topic), ("partition", p)]
-}
-
-/// Waits until the agent reports `current` as the high watermark of `topic`'s partition 0.
-async fn wait_current(agent: &TestAgent, topic: &str, current: i64) -> ResourceMetrics {
-    eventually(Duration::from_secs(30), "the offsets reported", || {
-        let m = agent.try_metrics()?;
-        (gauge_one(&m, name::PARTITION_CURRENT_OFFSET, &partition(topic, "0")) == Some(current))
-            .then_some(m)
-    })
-    .await
 }
 
 fn offsets_config(

@@ -113,7 +113,9 @@ async fn heartbeats_flow_on_every_partition_and_every_point_is_labelled() {
 }
 
 /// Round-trip time injected on one leader shows in the produce latency of its partitions
-/// only, at the median within [R, R + 25 ms], both as observed and as exported.
+/// only, at the median within [R, R + R/3], both as observed and as exported; the others stay
+/// under R/3. The margin (50 ms at R = 150 ms) is for a loaded machine: the median of twenty
+/// acks moves far less, and a partition slowed by R, or not, stays on its side of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_round_trip_time_shows_in_its_partitions_produce_latency() {
     const R: Duration = Duration::from_millis(150);
@@ -152,23 +154,23 @@ async fn injected_round_trip_time_shows_in_its_partitions_produce_latency() {
         println!(
             "partition {p}: observed median {observed:?}, exported median <= {exported:.4} s over {points} acks"
         );
+        let margin = R / 3;
         if p == slow_partition {
             assert!(
-                observed >= R && observed <= R + Duration::from_millis(25),
+                observed >= R && observed <= R + margin,
                 "partition {p}: {observed:?}"
             );
             assert!(
-                (R.as_secs_f64()..=(R + Duration::from_millis(25)).as_secs_f64() + 0.001)
-                    .contains(&exported),
+                (R.as_secs_f64()..=(R + margin).as_secs_f64() + 0.001).contains(&exported),
                 "partition {p}: exported median {exported}"
             );
         } else {
             assert!(
-                observed < Duration::from_millis(25),
+                observed < margin,
                 "partition {p} is not slowed: {observed:?}"
             );
             assert!(
-                exported < 0.025,
+                exported < margin.as_secs_f64(),
                 "partition {p}: exported median {exported}"
             );
         }

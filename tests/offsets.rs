@@ -6,26 +6,10 @@
 
 mod support;
 
-use std::time::Duration;
-
 use cc_heartbeat::telemetry::instruments::name;
-use opentelemetry_sdk::metrics::data::ResourceMetrics;
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use support::groups::produce;
+use support::groups::{partition, produce, wait_current, watermarks};
 use support::metrics::gauge_one;
-use support::{MockKafka, TestAgent, config, eventually, unique_topic};
-
-/// (low, high) watermarks of a partition, read by a client of the test's own.
-fn watermarks(bootstrap: &str, topic: &str, partition: i32) -> (i64, i64) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    consumer
-        .fetch_watermarks(topic, partition, Duration::from_secs(10))
-        .unwrap()
-}
+use support::{MockKafka, TestAgent, config, unique_topic};
 
 fn offsets_config(
     bootstrap: &str,
@@ -39,20 +23,6 @@ fn offsets_config(
          checks: {{metadata: {{interval: 1s}}, offsets: {{interval: 1s, max_series: {max_series}}}}}\n\
          export: {{otlp: {{enabled: false}}}}\n"
     ))
-}
-
-fn partition<'a>(topic: &'a str, p: &'a str) -> [(&'a str, &'a str); 2] {
-    [("topic", topic), ("partition", p)]
-}
-
-/// Waits until the agent reports `current` as the high watermark of `topic`'s partition 0.
-async fn wait_current(agent: &TestAgent, topic: &str, current: i64) -> ResourceMetrics {
-    eventually(Duration::from_secs(30), "the offsets reported", || {
-        let m = agent.try_metrics()?;
-        (gauge_one(&m, name::PARTITION_CURRENT_OFFSET, &partition(topic, "0")) == Some(current))
-            .then_some(m)
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

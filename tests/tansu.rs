@@ -161,7 +161,7 @@ async fn messages_injected_by_another_client_are_counted_under_their_own_reasons
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn describe_cluster_reports_the_controller_and_no_racks() {
     use cc_heartbeat::kafka::admin::Admin;
-    use cc_heartbeat::kafka::native::Node;
+    use cc_heartbeat::kafka::metadata::Broker;
     use cc_heartbeat::kafka::{ClientTiming, producer};
     let tansu = Tansu::start();
     let config = tansu_config(&tansu, "unused", "");
@@ -176,7 +176,7 @@ async fn describe_cluster_reports_the_controller_and_no_racks() {
     );
     assert_eq!(
         description.nodes,
-        [Node {
+        [Broker {
             id: 111,
             host: "127.0.0.1".into(),
             port: tansu.port,

@@ -17,21 +17,18 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::config::{ClusterConfig, Config};
 use crate::error::{Chain, ErrorKind};
 use crate::kafka::ClientTiming;
-use crate::kafka::admin::MetadataError;
 use crate::kafka::metadata::ClusterView;
 use crate::kafka::reach::Stage;
-use crate::kafka::tls;
-use crate::probe::broker::{BrokerProbe, BrokerProbeParts, Outcome};
-use crate::probe::heartbeat::{self, HeartbeatClients, HeartbeatParts, Observation};
-use crate::probe::metadata::{MetadataParts, MetadataWatch};
-use crate::probe::topic::{TopicParts, TopicProbe};
-use crate::probe::{Probe as _, Wake};
+use crate::probe::broker::Outcome;
+use crate::probe::heartbeat::{HeartbeatClients, HeartbeatProbe, Observation};
+use crate::probe::set::{Hooks, ProbeSet, Settings};
+use crate::probe::{self, Probe as _};
 use crate::telemetry::Instruments;
-use crate::telemetry::instruments::ClusterLabels;
 
 pub use report::{
     CheckReport, ClusterReport, GroupsSummary, OffsetsSummary, PartitionReport, TopicReport,
@@ -105,7 +102,7 @@ fn unreachable(report: &mut ClusterReport, outcomes: &[Outcome], why: &str) {
 }
 
 /// A failed metadata request as a problem of the report, with its `error.type`.
-fn metadata_problem(e: &MetadataError) -> String {
+fn metadata_problem(e: &(dyn std::error::Error + 'static)) -> String {
     format!(
         "cannot fetch cluster metadata ({}): {}",
         ErrorKind::of(e).as_str(),
@@ -158,7 +155,8 @@ async fn check_cluster(
     report
 }
 
-/// The check itself, on clients that are being served (tasks go to `tasks`).
+/// The check itself, on clients that are being served (tasks go to `tasks`): the probes of
+/// a [`ProbeSet`], each round through [`probe::once`], as `run` runs them.
 async fn check_with_clients(
     config: &Config,
     cluster: ClusterConfig,
@@ -167,45 +165,57 @@ async fn check_with_clients(
     report: &mut ClusterReport,
 ) {
     let instruments = Instruments::unexported();
-    let admin = clients.admin();
-    let tls = tls::for_cluster(&cluster).unwrap_or_else(|e| {
-        report.problems.push(format!(
-            "cannot set up TLS for the broker probe: {}",
-            Chain(&e)
-        ));
-        None
-    });
-    let (view_tx, view) = watch::channel(Arc::new(ClusterView::unknown()));
-    let labels = ClusterLabels::of(&cluster);
-    let mut metadata = MetadataWatch::new(MetadataParts {
-        cluster: labels.clone(),
-        topic: config.heartbeat.topic.clone(),
-        admin: admin.clone(),
-        interval: config.checks.metadata.interval,
-        view: view_tx,
-        instruments: instruments.clone(),
-        ready: None,
-        topic_ready: None,
-        create_topic: None,
-        brokers_changed: None,
-    });
-    let mut brokers = BrokerProbe::new(BrokerProbeParts {
-        cluster: labels.clone(),
-        bootstrap: cluster.bootstrap_servers.clone(),
-        view: view.clone(),
-        tls,
-        interval: config.checks.connectivity.interval,
-        timeout: config.checks.connectivity.timeout,
-        instruments: instruments.clone(),
-    });
+    let (tap, observations) = mpsc::channel(1024);
+    let set = ProbeSet::new(
+        Settings {
+            cluster: &cluster,
+            heartbeat: &config.heartbeat,
+            checks: &config.checks,
+            timing: ClientTiming::of(config),
+            instruments: &instruments,
+        },
+        clients,
+        Hooks {
+            tap: Some(tap),
+            ..Hooks::default()
+        },
+    );
+    let ProbeSet {
+        mut metadata,
+        brokers,
+        registry,
+        offsets,
+        groups,
+        mut topic,
+        heartbeat,
+        receiver,
+        view,
+        ..
+    } = set;
+    let name = cluster.name.as_str();
+    let mut brokers = match brokers {
+        Ok(brokers) => Some(brokers),
+        Err(e) => {
+            report.problems.push(format!(
+                "cannot set up TLS for the broker probe: {}",
+                Chain(&e)
+            ));
+            None
+        }
+    };
 
     // Metadata and the bootstrap address side by side: without metadata, the bootstrap
     // probe says why the cluster cannot be reached. When no bootstrap address can even be
     // resolved or connected to, metadata cannot come either: answer now instead of waiting
     // out the request timeout.
     let fetched = {
-        let fetch = metadata.probe_once();
-        let bootstrap = brokers.probe_once();
+        let fetch = probe::once(&mut metadata, name);
+        let bootstrap = async {
+            match brokers.as_mut() {
+                Some(b) => probe::once(b, name).await.unwrap_or_default(),
+                None => Vec::new(),
+            }
+        };
         tokio::pin!(fetch, bootstrap);
         let mut fetched = None;
         let mut outcomes = None;
@@ -213,7 +223,6 @@ async fn check_with_clients(
             tokio::select! {
                 result = &mut fetch, if fetched.is_none() => fetched = Some(result),
                 result = &mut bootstrap, if outcomes.is_none() => {
-                    let result = result.unwrap_or_else(|never| match never {});
                     if fetched.is_none() && no_connection(&result) {
                         unreachable(report, &result, "no bootstrap address accepts a connection");
                         report.brokers = result;
@@ -237,37 +246,33 @@ async fn check_with_clients(
     };
     report.cluster_id = Some(fetched.cluster_id.clone());
     report.controller = fetched.controller;
-    let outcomes = brokers
-        .probe_once()
-        .await
-        .unwrap_or_else(|never| match never {});
-    report
-        .problems
-        .extend(outcomes.iter().filter_map(broker_problem));
-    report.brokers = outcomes;
+    if let Some(brokers) = brokers.as_mut() {
+        let outcomes = probe::once(brokers, name).await.unwrap_or_default();
+        report
+            .problems
+            .extend(outcomes.iter().filter_map(broker_problem));
+        report.brokers = outcomes;
+    }
 
-    let parts = series::Parts {
-        config,
-        cluster: &cluster,
-        labels: &labels,
-        admin: &admin,
-        view: &view,
-        instruments: &instruments,
-    };
-    series::check_offsets(&parts, report).await;
-    series::check_groups(&parts, report).await;
-    series::check_registry(&parts, report).await;
+    if let Some(mut offsets) = offsets {
+        series::check_offsets(probe::once(&mut offsets, name).await, report);
+    }
+    if let Some(mut groups) = groups {
+        series::check_groups(probe::once(&mut groups, name).await, report);
+    }
+    match registry {
+        Some(Ok(mut registry)) => {
+            series::check_registry(probe::once(&mut registry, name).await, report);
+        }
+        Some(Err(e)) => report.problems.push(format!(
+            "cannot set up TLS for the Schema Registry probe: {}",
+            Chain(&e)
+        )),
+        None => {}
+    }
 
     // The topic, created when missing and allowed, as `run` does.
-    let mut topic = TopicProbe::new(TopicParts {
-        admin,
-        config: config.heartbeat.clone(),
-        view: view.clone(),
-        refresh: Wake::new(),
-        interval: config.checks.topic.interval,
-        retry_max: config.checks.metadata.interval,
-    });
-    let topic_result = topic.probe_once().await;
+    let topic_result = probe::once(&mut topic, name).await;
     report.topic = Some(TopicReport {
         name: config.heartbeat.topic.clone(),
         partitions: topic_result.as_ref().ok().map(|t| t.partitions),
@@ -276,7 +281,7 @@ async fn check_with_clients(
     match topic_result {
         Ok(t) if t.created => {
             // Publish the new topic's partitions before the heartbeat round reads them.
-            if let Err(e) = metadata.probe_once().await {
+            if let Err(e) = probe::once(&mut metadata, name).await {
                 report.problems.push(metadata_problem(&e));
                 return;
             }
@@ -290,7 +295,8 @@ async fn check_with_clients(
     report.uncovered_brokers = view.borrow().uncovered_brokers();
     report.problems.extend(absent_leaders(&view.borrow()));
 
-    report.partitions = heartbeat_round(config, cluster, clients, instruments, view, tasks).await;
+    tasks.spawn(receiver.run().instrument(probe::span("heartbeat", name)));
+    report.partitions = heartbeat_round(config, name, heartbeat, observations, &view).await;
     for p in &report.partitions {
         if let Some(error) = &p.error {
             report
@@ -303,11 +309,10 @@ async fn check_with_clients(
 /// One heartbeat per partition, through the same probe `run` uses.
 async fn heartbeat_round(
     config: &Config,
-    cluster: ClusterConfig,
-    clients: HeartbeatClients,
-    instruments: Instruments,
-    view: watch::Receiver<Arc<ClusterView>>,
-    tasks: &TaskTracker,
+    cluster: &str,
+    mut probe: HeartbeatProbe,
+    mut observations: mpsc::Receiver<Observation>,
+    view: &watch::Receiver<Arc<ClusterView>>,
 ) -> Vec<PartitionReport> {
     let mut reports: BTreeMap<i32, PartitionReport> = view
         .borrow()
@@ -324,22 +329,15 @@ async fn heartbeat_round(
             (p.id, report)
         })
         .collect();
-    let (tap, mut observations) = mpsc::channel(1024);
-    let parts = HeartbeatParts {
-        cluster,
-        heartbeat: config.heartbeat.clone(),
-        instruments,
-        view,
-        refresh: Wake::new(),
-        tap: Some(tap),
-        first_round_trip: None,
+    let round = match probe::once(&mut probe, cluster).await {
+        Ok(round) => round,
+        Err(e) => {
+            for r in reports.values_mut() {
+                r.error = Some(format!("no round: {}", Chain(&e)));
+            }
+            return reports.into_values().collect();
+        }
     };
-    let (mut probe, receiver) = heartbeat::start(parts, clients);
-    tasks.spawn(receiver.run());
-    let round = probe
-        .probe_once()
-        .await
-        .unwrap_or_else(|never| match never {});
     for (partition, why) in &round.unassigned {
         if let Some(r) = reports.get_mut(partition) {
             r.error = Some(format!("not sent: {why}"));

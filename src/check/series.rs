@@ -1,47 +1,19 @@
-//! The checks beyond brokers, topic and heartbeat, run once for `check`: partition offsets
-//! and replication, consumer group lag, and the Schema Registry.
-
-use std::sync::Arc;
-
-use tokio::sync::watch;
+//! What `check` makes of one round of the checks beyond brokers, topic and heartbeat:
+//! partition offsets and replication, consumer group lag, and the Schema Registry.
 
 use super::report::{ClusterReport, GroupsSummary, OffsetsSummary};
-use crate::config::{ClusterConfig, Config};
 use crate::error::Chain;
-use crate::kafka::ClientTiming;
-use crate::kafka::admin::Admin;
-use crate::kafka::metadata::ClusterView;
-use crate::probe::Probe as _;
-use crate::probe::groups::{GroupsParts, GroupsProbe, GroupsReport};
-use crate::probe::offsets::{OffsetsParts, OffsetsProbe, OffsetsReport};
-use crate::probe::schema_registry::{RegistryParts, RegistryProbe};
-use crate::telemetry::Instruments;
-use crate::telemetry::instruments::ClusterLabels;
-
-/// What both checks need from the cluster's check.
-pub(super) struct Parts<'a> {
-    pub config: &'a Config,
-    pub cluster: &'a ClusterConfig,
-    pub labels: &'a ClusterLabels,
-    pub admin: &'a Admin,
-    pub view: &'a watch::Receiver<Arc<ClusterView>>,
-    pub instruments: &'a Instruments,
-}
+use crate::kafka::reach::Outcome;
+use crate::probe::RoundError;
+use crate::probe::groups::{GroupsError, GroupsReport};
+use crate::probe::offsets::{OffsetsError, OffsetsReport};
 
 /// Partition offsets and replication: under-replicated and leaderless partitions are problems.
-pub(super) async fn check_offsets(p: &Parts<'_>, report: &mut ClusterReport) {
-    if !p.config.checks.offsets.enabled {
-        return;
-    }
-    let mut offsets = OffsetsProbe::new(OffsetsParts {
-        cluster: p.labels.clone(),
-        admin: p.admin.clone(),
-        view: p.view.clone(),
-        topics: p.cluster.topics.clone(),
-        check: p.config.checks.offsets,
-        instruments: p.instruments.clone(),
-    });
-    match offsets.probe_once().await {
+pub(super) fn check_offsets(
+    round: Result<OffsetsReport, RoundError<OffsetsError>>,
+    report: &mut ClusterReport,
+) {
+    match round {
         Ok(found) => {
             let summary = offsets_summary(&found);
             report.problems.extend(
@@ -66,20 +38,11 @@ pub(super) async fn check_offsets(p: &Parts<'_>, report: &mut ClusterReport) {
 
 /// Consumer group lag: reported, not judged (a lagging group may be by design); a group
 /// listing that fails is a problem.
-pub(super) async fn check_groups(p: &Parts<'_>, report: &mut ClusterReport) {
-    if !p.config.checks.consumer_groups.enabled {
-        return;
-    }
-    let mut groups = GroupsProbe::new(GroupsParts {
-        cluster: p.cluster.clone(),
-        labels: p.labels.clone(),
-        admin: p.admin.clone(),
-        view: p.view.clone(),
-        check: p.config.checks.consumer_groups,
-        timing: ClientTiming::of(p.config),
-        instruments: p.instruments.clone(),
-    });
-    match groups.probe_once().await {
+pub(super) fn check_groups(
+    round: Result<GroupsReport, RoundError<GroupsError>>,
+    report: &mut ClusterReport,
+) {
+    match round {
         Ok(found) => report.consumer_groups = Some(groups_summary(&found)),
         Err(e) => report
             .problems
@@ -88,31 +51,20 @@ pub(super) async fn check_groups(p: &Parts<'_>, report: &mut ClusterReport) {
 }
 
 /// The Schema Registry, when the cluster has one: unreachable is a problem.
-pub(super) async fn check_registry(p: &Parts<'_>, report: &mut ClusterReport) {
-    let Some(registry) = &p.cluster.schema_registry else {
-        return;
-    };
-    let probe = RegistryProbe::new(RegistryParts {
-        cluster: p.labels.clone(),
-        registry: registry.clone(),
-        view: p.view.clone(),
-        check: p.config.checks.schema_registry,
-        instruments: p.instruments.clone(),
-    });
-    let mut probe = match probe {
-        Ok(probe) => probe,
+pub(super) fn check_registry(
+    round: Result<Outcome, RoundError<std::convert::Infallible>>,
+    report: &mut ClusterReport,
+) {
+    let outcome = match round {
+        Ok(outcome) => outcome,
         Err(e) => {
             report.problems.push(format!(
-                "cannot set up TLS for the Schema Registry probe: {}",
+                "the Schema Registry probe gave no result: {}",
                 Chain(&e)
             ));
             return;
         }
     };
-    let outcome = probe
-        .probe_once()
-        .await
-        .unwrap_or_else(|never| match never {});
     if let Some(f) = &outcome.failure {
         report.problems.push(format!(
             "Schema Registry {} unreachable at {}: {}",

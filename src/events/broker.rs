@@ -9,17 +9,22 @@ use crate::kafka::tls::TlsSetupError;
 use crate::telemetry::instruments::attr;
 use crate::telemetry::{ClusterAttributes, Instruments};
 
-/// One broker was probed: a duration per stage, the check by outcome, and `up`. The bootstrap
-/// address, probed until the brokers are known, is reported through `up` alone: that gauge
-/// goes when the brokers are known, while a counter's or histogram's series would stay.
+/// One broker was probed: a duration per stage, the check by outcome, and `up`; and, when
+/// its state changed, a log line: unreachable (WARN), reachable again (INFO), still
+/// unreachable (DEBUG). The bootstrap address, probed until the brokers are known, is reported
+/// through `up` alone: that gauge goes when the brokers are known, while a counter's or
+/// histogram's series would stay.
 pub struct BrokerProbed<'a> {
     pub cluster: &'a str,
     pub attrs: &'a ClusterAttributes,
     pub outcome: &'a Outcome,
+    /// What the previous probe of this broker found; `None` for the first.
+    pub was_up: Option<bool>,
 }
 
 impl BrokerProbed<'_> {
     pub fn emit(self, instruments: &Instruments) {
+        self.log();
         let outcome = self.outcome;
         let attrs = outcome.target.attributes(self.attrs.base());
         let with = |extra: &[KeyValue]| {
@@ -53,16 +58,8 @@ impl BrokerProbed<'_> {
     }
 }
 
-/// Logs a broker becoming unreachable (WARN), reachable again (INFO), or still unreachable
-/// (DEBUG).
-pub struct BrokerStateChanged<'a> {
-    pub outcome: &'a Outcome,
-    /// What the previous probe found; `None` for the first.
-    pub was_up: Option<bool>,
-}
-
-impl BrokerStateChanged<'_> {
-    pub fn emit(self) {
+impl BrokerProbed<'_> {
+    fn log(&self) {
         let t = &self.outcome.target;
         match (&self.outcome.failure, self.was_up) {
             (Some(f), Some(true) | None) => warn!(

@@ -1,5 +1,6 @@
-//! Events of the OTLP export: the first export, failures (once, then a reminder every few
-//! minutes), the delta buffer filling up, and the recovery.
+//! Events of the OTLP export: how it is set up, the first export, failures (once, then a
+//! reminder every few minutes), the delta buffer filling up, the recovery, and the final
+//! export at shutdown.
 
 use std::time::Duration;
 
@@ -110,6 +111,62 @@ impl ExportRecovered<'_> {
                 dropped,
                 "OTLP export recovered; the exports held during the outage are delivered in order, but {dropped} were dropped when the buffer was full: their counts are lost.",
             ),
+        }
+    }
+}
+
+/// How the OTLP export is set up (or that it is off), at start.
+pub struct ExportConfigured<'a> {
+    /// `None` when the export is off.
+    pub otlp: Option<&'a crate::config::OtlpConfig>,
+}
+
+impl ExportConfigured<'_> {
+    pub fn emit(self) {
+        match self.otlp {
+            Some(otlp) => info!(
+                endpoint = %crate::config::redact_url(&otlp.endpoint),
+                protocol = ?otlp.protocol,
+                interval = %humantime::format_duration(otlp.interval),
+                temporality = ?otlp.temporality,
+                histogram = ?otlp.histogram,
+                delta_buffer = %humantime::format_duration(otlp.delta_buffer),
+                "OTLP metric export configured.",
+            ),
+            None => info!(
+                "OTLP metric export is off (export.otlp.enabled: false or OTEL_METRICS_EXPORTER=none)."
+            ),
+        }
+    }
+}
+
+/// A configured header cannot be sent (not a valid name or value for the protocol); its
+/// name is said, never its value.
+pub struct HeaderNotSent<'a> {
+    pub name: &'a str,
+    /// `gRPC metadata` or `HTTP header`.
+    pub as_what: &'static str,
+}
+
+impl HeaderNotSent<'_> {
+    pub fn emit(self) {
+        warn!(header = %self.name, "OTLP header is not a valid {}; it is not sent.", self.as_what);
+    }
+}
+
+/// The final export at shutdown.
+pub struct FinalExport<'a> {
+    /// `None` when it went through.
+    pub error: Option<&'a (dyn std::error::Error + 'static)>,
+}
+
+impl FinalExport<'_> {
+    pub fn emit(self) {
+        match self.error {
+            None => info!("Final metric export done."),
+            Some(error) => {
+                warn!(error = %crate::error::Chain(error), "Final metric export failed.")
+            }
         }
     }
 }

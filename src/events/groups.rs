@@ -59,10 +59,6 @@ pub struct GroupsRead<'a> {
     pub groups: &'a BTreeMap<String, GroupState>,
     /// Groups whose committed offsets could not be read, with why.
     pub unreadable: &'a BTreeMap<String, String>,
-    /// Groups and series the cap left out this round.
-    pub dropped: (usize, usize),
-    pub dropped_before: usize,
-    pub max_series: usize,
     /// Some broker did not answer the group listing.
     pub partial: bool,
 }
@@ -96,13 +92,6 @@ impl GroupsRead<'_> {
             round.groups.push((group_attrs, group.members as i64));
         }
         instruments.set_groups(self.cluster.name(), round);
-        let (dropped_groups, dropped_series) = self.dropped;
-        instruments.set_dropped(
-            self.cluster.name(),
-            "consumer_groups",
-            attrs.with([KeyValue::new(attr::CHECK, "consumer_groups")]),
-            dropped_series as i64,
-        );
 
         let first = self.previous.is_none();
         if first {
@@ -115,21 +104,6 @@ impl GroupsRead<'_> {
             tracing::debug!(
                 "Not every broker answered the consumer group listing; groups they coordinate are missing this round."
             );
-        }
-        if dropped_series != self.dropped_before {
-            if dropped_series > 0 {
-                warn!(
-                    watched = self.groups.len(),
-                    left_out = dropped_groups,
-                    series = dropped_series,
-                    max_series = self.max_series,
-                    "Consumer groups left out of the lag check by checks.consumer_groups.max_series; narrow clusters[].consumer_groups.include or raise the cap."
-                );
-            } else {
-                info!(
-                    "Every watched consumer group fits under checks.consumer_groups.max_series again."
-                );
-            }
         }
         if !self.unreadable.is_empty()
             && (first || self.previous.is_some_and(|p| p.len() != self.groups.len()))

@@ -498,3 +498,48 @@ impl MessageSkipped<'_> {
         });
     }
 }
+
+/// The consumer reported an error (a fetch that failed while a broker is away): said at
+/// DEBUG once per kind in a row; the heartbeat counters show its effect.
+pub struct ConsumerError<'a> {
+    pub error: &'a rdkafka::error::KafkaError,
+}
+
+impl ConsumerError<'_> {
+    pub fn emit(self) {
+        debug!(error = %self.error, "Heartbeat consumer error.");
+    }
+}
+
+/// Partitions of the topic the producer does not know yet: they wait a round.
+pub struct PartitionsUnknownToProducer<'a> {
+    pub partitions: &'a [i32],
+}
+
+impl PartitionsUnknownToProducer<'_> {
+    pub fn emit(self) {
+        if !self.partitions.is_empty() {
+            debug!(partitions = ?self.partitions, "The producer does not know these partitions yet; they wait a round.");
+        }
+    }
+}
+
+/// A partition is assigned to the consumer at `start` (its log spans `low` to `high`).
+pub struct PartitionAssigning {
+    pub partition: i32,
+    pub low: i64,
+    pub high: i64,
+    pub start: i64,
+}
+
+impl PartitionAssigning {
+    pub fn emit(self) {
+        debug!(
+            partition = self.partition,
+            low = self.low,
+            high = self.high,
+            start = self.start,
+            "Assigning the partition."
+        );
+    }
+}

@@ -229,10 +229,31 @@ pub fn describe_changes(old: &ClusterView, new: &ClusterView) -> Vec<String> {
     changes
 }
 
+/// DescribeCluster or DescribeTopics failed (a cluster that does not answer it, a key that
+/// may not use it): what it adds (racks, the topic's id) stays as it was.
+pub struct DescribeFailed<'a> {
+    /// `DescribeCluster` or `DescribeTopics`.
+    pub request: &'static str,
+    /// What stays as it was.
+    pub keeps: &'static str,
+    pub error: &'a (dyn std::error::Error + 'static),
+}
+
+impl DescribeFailed<'_> {
+    pub fn emit(self) {
+        tracing::debug!(
+            error = %crate::error::Chain(self.error),
+            "{} failed; {} stay as they are.",
+            self.request,
+            self.keeps
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kafka::metadata::{BrokerInfo, PartitionInfo, TopicState};
+    use crate::kafka::metadata::{Broker, PartitionInfo, TopicState};
 
     fn view(brokers: &[(i32, u16)], leaders: &[i32]) -> ClusterView {
         ClusterView {
@@ -241,7 +262,7 @@ mod tests {
             cluster_id: "c1".into(),
             brokers: brokers
                 .iter()
-                .map(|(id, port)| BrokerInfo {
+                .map(|(id, port)| Broker {
                     id: *id,
                     host: "h".into(),
                     port: *port,

@@ -19,9 +19,11 @@ macro_rules! warn_or_debug {
 }
 
 pub mod broker;
+pub mod cap;
 pub mod export;
 pub mod groups;
 pub mod heartbeat;
+pub mod http;
 pub mod metadata;
 pub mod offsets;
 pub mod probe;

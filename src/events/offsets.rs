@@ -15,7 +15,7 @@ const NAMED_PER_ROUND: usize = 20;
 
 /// One topic as a round of the offsets probe found it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct TopicState {
+pub struct WatchedTopic {
     pub partitions: BTreeMap<i32, PartitionState>,
 }
 
@@ -41,13 +41,8 @@ impl PartitionState {
 pub struct OffsetsRead<'a> {
     pub cluster: &'a ClusterLabels,
     pub cluster_id: &'a str,
-    pub previous: Option<&'a BTreeMap<String, TopicState>>,
-    pub topics: &'a BTreeMap<String, TopicState>,
-    /// Topics and series the cap left out this round.
-    pub dropped: (usize, usize),
-    /// Series the cap left out on the previous round.
-    pub dropped_before: usize,
-    pub max_series: usize,
+    pub previous: Option<&'a BTreeMap<String, WatchedTopic>>,
+    pub topics: &'a BTreeMap<String, WatchedTopic>,
 }
 
 impl OffsetsRead<'_> {
@@ -71,13 +66,6 @@ impl OffsetsRead<'_> {
             topic_points.push((topic_attrs, topic.partitions.len() as i64));
         }
         instruments.set_partitions(self.cluster.name(), points, topic_points);
-        let (dropped_topics, dropped_series) = self.dropped;
-        instruments.set_dropped(
-            self.cluster.name(),
-            "offsets",
-            attrs.with([KeyValue::new(attr::CHECK, "offsets")]),
-            dropped_series as i64,
-        );
 
         if self.previous.is_none() {
             let partitions: usize = self.topics.values().map(|t| t.partitions.len()).sum();
@@ -85,19 +73,6 @@ impl OffsetsRead<'_> {
                 topics = self.topics.len(),
                 partitions, "Reading the offsets and replication of the watched topics."
             );
-        }
-        if dropped_series != self.dropped_before {
-            if dropped_series > 0 {
-                warn!(
-                    watched = self.topics.len(),
-                    left_out = dropped_topics,
-                    series = dropped_series,
-                    max_series = self.max_series,
-                    "Topics left out of the offsets check by checks.offsets.max_series; narrow clusters[].topics.include or raise the cap."
-                );
-            } else {
-                info!("Every watched topic fits under checks.offsets.max_series again.");
-            }
         }
         self.log_replication();
     }

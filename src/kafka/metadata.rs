@@ -1,19 +1,68 @@
 //! A snapshot of cluster metadata: cluster id, brokers, and the heartbeat topic's partitions.
 
+use opentelemetry::KeyValue;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::metadata::Metadata;
+use serde::Serialize;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BrokerInfo {
+use crate::telemetry::instruments::attr;
+
+/// The id that stands for the cluster's first bootstrap address until its brokers are known
+/// (exported as `kafka.broker.id="bootstrap"`).
+pub const BOOTSTRAP_ID: i32 = -1;
+
+/// One broker: as the metadata and DescribeCluster report it, and as the broker probe reaches
+/// it. The Schema Registry probe, which reaches its registry through the same stage runner,
+/// uses one too, with the bootstrap id and no rack ([`Broker::address`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Broker {
     pub id: i32,
     pub host: String,
     pub port: u16,
     pub rack: Option<String>,
 }
 
-impl BrokerInfo {
+impl Broker {
+    /// An address that is no broker of the metadata (the first bootstrap address, a Schema
+    /// Registry).
+    pub fn at(host: String, port: u16) -> Self {
+        Self {
+            id: BOOTSTRAP_ID,
+            host,
+            port,
+            rack: None,
+        }
+    }
+
+    /// The first bootstrap address, standing for the cluster until its brokers are known.
+    pub fn bootstrap(servers: &[String]) -> Option<Self> {
+        let (host, port) = servers.first()?.rsplit_once(':')?;
+        Some(Self::at(host.to_owned(), port.parse().ok()?))
+    }
+
     pub fn address(&self) -> String {
         format!("{}:{}", self.host, self.port)
+    }
+
+    /// The broker's id as a label: its number, or `bootstrap`.
+    pub fn label(&self) -> String {
+        if self.id == BOOTSTRAP_ID {
+            "bootstrap".to_owned()
+        } else {
+            self.id.to_string()
+        }
+    }
+
+    /// The broker's metric attributes (cluster attributes first).
+    pub fn attributes(&self, cluster: &[KeyValue]) -> Vec<KeyValue> {
+        let mut attrs = cluster.to_vec();
+        attrs.push(KeyValue::new(attr::BROKER_ID, self.label()));
+        if let Some(rack) = &self.rack {
+            attrs.push(KeyValue::new(attr::BROKER_RACK, rack.clone()));
+        }
+        attrs.push(KeyValue::new(attr::SERVER_ADDRESS, self.host.clone()));
+        attrs.push(KeyValue::new(attr::SERVER_PORT, i64::from(self.port)));
+        attrs
     }
 }
 
@@ -41,7 +90,7 @@ pub struct ClusterView {
     /// False until the first metadata answer: the view is a placeholder.
     pub fetched: bool,
     pub cluster_id: String,
-    pub brokers: Vec<BrokerInfo>,
+    pub brokers: Vec<Broker>,
     /// The broker the cluster reports as controller (on KRaft, any live broker).
     pub controller: Option<i32>,
     pub topic: TopicState,
@@ -128,7 +177,7 @@ impl ClusterView {
             .filter(|l| *l >= 0)
     }
 
-    pub fn broker(&self, id: i32) -> Option<&BrokerInfo> {
+    pub fn broker(&self, id: i32) -> Option<&Broker> {
         self.brokers.iter().find(|b| b.id == id)
     }
 }
@@ -143,10 +192,10 @@ pub(crate) fn view_from(
     controller: Option<i32>,
     topic: &str,
 ) -> ClusterView {
-    let mut brokers: Vec<BrokerInfo> = metadata
+    let mut brokers: Vec<Broker> = metadata
         .brokers()
         .iter()
-        .map(|b| BrokerInfo {
+        .map(|b| Broker {
             id: b.id(),
             host: b.host().to_owned(),
             port: u16::try_from(b.port()).unwrap_or_default(),

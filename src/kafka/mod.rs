@@ -178,6 +178,17 @@ pub fn client_config(cluster: &ClusterConfig, role: Role, timing: ClientTiming) 
     c
 }
 
+/// Drops `client` (its last handle) off the runtime's worker threads when called on one:
+/// librdkafka's destroy waits for the client's threads, a second or more for a consumer.
+pub fn drop_off_runtime<T: Send + 'static>(client: T) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn_blocking(move || drop(client));
+        }
+        Err(_) => drop(client),
+    }
+}
+
 /// Routes librdkafka's log lines and errors into `tracing` (target `librdkafka`).
 ///
 /// librdkafka repeats a warning every reconnect attempt while a broker is away, and reports

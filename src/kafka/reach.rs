@@ -11,18 +11,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use opentelemetry::KeyValue;
 use serde::Serialize;
 use tokio::net::TcpStream;
 
-use super::metadata::BrokerInfo;
+use super::metadata::Broker;
 use super::tls;
 use super::wire::{self, WireError};
 use crate::error::{Chain, Classified, ErrorKind, TimedOut};
-use crate::telemetry::instruments::attr;
 
-/// Broker id label of the bootstrap addresses, probed while no metadata is known.
-pub const BOOTSTRAP_ID: i32 = -1;
+pub use super::metadata::BOOTSTRAP_ID;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -44,64 +41,6 @@ impl Stage {
             Self::Kafka => "kafka",
             Self::Http => "http",
         }
-    }
-}
-
-/// A broker to probe.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Target {
-    pub id: i32,
-    pub host: String,
-    pub port: u16,
-    pub rack: Option<String>,
-}
-
-impl From<&BrokerInfo> for Target {
-    fn from(b: &BrokerInfo) -> Self {
-        Self {
-            id: b.id,
-            host: b.host.clone(),
-            port: b.port,
-            rack: b.rack.clone(),
-        }
-    }
-}
-
-impl Target {
-    /// The first bootstrap address, standing for the cluster until its brokers are known.
-    pub fn bootstrap(servers: &[String]) -> Option<Self> {
-        let (host, port) = servers.first()?.rsplit_once(':')?;
-        Some(Self {
-            id: BOOTSTRAP_ID,
-            host: host.to_owned(),
-            port: port.parse().ok()?,
-            rack: None,
-        })
-    }
-
-    pub fn address(&self) -> String {
-        format!("{}:{}", self.host, self.port)
-    }
-
-    /// The broker's id as a label: its number, or `bootstrap`.
-    pub fn label(&self) -> String {
-        if self.id == BOOTSTRAP_ID {
-            "bootstrap".to_owned()
-        } else {
-            self.id.to_string()
-        }
-    }
-
-    /// The broker's metric attributes (cluster attributes first).
-    pub fn attributes(&self, cluster: &[KeyValue]) -> Vec<KeyValue> {
-        let mut attrs = cluster.to_vec();
-        attrs.push(KeyValue::new(attr::BROKER_ID, self.label()));
-        if let Some(rack) = &self.rack {
-            attrs.push(KeyValue::new(attr::BROKER_RACK, rack.clone()));
-        }
-        attrs.push(KeyValue::new(attr::SERVER_ADDRESS, self.host.clone()));
-        attrs.push(KeyValue::new(attr::SERVER_PORT, i64::from(self.port)));
-        attrs
     }
 }
 
@@ -155,7 +94,7 @@ impl Serialize for Failure {
 /// The outcome of one probe of one broker.
 #[derive(Clone, Debug, Serialize)]
 pub struct Outcome {
-    pub target: Target,
+    pub target: Broker,
     /// Stages that completed, in order, with their durations.
     #[serde(serialize_with = "serialize_stages")]
     pub stages: Vec<(Stage, Duration)>,
@@ -200,7 +139,7 @@ impl Outcome {
 
 /// Probes one broker. `tls` is the cluster's TLS client config when it uses TLS.
 pub async fn probe(
-    target: &Target,
+    target: &Broker,
     tls: Option<&Arc<rustls::ClientConfig>>,
     timeout: Duration,
 ) -> Outcome {
@@ -210,7 +149,7 @@ pub async fn probe(
 /// Like [`probe`], starting ApiVersions at `version`: the version the broker answered last
 /// time, so a broker without the latest version costs one round trip, not two.
 pub async fn probe_with_version(
-    target: &Target,
+    target: &Broker,
     tls: Option<&Arc<rustls::ClientConfig>>,
     timeout: Duration,
     version: i16,
@@ -235,7 +174,7 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for 
 /// on the connected stream as stage `last`, all under one `timeout`. Returns what each stage
 /// took (or where it failed) and what `app` answered.
 pub async fn probe_with<T, Fut>(
-    target: &Target,
+    target: &Broker,
     tls: Option<&Arc<rustls::ClientConfig>>,
     timeout: Duration,
     last: Stage,
@@ -284,7 +223,7 @@ impl Stages<'_> {
     /// failure.
     async fn connect(
         &mut self,
-        target: &Target,
+        target: &Broker,
         tls: Option<&Arc<rustls::ClientConfig>>,
     ) -> Option<Box<dyn Stream>> {
         let addr = self

@@ -12,14 +12,14 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::{Probe, Schedule};
-use crate::events::broker::{BootstrapRetired, BrokerProbed, BrokerRetired, BrokerStateChanged};
-use crate::kafka::metadata::ClusterView;
+use crate::events::broker::{BootstrapRetired, BrokerProbed, BrokerRetired};
+use crate::kafka::metadata::{Broker, ClusterView};
 use crate::kafka::wire;
 use crate::telemetry::instruments::ClusterLabels;
 use crate::telemetry::{ClusterAttributes, Instruments};
 
 pub use crate::kafka::reach::{
-    BOOTSTRAP_ID, Failure, Outcome, Stage, StageError, Target, probe, probe_with_version,
+    BOOTSTRAP_ID, Failure, Outcome, Stage, StageError, probe, probe_with_version,
 };
 
 /// A broker that left the metadata is still probed (and reported) this long.
@@ -41,7 +41,7 @@ pub struct BrokerProbe {
 
 /// What the probe remembers of a broker.
 struct Known {
-    target: Target,
+    target: Broker,
     /// ApiVersions version the broker answered last.
     api_version: i16,
     /// When it was last in the metadata.
@@ -50,7 +50,7 @@ struct Known {
 }
 
 impl Known {
-    fn new(target: Target, now: Instant) -> Self {
+    fn new(target: Broker, now: Instant) -> Self {
         Self {
             target,
             api_version: wire::LATEST,
@@ -92,7 +92,7 @@ impl BrokerProbe {
     fn refresh_targets(&mut self, view: &ClusterView) {
         let now = Instant::now();
         if !view.fetched {
-            if let Some(target) = Target::bootstrap(&self.bootstrap) {
+            if let Some(target) = Broker::bootstrap(&self.bootstrap) {
                 self.known
                     .entry(BOOTSTRAP_ID)
                     .or_insert_with(|| Known::new(target, now));
@@ -106,7 +106,7 @@ impl BrokerProbe {
             .emit(&self.instruments);
         }
         for b in &view.brokers {
-            let target = Target::from(b);
+            let target = b.clone();
             match self.known.get_mut(&b.id) {
                 Some(k) => {
                     k.target = target;
@@ -150,6 +150,8 @@ impl Probe for BrokerProbe {
         )
     }
 
+    /// Cancel-safe: nothing is recorded until every broker has answered (the stage probes of
+    /// a cut round are aborted with it).
     async fn probe_once(&mut self) -> Result<Vec<Outcome>, Infallible> {
         let view = Arc::clone(&self.view.borrow());
         self.refresh_targets(&view);
@@ -165,18 +167,15 @@ impl Probe for BrokerProbe {
         let mut outcomes = probes.join_all().await;
         outcomes.sort_by_key(|o| o.target.id);
         for outcome in &outcomes {
+            let known = self.known.get_mut(&outcome.target.id);
             BrokerProbed {
                 cluster: self.cluster.name(),
                 attrs: &attrs,
                 outcome,
+                was_up: known.as_ref().and_then(|k| k.up),
             }
             .emit(&self.instruments);
-            if let Some(k) = self.known.get_mut(&outcome.target.id) {
-                BrokerStateChanged {
-                    outcome,
-                    was_up: k.up,
-                }
-                .emit();
+            if let Some(k) = known {
                 k.up = Some(outcome.up());
                 k.api_version = outcome.api_version.unwrap_or(k.api_version);
             }

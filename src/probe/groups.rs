@@ -12,17 +12,19 @@ use rdkafka::error::RDKafkaErrorCode;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::cap::{Capped, cap, room};
 use super::{Probe, Schedule};
 use crate::config::{ClusterConfig, SeriesCheckConfig};
+use crate::events::cap::{CappedCheck, SeriesCapped};
 use crate::events::groups::{GroupState, GroupsRead, GroupsUnsupported, PartitionLag};
 use crate::kafka::ClientTiming;
 use crate::kafka::admin::{Admin, LogEnds};
 use crate::kafka::metadata::ClusterView;
 use crate::kafka::native::AdminError;
 use crate::kafka::native::groups::{CommittedOffset, GroupSummary};
-use crate::kafka::record_time::{At, record_times};
-use crate::telemetry::Instruments;
+use crate::kafka::record_time::{At, RecordReader};
 use crate::telemetry::instruments::ClusterLabels;
+use crate::telemetry::{ClusterAttributes, Instruments};
 
 /// Bound on each request of a round.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,6 +67,8 @@ pub struct GroupsProbe {
     dropped: usize,
     /// The cluster said it does not answer ListGroups (logged once).
     unsupported: bool,
+    /// Reads the records lag in seconds is measured from; made when first needed, then kept.
+    reader: Option<RecordReader>,
 }
 
 /// What one round found.
@@ -89,20 +93,23 @@ impl GroupsProbe {
             last: None,
             dropped: 0,
             unsupported: false,
+            reader: None,
         }
     }
 
-    /// Committed offsets of each group, a few groups at a time.
-    async fn committed(
-        &self,
-        groups: &[GroupSummary],
-    ) -> (
-        BTreeMap<String, Vec<CommittedOffset>>,
-        BTreeMap<String, String>,
-    ) {
-        let mut committed = BTreeMap::new();
-        let mut unreadable = BTreeMap::new();
+    /// Committed offsets of the watched groups (in name order), a few groups at a time,
+    /// until the series cap is full: the first group that does not fit, and every group
+    /// after it, is left out, and those not read yet are not asked for (each counts one
+    /// series left out: a lower bound). Also the groups whose offsets could not be read.
+    async fn committed(&self, groups: &[GroupSummary]) -> Committed {
+        let mut out = Committed::default();
+        let mut used = 0;
         for chunk in groups.chunks(GROUPS_AT_ONCE) {
+            if out.capped.left_out > 0 {
+                out.capped.left_out += chunk.len();
+                out.capped.series += SERIES_PER_GROUP * chunk.len();
+                continue;
+            }
             let mut requests = JoinSet::new();
             for group in chunk {
                 let (admin, name) = (self.parts.admin.clone(), group.name.clone());
@@ -111,31 +118,43 @@ impl GroupsProbe {
                     (name, result)
                 });
             }
+            let mut read = Vec::new();
             for (name, result) in requests.join_all().await {
                 match result {
-                    Ok(offsets) => {
-                        committed.insert(name, offsets);
-                    }
+                    Ok(offsets) => read.push((name, offsets)),
                     Err(e) => {
-                        unreadable.insert(name, crate::error::Chain(&e).to_string());
+                        out.unreadable
+                            .insert(name, crate::error::Chain(&e).to_string());
                     }
                 }
             }
+            read.sort_by(|a, b| a.0.cmp(&b.0));
+            let capped = cap(read, room(self.parts.check.max_series, used), |(_, o)| {
+                series_of(o)
+            });
+            used += capped.kept.iter().map(|(_, o)| series_of(o)).sum::<usize>();
+            out.capped.kept.extend(capped.kept);
+            out.capped.left_out += capped.left_out;
+            out.capped.series += capped.series;
         }
-        (committed, unreadable)
+        out
     }
 
     /// Lag in seconds for each lagging partition: now minus the time stamp of the first
     /// record not consumed.
-    async fn lag_seconds(&self, wanted: Vec<At>) -> BTreeMap<(String, i32), f64> {
+    async fn lag_seconds(&mut self, wanted: Vec<At>) -> BTreeMap<(String, i32), f64> {
         if wanted.is_empty() || !self.parts.cluster.consumer_groups.lag_duration {
             return BTreeMap::new();
         }
-        let (cluster, timing) = (self.parts.cluster.clone(), self.parts.timing);
-        let times = tokio::task::spawn_blocking(move || {
-            record_times(&cluster, timing, &wanted, RECORD_WAIT)
-        })
-        .await;
+        if self.reader.is_none() {
+            // The same settings built the cluster's other clients at start: this does not fail.
+            self.reader = RecordReader::new(&self.parts.cluster, self.parts.timing).ok();
+        }
+        let Some(reader) = self.reader.clone() else {
+            return BTreeMap::new();
+        };
+        let times =
+            tokio::task::spawn_blocking(move || reader.record_times(&wanted, RECORD_WAIT)).await;
         let Ok(Ok(times)) = times else {
             return BTreeMap::new();
         };
@@ -149,29 +168,19 @@ impl GroupsProbe {
     }
 }
 
-/// The watched groups, in name order, up to `max_series` series (counted once committed
-/// offsets are known); and the groups and series left out.
-fn cap(
-    committed: BTreeMap<String, Vec<CommittedOffset>>,
-    max_series: usize,
-) -> (BTreeMap<String, Vec<CommittedOffset>>, usize, usize) {
-    let mut series = 0;
-    let mut kept = BTreeMap::new();
-    let (mut dropped_groups, mut dropped_series) = (0, 0);
-    for (name, offsets) in committed {
-        let topics: BTreeSet<&str> = offsets.iter().map(|o| o.topic.as_str()).collect();
-        let cost = SERIES_PER_GROUP
-            + SERIES_PER_TOPIC * topics.len()
-            + SERIES_PER_PARTITION * offsets.len();
-        if series + cost <= max_series {
-            series += cost;
-            kept.insert(name, offsets);
-        } else {
-            dropped_groups += 1;
-            dropped_series += cost;
-        }
-    }
-    (kept, dropped_groups, dropped_series)
+/// What [`GroupsProbe::committed`] read: the groups kept under the cap with their offsets,
+/// what the cap left out, and the groups whose offsets could not be read.
+#[derive(Default)]
+struct Committed {
+    capped: Capped<(String, Vec<CommittedOffset>)>,
+    unreadable: BTreeMap<String, String>,
+}
+
+/// The series a group costs: its members, a lag sum per topic, and per partition its lag,
+/// offset and lag in seconds.
+fn series_of(offsets: &[CommittedOffset]) -> usize {
+    let topics: BTreeSet<&str> = offsets.iter().map(|o| o.topic.as_str()).collect();
+    SERIES_PER_GROUP + SERIES_PER_TOPIC * topics.len() + SERIES_PER_PARTITION * offsets.len()
 }
 
 impl Probe for GroupsProbe {
@@ -187,6 +196,7 @@ impl Probe for GroupsProbe {
         "Consumer group probe started: members, committed offsets and lag (in records and in seconds) of the watched groups.".to_owned()
     }
 
+    /// Cancel-safe: nothing is recorded until every request has answered.
     async fn probe_once(&mut self) -> Result<GroupsReport, GroupsError> {
         let listed = self.parts.admin.groups(REQUEST_TIMEOUT).await;
         let (listed, partial) = match listed {
@@ -211,9 +221,9 @@ impl Probe for GroupsProbe {
             .filter(|g| !g.name.starts_with(OWN_GROUP_PREFIX) && filter.matches(&g.name))
             .collect();
         watched.sort_by(|a, b| a.name.cmp(&b.name));
-        let (committed, unreadable) = self.committed(&watched).await;
-        let (committed, dropped_groups, dropped_series) =
-            cap(committed, self.parts.check.max_series);
+        let Committed { capped, unreadable } = self.committed(&watched).await;
+        let (dropped_groups, dropped_series) = (capped.left_out, capped.series);
+        let committed: BTreeMap<String, Vec<CommittedOffset>> = capped.kept.into_iter().collect();
 
         let partitions: BTreeSet<(String, i32)> = committed
             .values()
@@ -288,10 +298,18 @@ impl Probe for GroupsProbe {
             previous: self.last.as_ref(),
             groups: &groups,
             unreadable: &unreadable,
-            dropped: (dropped_groups, dropped_series),
-            dropped_before: self.dropped,
-            max_series: self.parts.check.max_series,
             partial,
+        }
+        .emit(&self.parts.instruments);
+        SeriesCapped {
+            cluster: self.parts.labels.name(),
+            attrs: &ClusterAttributes::new(&cluster_id, &self.parts.labels),
+            check: CappedCheck::ConsumerGroups,
+            watched: watched.len(),
+            left_out: dropped_groups,
+            series: dropped_series,
+            before: self.dropped,
+            max_series: self.parts.check.max_series,
         }
         .emit(&self.parts.instruments);
         self.dropped = dropped_series;
@@ -322,15 +340,11 @@ mod tests {
     }
 
     #[test]
-    fn the_cap_keeps_whole_groups_in_name_order_and_counts_the_rest() {
-        // 1 + 1 + 3·2 = 8 series per group.
-        let committed = BTreeMap::from([
-            ("b".to_owned(), offsets("t", 2)),
-            ("a".to_owned(), offsets("t", 2)),
-            ("c".to_owned(), offsets("t", 2)),
-        ]);
-        let (kept, groups, series) = cap(committed, 17);
-        assert_eq!(kept.keys().collect::<Vec<_>>(), ["a", "b"]);
-        assert_eq!((groups, series), (1, 8));
+    fn a_group_costs_its_members_a_sum_per_topic_and_three_series_per_partition() {
+        // 1 + 1 + 3·2 = 8 series; a second topic adds 1 + 3.
+        assert_eq!(series_of(&offsets("t", 2)), 8);
+        let mut two = offsets("t", 2);
+        two.extend(offsets("u", 1));
+        assert_eq!(series_of(&two), 12);
     }
 }

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use tracing::debug;
 
 use super::{Probe, Schedule, Wake};
-use crate::error::Chain;
-use crate::events::metadata::{ClusterViewed, RacksLearned, TopicBack, TopicMissing};
+use crate::events::metadata::{
+    ClusterViewed, DescribeFailed, RacksLearned, TopicBack, TopicMissing,
+};
 use crate::health::{Condition, Latch};
 use crate::kafka::admin::{Admin, MetadataError};
 use crate::kafka::metadata::{ClusterView, TopicState};
@@ -212,7 +212,12 @@ impl MetadataWatch {
                 described = described.with_racks(&racks);
             }
             Some(Err(error)) => {
-                debug!(error = %Chain(&error), "DescribeCluster failed; broker racks stay as they are.");
+                DescribeFailed {
+                    request: "DescribeCluster",
+                    keeps: "broker racks",
+                    error: &error,
+                }
+                .emit();
                 self.describe_skip = DESCRIBE_BACKOFF;
             }
             None => {}
@@ -221,7 +226,12 @@ impl MetadataWatch {
             Some(Ok(Some(id))) => described.topic_id = Some(id),
             Some(Ok(None)) => {}
             Some(Err(error)) => {
-                debug!(error = %Chain(&error), "DescribeTopics failed; the topic id stays as it was.");
+                DescribeFailed {
+                    request: "DescribeTopics",
+                    keeps: "the topic's id and incarnation",
+                    error: &error,
+                }
+                .emit();
                 self.topic_id_skip = DESCRIBE_BACKOFF;
             }
             None => {}
@@ -260,6 +270,8 @@ impl Probe for MetadataWatch {
         "Metadata probe started: brokers, racks, controller and heartbeat partition leaders; changes are logged.".to_owned()
     }
 
+    /// Cancel-safe: a round cut while DescribeCluster runs has published the metadata; the
+    /// racks wait for the next round.
     async fn probe_once(&mut self) -> Result<Arc<ClusterView>, MetadataError> {
         let fetched = self.admin.metadata(&self.topic, METADATA_TIMEOUT).await?;
         // Racks known so far carry over; DescribeCluster may refine them after.

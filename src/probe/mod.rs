@@ -4,7 +4,8 @@
 //! probe's events log and record together), and [`Probe::schedule`] says how often. [`run`]
 //! owns everything else: ticking, the bound on one probe, retrying a failing probe sooner,
 //! waking early on request, cancellation, and the `probe` span every log line of the probe
-//! carries. `check` calls the same `probe_once` once per probe.
+//! carries. `check` runs one round of each probe through [`once`], with the same bound and
+//! span. [`set::ProbeSet`] builds a cluster's probes for both.
 //!
 //! Missed ticks are skipped: ticks stay on a fixed grid from the probe's start, and a tick
 //! that falls while the probe is still running is dropped, never queued. A slow probe
@@ -12,11 +13,13 @@
 //! interval (a heartbeat rate stays 1/interval whatever a single round cost).
 
 pub mod broker;
+pub mod cap;
 pub mod groups;
 pub mod heartbeat;
 pub mod metadata;
 pub mod offsets;
 pub mod schema_registry;
+pub mod set;
 pub mod topic;
 
 use std::future::Future;
@@ -45,6 +48,10 @@ pub trait Probe: Send {
     fn schedule(&self) -> Schedule;
 
     /// One round: measure, emit the events (log lines and metrics), return what was found.
+    ///
+    /// It must be cancel-safe: the loop drops a round that runs past its bound, and shutdown
+    /// drops the one under way. A round cut at any await leaves the probe as it was, or
+    /// makes the next round finish its work; each implementation says how.
     fn probe_once(&mut self) -> impl Future<Output = Result<Self::Output, Self::Error>> + Send;
 
     /// What the probe does, for its start-up log line.
@@ -129,6 +136,37 @@ pub fn span(kind: &'static str, cluster: &str) -> tracing::Span {
     tracing::info_span!(parent: None, "probe", kind = %kind, cluster = %cluster)
 }
 
+/// Why one round gave no result.
+#[derive(Debug, thiserror::Error)]
+pub enum RoundError<E: std::error::Error + 'static> {
+    #[error(transparent)]
+    Failed(E),
+    #[error("the round did not finish")]
+    TimedOut(#[source] TimedOut),
+}
+
+/// One round of `probe`, bounded by its schedule's timeout, inside its [`span`]: what `check`
+/// runs, and what the loop runs on every tick.
+pub async fn once<P: Probe>(
+    probe: &mut P,
+    cluster: &str,
+) -> Result<P::Output, RoundError<P::Error>> {
+    round(probe).instrument(span(P::KIND, cluster)).await
+}
+
+/// One bounded round, in the caller's span.
+async fn round<P: Probe>(probe: &mut P) -> Result<P::Output, RoundError<P::Error>> {
+    let timeout = probe.schedule().timeout;
+    match tokio::time::timeout(timeout, probe.probe_once()).await {
+        Ok(Ok(output)) => Ok(output),
+        Ok(Err(error)) => Err(RoundError::Failed(error)),
+        Err(_) => Err(RoundError::TimedOut(TimedOut {
+            what: "no result",
+            after: timeout,
+        })),
+    }
+}
+
 /// Runs `probe` until `cancel`, inside its [`span`], then stops it. `wake` asks for a round
 /// before the next tick.
 pub fn run<P: Probe + 'static>(
@@ -167,17 +205,14 @@ async fn run_rounds<P: Probe>(mut probe: P, wake: Wake, cancel: CancellationToke
         let result = tokio::select! {
             biased;
             () = cancel.cancelled() => break,
-            result = tokio::time::timeout(schedule.timeout, probe.probe_once()) => result,
+            result = round(&mut probe) => result,
         };
         let now = Instant::now();
         let next_tick = next_tick(start, schedule.interval, now);
         let error: Option<Box<dyn std::error::Error + Send + Sync>> = match result {
-            Ok(Ok(_)) => None,
-            Ok(Err(error)) => Some(Box::new(error)),
-            Err(_) => Some(Box::new(TimedOut {
-                what: "no result",
-                after: schedule.timeout,
-            })),
+            Ok(_) => None,
+            Err(RoundError::Failed(error)) => Some(Box::new(error)),
+            Err(RoundError::TimedOut(timed_out)) => Some(Box::new(timed_out)),
         };
         match error {
             None => {

@@ -10,14 +10,16 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::cap::{Capped, cap};
 use super::{Probe, Schedule};
 use crate::config::{NameFilter, SeriesCheckConfig};
-use crate::events::offsets::{OffsetsRead, PartitionState, TopicState};
+use crate::events::cap::{CappedCheck, SeriesCapped};
+use crate::events::offsets::{OffsetsRead, PartitionState, WatchedTopic};
 use crate::kafka::admin::{Admin, LogEnds, MetadataError, TopicLayout};
 use crate::kafka::metadata::ClusterView;
 use crate::kafka::native::AdminError;
-use crate::telemetry::Instruments;
 use crate::telemetry::instruments::ClusterLabels;
+use crate::telemetry::{ClusterAttributes, Instruments};
 
 /// Bound on each request of a round.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,7 +50,7 @@ pub struct OffsetsParts {
 pub struct OffsetsProbe {
     parts: OffsetsParts,
     /// What the last round found, to log changes only.
-    last: Option<BTreeMap<String, TopicState>>,
+    last: Option<BTreeMap<String, WatchedTopic>>,
     /// Series dropped by the cap on the last round, to log when it changes.
     dropped: usize,
 }
@@ -56,7 +58,7 @@ pub struct OffsetsProbe {
 /// What one round found: the watched topics, and how many series the cap left out.
 #[derive(Clone, Debug, Default)]
 pub struct OffsetsReport {
-    pub topics: BTreeMap<String, TopicState>,
+    pub topics: BTreeMap<String, WatchedTopic>,
     pub dropped_topics: usize,
     pub dropped_series: usize,
 }
@@ -72,11 +74,7 @@ impl OffsetsProbe {
 }
 
 /// The watched topics, in name order, up to `max_series` series; and the topics left out.
-fn choose(
-    topics: Vec<TopicLayout>,
-    filter: &NameFilter,
-    max_series: usize,
-) -> (Vec<TopicLayout>, usize, usize) {
+fn choose(topics: Vec<TopicLayout>, filter: &NameFilter, max_series: usize) -> Capped<TopicLayout> {
     let mut watched: Vec<TopicLayout> = topics
         .into_iter()
         // Kafka's own internal topics (`__consumer_offsets`, `__transaction_state`) are never
@@ -84,20 +82,9 @@ fn choose(
         .filter(|t| !t.name.starts_with("__") && filter.matches(&t.name))
         .collect();
     watched.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut series = 0;
-    let mut kept = Vec::with_capacity(watched.len());
-    let (mut dropped_topics, mut dropped_series) = (0, 0);
-    for topic in watched {
-        let cost = SERIES_PER_TOPIC + SERIES_PER_PARTITION * topic.partitions.len();
-        if series + cost <= max_series {
-            series += cost;
-            kept.push(topic);
-        } else {
-            dropped_topics += 1;
-            dropped_series += cost;
-        }
-    }
-    (kept, dropped_topics, dropped_series)
+    cap(watched, max_series, |t| {
+        SERIES_PER_TOPIC + SERIES_PER_PARTITION * t.partitions.len()
+    })
 }
 
 /// Offsets by (topic, partition), for the partitions that answered.
@@ -114,6 +101,7 @@ impl Probe for OffsetsProbe {
         "Offsets probe started: partitions, replicas, in-sync replicas and oldest and current offsets of the watched topics.".to_owned()
     }
 
+    /// Cancel-safe: nothing is recorded until both requests have answered.
     async fn probe_once(&mut self) -> Result<OffsetsReport, OffsetsError> {
         let p = &self.parts;
         let all = p
@@ -121,7 +109,11 @@ impl Probe for OffsetsProbe {
             .topics(REQUEST_TIMEOUT)
             .await
             .map_err(OffsetsError::Topics)?;
-        let (topics, dropped_topics, dropped_series) = choose(all, &p.topics, p.check.max_series);
+        let Capped {
+            kept: topics,
+            left_out: dropped_topics,
+            series: dropped_series,
+        } = choose(all, &p.topics, p.check.max_series);
         // Partitions without a leader cannot answer ListOffsets.
         let led: Vec<(String, i32)> = topics
             .iter()
@@ -154,7 +146,7 @@ impl Probe for OffsetsProbe {
                     (part.id, state)
                 })
                 .collect();
-            states.insert(topic.name, TopicState { partitions });
+            states.insert(topic.name, WatchedTopic { partitions });
         }
         let cluster_id = p.view.borrow().cluster_id.clone();
         OffsetsRead {
@@ -162,8 +154,16 @@ impl Probe for OffsetsProbe {
             cluster_id: &cluster_id,
             previous: self.last.as_ref(),
             topics: &states,
-            dropped: (dropped_topics, dropped_series),
-            dropped_before: self.dropped,
+        }
+        .emit(&p.instruments);
+        SeriesCapped {
+            cluster: p.cluster.name(),
+            attrs: &ClusterAttributes::new(&cluster_id, &p.cluster),
+            check: CappedCheck::Offsets,
+            watched: states.len(),
+            left_out: dropped_topics,
+            series: dropped_series,
+            before: self.dropped,
             max_series: p.check.max_series,
         }
         .emit(&p.instruments);
@@ -221,11 +221,11 @@ mod tests {
             topic("_schemas", 1),
             topic("payments", 1),
         ];
-        let (kept, ..) = choose(all.clone(), &filter(&[], &["^_"]), 10_000);
+        let Capped { kept, .. } = choose(all.clone(), &filter(&[], &["^_"]), 10_000);
         assert_eq!(names(&kept), ["orders", "payments"]);
-        let (kept, ..) = choose(all.clone(), &filter(&[".*"], &[]), 10_000);
+        let Capped { kept, .. } = choose(all.clone(), &filter(&[".*"], &[]), 10_000);
         assert_eq!(names(&kept), ["_schemas", "orders", "payments"]);
-        let (kept, ..) = choose(all, &filter(&["^pay"], &[]), 10_000);
+        let Capped { kept, .. } = choose(all, &filter(&["^pay"], &[]), 10_000);
         assert_eq!(names(&kept), ["payments"]);
     }
 
@@ -233,8 +233,8 @@ mod tests {
     fn the_cap_keeps_whole_topics_in_name_order_and_counts_the_rest() {
         // 1 + 4·2 = 9 series per topic.
         let all = vec![topic("c", 2), topic("a", 2), topic("b", 2)];
-        let (kept, topics, series) = choose(all, &filter(&[], &[]), 20);
-        assert_eq!(names(&kept), ["a", "b"]);
-        assert_eq!((topics, series), (1, 9));
+        let capped = choose(all, &filter(&[], &[]), 20);
+        assert_eq!(names(&capped.kept), ["a", "b"]);
+        assert_eq!((capped.left_out, capped.series), (1, 9));
     }
 }

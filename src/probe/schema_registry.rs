@@ -10,15 +10,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::watch;
 
 use super::{Probe, Schedule};
 use crate::config::{ConnectivityConfig, SchemaRegistryConfig};
 use crate::error::{Classified, ErrorKind};
 use crate::events::schema_registry::RegistryProbed;
+use crate::kafka::metadata::Broker;
 use crate::kafka::metadata::ClusterView;
-use crate::kafka::reach::{self, Outcome, Stage, Stream, Target};
+use crate::kafka::reach::{self, Outcome, Stage, Stream};
 use crate::kafka::tls::{self, TlsSetupError};
 use crate::telemetry::Instruments;
 use crate::telemetry::instruments::ClusterLabels;
@@ -41,9 +41,9 @@ pub struct RegistryParts {
 
 pub struct RegistryProbe {
     parts: RegistryParts,
-    target: Target,
+    target: Broker,
     tls: Option<Arc<rustls::ClientConfig>>,
-    request: Vec<u8>,
+    request: RegistryRequest,
     up: Option<bool>,
 }
 
@@ -60,12 +60,7 @@ impl RegistryProbe {
         };
         let request = request(&parts.registry, &host, port);
         Ok(Self {
-            target: Target {
-                id: reach::BOOTSTRAP_ID,
-                host,
-                port,
-                rack: None,
-            },
+            target: Broker::at(host, port),
             tls,
             request,
             up: None,
@@ -76,7 +71,15 @@ impl RegistryProbe {
 
 /// The HTTP/1.1 request, written once: the path under the base URL, the Host header, and the
 /// credentials.
-fn request(registry: &SchemaRegistryConfig, host: &str, port: u16) -> Vec<u8> {
+/// The request every probe sends: `GET /schemas/types`, with the basic-auth credentials.
+#[derive(Clone)]
+struct RegistryRequest {
+    path: String,
+    host: String,
+    authorization: Option<String>,
+}
+
+fn request(registry: &SchemaRegistryConfig, host: &str, port: u16) -> RegistryRequest {
     let base = registry.url.path().trim_end_matches('/');
     let default_port = if registry.https { 443 } else { 80 };
     let host = if port == default_port {
@@ -84,55 +87,76 @@ fn request(registry: &SchemaRegistryConfig, host: &str, port: u16) -> Vec<u8> {
     } else {
         format!("{host}:{port}")
     };
-    let mut text = format!(
-        "GET {base}/{PATH} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: cc-heartbeat/{}\r\nAccept: application/vnd.schemaregistry.v1+json, application/json\r\nConnection: close\r\n",
-        crate::telemetry::SERVICE_VERSION
-    );
-    if let Some(auth) = &registry.basic_auth {
+    let authorization = registry.basic_auth.as_ref().map(|auth| {
         let token = base64::engine::general_purpose::STANDARD.encode(format!(
             "{}:{}",
             auth.username,
             auth.password.expose()
         ));
-        text.push_str(&format!("Authorization: Basic {token}\r\n"));
-    }
-    text.push_str("\r\n");
-    text.into_bytes()
-}
-
-/// Sends the request and judges the answer: the HTTP status, or why it is not a registry's.
-async fn exchange(mut stream: Box<dyn Stream>, request: Vec<u8>) -> Result<u16, Classified> {
-    let transport = |e: std::io::Error| Classified::new(ErrorKind::Transport, e);
-    stream.write_all(&request).await.map_err(transport)?;
-    stream.flush().await.map_err(transport)?;
-    let mut answer = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = stream.read(&mut chunk).await.map_err(transport)?;
-        if n == 0 || answer.len() >= MAX_ANSWER {
-            break;
-        }
-        answer.extend_from_slice(&chunk[..n.min(MAX_ANSWER - answer.len())]);
-    }
-    judge(&answer)
-}
-
-/// The status of a registry's answer to `GET /schemas/types`, or why it is not one.
-fn judge(answer: &[u8]) -> Result<u16, Classified> {
-    let protocol = |why: &str| Classified::new(ErrorKind::Protocol, why.to_owned());
-    let head_end = find(answer, b"\r\n\r\n").ok_or_else(|| protocol("not an HTTP answer"))?;
-    let head = String::from_utf8_lossy(&answer[..head_end]);
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.strip_prefix("HTTP/1."))
-        .and_then(|l| l.get(2..5))
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| protocol("not an HTTP answer"))?;
-    let chunked = lines.any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
+        format!("Basic {token}")
     });
+    RegistryRequest {
+        path: format!("{base}/{PATH}"),
+        host,
+        authorization,
+    }
+}
+
+/// Sends the request with hyper's HTTP/1.1 client over the stream the earlier stages opened
+/// (so the probe's bound covers it all), and judges the answer: the HTTP status, or why it is
+/// not a registry's.
+async fn exchange(stream: Box<dyn Stream>, request: RegistryRequest) -> Result<u16, Classified> {
+    let transport = |e: hyper::Error| Classified::new(ErrorKind::Transport, e);
+    let not_http = |e: hyper::Error| {
+        if e.is_parse() || e.is_incomplete_message() {
+            Classified::new(ErrorKind::Protocol, format!("not an HTTP answer: {e}"))
+        } else {
+            transport(e)
+        }
+    };
+    // Header names as most servers write them: a picky front end may want that.
+    let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
+        .title_case_headers(true)
+        .handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(transport)?;
+    // The connection is driven beside the request; it ends with the answer (or the bound).
+    let connection = tokio::spawn(connection);
+    let mut builder = hyper::Request::get(request.path.as_str())
+        .header(hyper::header::HOST, request.host.as_str())
+        .header(
+            hyper::header::USER_AGENT,
+            format!("cc-heartbeat/{}", crate::telemetry::SERVICE_VERSION),
+        )
+        .header(
+            hyper::header::ACCEPT,
+            "application/vnd.schemaregistry.v1+json, application/json",
+        );
+    if let Some(authorization) = &request.authorization {
+        builder = builder.header(hyper::header::AUTHORIZATION, authorization.as_str());
+    }
+    let built = builder
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .map_err(|e| Classified::new(ErrorKind::ClientError, e))?;
+    let answer = sender.send_request(built).await.map_err(not_http);
+    let result = match answer {
+        Ok(answer) => {
+            let status = answer.status().as_u16();
+            let body = http_body_util::Limited::new(answer.into_body(), MAX_ANSWER);
+            let body = http_body_util::BodyExt::collect(body).await;
+            judge(status, body.map(|b| b.to_bytes()).ok().as_deref())
+        }
+        Err(e) => Err(e),
+    };
+    connection.abort();
+    result
+}
+
+/// The status of a registry's answer to `GET /schemas/types` with its body (`None` when the
+/// body could not be read whole, or was larger than a registry's answer), or why it is not
+/// one.
+fn judge(status: u16, body: Option<&[u8]>) -> Result<u16, Classified> {
+    let protocol = |why: &str| Classified::new(ErrorKind::Protocol, why.to_owned());
     match status {
         200 => {}
         401 | 403 => {
@@ -153,15 +177,13 @@ fn judge(answer: &[u8]) -> Result<u16, Classified> {
             )));
         }
     }
-    let body = &answer[head_end + 4..];
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_vec()
-    };
-    let formats: Vec<String> = serde_json::from_slice(&body).map_err(|_| {
-        protocol("HTTP 200, but not a Schema Registry answer (expected a list of schema formats)")
-    })?;
+    let formats: Vec<String> = body
+        .and_then(|b| serde_json::from_slice(b).ok())
+        .ok_or_else(|| {
+            protocol(
+                "HTTP 200, but not a Schema Registry answer (expected a list of schema formats)",
+            )
+        })?;
     if formats.iter().any(|f| f == EXPECTED_FORMAT) {
         Ok(status)
     } else {
@@ -169,28 +191,6 @@ fn judge(answer: &[u8]) -> Result<u16, Classified> {
             "HTTP 200, but not a Schema Registry answer (AVRO is not among its schema formats)",
         ))
     }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// The body of a chunked answer (as much as arrived).
-fn dechunk(mut body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(line_end) = find(body, b"\r\n") {
-        let size = std::str::from_utf8(&body[..line_end])
-            .ok()
-            .and_then(|l| usize::from_str_radix(l.split(';').next()?.trim(), 16).ok());
-        let Some(size) = size.filter(|s| *s > 0) else {
-            break;
-        };
-        let start = line_end + 2;
-        let end = (start + size).min(body.len());
-        out.extend_from_slice(&body[start..end]);
-        body = body.get(end + 2..).unwrap_or_default();
-    }
-    out
 }
 
 impl Probe for RegistryProbe {
@@ -213,6 +213,7 @@ impl Probe for RegistryProbe {
         )
     }
 
+    /// Cancel-safe: nothing is recorded until the request has an outcome.
     async fn probe_once(&mut self) -> Result<Outcome, std::convert::Infallible> {
         let request = self.request.clone();
         let (mut outcome, status) = reach::probe_with(
@@ -241,44 +242,21 @@ impl Probe for RegistryProbe {
 mod tests {
     use super::*;
 
-    fn answer(head: &str, body: &str) -> Vec<u8> {
-        format!("{head}\r\n\r\n{body}").into_bytes()
-    }
-
     #[test]
     fn answers_are_judged_by_status_and_shape() {
-        let ok = answer(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json",
-            r#"["JSON","PROTOBUF","AVRO"]"#,
-        );
-        assert_eq!(judge(&ok).unwrap(), 200);
-        let chunked = answer(
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked",
-            "8\r\n[\"AVRO\",\r\n8\r\n\"JSON\"]\r\n0\r\n\r\n",
-        );
-        assert_eq!(judge(&chunked).unwrap(), 200);
-        let kind = |a: &[u8]| judge(a).unwrap_err().kind;
+        let ok = br#"["JSON","PROTOBUF","AVRO"]"#;
+        assert_eq!(judge(200, Some(ok)).unwrap(), 200);
+        let kind = |status, body: &[u8]| judge(status, Some(body)).unwrap_err().kind;
+        assert_eq!(kind(401, b""), ErrorKind::Auth);
+        assert_eq!(kind(403, b""), ErrorKind::Auth);
+        assert_eq!(kind(404, b""), ErrorKind::Protocol);
+        assert_eq!(kind(503, b""), ErrorKind::BrokerError);
+        assert_eq!(kind(200, b"<html>hello</html>"), ErrorKind::Protocol);
+        assert_eq!(kind(200, br#"["XML"]"#), ErrorKind::Protocol);
         assert_eq!(
-            kind(&answer("HTTP/1.1 401 Unauthorized", "")),
-            ErrorKind::Auth
+            judge(200, None).unwrap_err().kind,
+            ErrorKind::Protocol,
+            "a body too large or cut short"
         );
-        assert_eq!(kind(&answer("HTTP/1.1 403 Forbidden", "")), ErrorKind::Auth);
-        assert_eq!(
-            kind(&answer("HTTP/1.1 404 Not Found", "")),
-            ErrorKind::Protocol
-        );
-        assert_eq!(
-            kind(&answer("HTTP/1.1 503 Unavailable", "")),
-            ErrorKind::BrokerError
-        );
-        assert_eq!(
-            kind(&answer("HTTP/1.1 200 OK", "<html>hello</html>")),
-            ErrorKind::Protocol
-        );
-        assert_eq!(
-            kind(&answer("HTTP/1.1 200 OK", r#"["XML"]"#)),
-            ErrorKind::Protocol
-        );
-        assert_eq!(kind(b"\x00\x00\x00\x10garbage"), ErrorKind::Protocol);
     }
 }

@@ -125,6 +125,8 @@ impl Probe for TopicProbe {
         )
     }
 
+    /// Cancel-safe: a round cut after creating the topic has already asked for fresh metadata;
+    /// the next finds the topic there.
     async fn probe_once(&mut self) -> Result<TopicReady, TopicError> {
         let topic = &self.parts.config.topic;
         let view = Arc::clone(&self.parts.view.borrow());
@@ -160,6 +162,9 @@ impl Probe for TopicProbe {
                 }
                 .emit();
                 self.seen = true;
+                // Asked before the wait too: a round cut during the wait has the metadata
+                // watch see the topic all the same, instead of creating it again.
+                self.parts.refresh.now();
                 let partitions = self.wait_for_topic().await;
                 self.parts.refresh.now();
                 match partitions {

@@ -88,15 +88,19 @@ pub enum SkipReason {
     Misplaced,
     /// A heartbeat of a later payload version (an upgraded agent shares the topic).
     NewerVersion,
+    /// This run's heartbeat, the same record read a second time (the consumer fetched it
+    /// again, as it may after a leader change): the topic holds it once.
+    Reread,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 5] = [
+    pub const ALL: [SkipReason; 6] = [
         Self::Foreign,
         Self::Undecodable,
         Self::Stale,
         Self::Misplaced,
         Self::NewerVersion,
+        Self::Reread,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -106,6 +110,7 @@ impl SkipReason {
             Self::Stale => "stale",
             Self::Misplaced => "misplaced",
             Self::NewerVersion => "newer_version",
+            Self::Reread => "reread",
         }
     }
 }

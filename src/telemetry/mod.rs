@@ -8,13 +8,13 @@ pub mod logging;
 
 use std::time::Duration;
 
+use crate::events::export::{ExportConfigured, FinalExport};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{
     Aggregation, InstrumentKind, MeterProviderBuilder, PeriodicReader, SdkMeterProvider, Stream,
 };
-use tracing::{info, warn};
 
 pub use export::TransportError;
 pub use instruments::{ClusterAttributes, Instruments, SkipReason};
@@ -146,19 +146,9 @@ impl Telemetry {
                 .with_interval(otlp.interval)
                 .build();
             builder = builder.with_reader(reader);
-            info!(
-                endpoint = %crate::config::redact_url(&otlp.endpoint),
-                protocol = ?otlp.protocol,
-                interval = %humantime::format_duration(otlp.interval),
-                temporality = ?otlp.temporality,
-                histogram = ?otlp.histogram,
-                delta_buffer = %humantime::format_duration(otlp.delta_buffer),
-                "OTLP metric export configured.",
-            );
+            ExportConfigured { otlp: Some(otlp) }.emit();
         } else {
-            info!(
-                "OTLP metric export is off (export.otlp.enabled: false or OTEL_METRICS_EXPORTER=none)."
-            );
+            ExportConfigured { otlp: None }.emit();
         }
         let registry = if prometheus {
             let registry = prometheus::Registry::new();
@@ -203,9 +193,15 @@ impl Telemetry {
         })
         .await;
         match result {
-            Ok(Ok(())) => info!("Final metric export done."),
-            Ok(Err(error)) => warn!(%error, "Final metric export failed."),
-            Err(error) => warn!(%error, "Metric shutdown task failed."),
+            Ok(Ok(())) => FinalExport { error: None }.emit(),
+            Ok(Err(error)) => FinalExport {
+                error: Some(&error),
+            }
+            .emit(),
+            Err(error) => FinalExport {
+                error: Some(&error),
+            }
+            .emit(),
         }
     }
 }

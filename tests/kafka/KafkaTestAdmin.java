@@ -213,20 +213,33 @@ public final class KafkaTestAdmin {
                 return "";
             }
             case "elect-preferred": {
+                // Elects the partition's preferred (first) replica, and waits until the
+                // metadata says it leads: an election can be answered before every broker
+                // knows of it, or not be needed yet while the replica catches up.
                 TopicPartition tp = new TopicPartition(w[1], Integer.parseInt(w[2]));
-                try {
-                    admin.electLeaders(ElectionType.PREFERRED, Set.of(tp)).partitions().get(TIMEOUT_S, TimeUnit.SECONDS)
-                            .get(tp).ifPresent(e -> {
-                                if (!(e instanceof ElectionNotNeededException)) {
-                                    throw new IllegalStateException(e);
-                                }
-                            });
-                } catch (ExecutionException e) {
-                    if (!(e.getCause() instanceof ElectionNotNeededException)) {
-                        throw e;
+                long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(TIMEOUT_S);
+                while (true) {
+                    try {
+                        admin.electLeaders(ElectionType.PREFERRED, Set.of(tp)).partitions()
+                                .get(TIMEOUT_S, TimeUnit.SECONDS).get(tp).ifPresent(e -> {
+                                    if (!(e instanceof ElectionNotNeededException)) {
+                                        throw new IllegalStateException(e);
+                                    }
+                                });
+                    } catch (ExecutionException e) {
+                        if (!(e.getCause() instanceof ElectionNotNeededException)) {
+                            throw e;
+                        }
                     }
+                    TopicPartitionInfo info = topic(w[1]).partitions().get(tp.partition());
+                    if (info.leader() != null && info.leader().id() == info.replicas().get(0).id()) {
+                        return "";
+                    }
+                    if (System.nanoTime() > deadline) {
+                        throw new IllegalStateException("the preferred replica of " + tp + " does not lead");
+                    }
+                    Thread.sleep(100);
                 }
-                return "";
             }
             case "cluster": {
                 DescribeClusterResult cluster = admin.describeCluster();

@@ -1,10 +1,16 @@
-//! A real consumer group and records to consume, made by clients of the test's own.
+//! A real consumer group and records to consume, made by clients of the test's own, and
+//! what the offsets and group tests read back.
 
 use std::time::Duration;
 
+use cc_heartbeat::telemetry::instruments::name;
+use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use super::metrics::gauge_one;
+use super::{TestAgent, eventually};
 
 /// Writes `count` records to `partition` of `topic`, each acknowledged.
 pub async fn produce(bootstrap: &str, topic: &str, partition: i32, count: usize) {
@@ -54,4 +60,29 @@ pub fn commit(consumer: &BaseConsumer, topic: &str, offsets: &[i64]) {
             .unwrap();
     }
     consumer.commit(&tpl, CommitMode::Sync).unwrap();
+}
+
+/// (low, high) watermarks of a partition, read by a client of the test's own.
+pub fn watermarks(bootstrap: &str, topic: &str, partition: i32) -> (i64, i64) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .unwrap()
+}
+
+pub fn partition<'a>(topic: &'a str, p: &'a str) -> [(&'a str, &'a str); 2] {
+    [("topic", topic), ("partition", p)]
+}
+
+/// Waits until the agent reports `current` as the high watermark of `topic`'s partition 0.
+pub async fn wait_current(agent: &TestAgent, topic: &str, current: i64) -> ResourceMetrics {
+    eventually(Duration::from_secs(30), "the offsets reported", || {
+        let m = agent.try_metrics()?;
+        (gauge_one(&m, name::PARTITION_CURRENT_OFFSET, &partition(topic, "0")) == Some(current))
+            .then_some(m)
+    })
+    .await
 }

@@ -40,6 +40,17 @@ pub const OIDC_CLIENT: &str = "cc-heartbeat-oidc";
 pub const OIDC_SECRET: &str = "oidc-secret-a9e4";
 const ADMIN_PASSWORD: &str = "admin-secret-77c0";
 
+/// What Kafka's own consumer read on a heartbeat topic.
+#[derive(Debug, Default)]
+pub struct Witnessed {
+    /// Records on the topic, anyone's.
+    pub records: u64,
+    /// The agent's heartbeats, as (partition, sequence number).
+    pub heartbeats: std::collections::BTreeSet<(i32, u64)>,
+    /// The agent's heartbeats that are on the topic more than once (extra copies).
+    pub duplicates: u64,
+}
+
 /// One node's ports.
 #[derive(Clone, Copy, Debug)]
 pub struct Ports {
@@ -532,23 +543,22 @@ impl Kafka {
     }
 
     /// The heartbeats of agent `instance` on `topic` as Kafka's own Java consumer reads them
-    /// (every record from the start of each partition to its end), and how many records the
-    /// topic holds in all.
-    pub fn witness(
-        &self,
-        topic: &str,
-        instance: &str,
-    ) -> (u64, std::collections::BTreeSet<(i32, u64)>) {
+    /// (every record from the start of each partition to its end).
+    pub fn witness(&self, topic: &str, instance: &str) -> Witnessed {
         let answer = self.admin(&format!("witness {topic} {instance}"));
         let mut words = answer.split_whitespace();
         let records = words.next().and_then(|w| w.parse().ok()).expect("records");
-        let heartbeats = words
-            .filter_map(|w| {
-                let (p, s) = w.split_once(':')?;
-                Some((p.parse().ok()?, s.parse().ok()?))
-            })
-            .collect();
-        (records, heartbeats)
+        let mut witnessed = Witnessed {
+            records,
+            ..Witnessed::default()
+        };
+        for (p, s) in words.filter_map(|w| w.split_once(':')) {
+            let heartbeat = (p.parse().expect("partition"), s.parse().expect("sequence"));
+            if !witnessed.heartbeats.insert(heartbeat) {
+                witnessed.duplicates += 1;
+            }
+        }
+        witnessed
     }
 
     /// Gives `principal` (a user name) the ACLs the README lists for the agent: DESCRIBE,

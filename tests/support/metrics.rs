@@ -24,10 +24,13 @@ fn matches<'a>(attrs: impl Iterator<Item = &'a KeyValue>, filter: &[(&str, &str)
     })
 }
 
-/// Sum of a u64 counter's points that match `filter` (0 when the metric has none).
+/// Sum of a u64 counter's points that match `filter`. The metric must have been recorded: a
+/// counter that is not there at all is no evidence of zero (the agent starts its counters at
+/// 0), so a missing one fails the test.
+#[track_caller]
 pub fn counter(rm: &ResourceMetrics, name: &str, filter: &[(&str, &str)]) -> u64 {
     let Some(metric) = find(rm, name) else {
-        return 0;
+        panic!("{name} was never recorded");
     };
     match metric.data() {
         AggregatedMetrics::U64(MetricData::Sum(sum)) => sum
@@ -37,6 +40,15 @@ pub fn counter(rm: &ResourceMetrics, name: &str, filter: &[(&str, &str)]) -> u64
             .sum(),
         other => panic!("{name} is not a u64 counter: {other:?}"),
     }
+}
+
+/// Sum of the points of a counter whose series appear only once something happened (they
+/// carry what happened, e.g. `error.type`, so none can be started at 0): absent means none.
+pub fn counter_if_any(rm: &ResourceMetrics, name: &str, filter: &[(&str, &str)]) -> u64 {
+    if find(rm, name).is_none() {
+        return 0;
+    }
+    counter(rm, name, filter)
 }
 
 /// Every attribute set a metric was recorded with.

@@ -20,8 +20,10 @@ pub enum Behaviour {
 /// A server on loopback; returns its URL and the requests it received.
 pub async fn serve(behaviour: Behaviour) -> (String, Requests) {
     let (port, requests) = http::serve(move |request| {
-        // "user:secret", base64.
-        let authorized = request.contains("\r\nAuthorization: Basic dXNlcjpzZWNyZXQ=\r\n");
+        // "user:secret", base64; header names are case-insensitive.
+        let authorized = request
+            .lines()
+            .any(|l| l.eq_ignore_ascii_case("authorization: basic dXNlcjpzZWNyZXQ="));
         match behaviour {
             Behaviour::Registry
                 if authorized && request.starts_with("GET /schemas/types HTTP/1.1\r\n") =>

@@ -144,13 +144,44 @@ fn secrets_are_read_from_files_and_never_rendered() {
 
 #[test]
 fn errors_never_echo_secret_values() {
-    // A secret that fails validation (empty after interpolation) is named, not shown.
-    let text = "clusters:\n  - name: cc\n    bootstrap_servers: x:9092\n    security_protocol: SASL_SSL\n    sasl: {username: u, password: '${EMPTY}'}\n    librdkafka: {ssl.key.password: [not, scalar]}\n";
-    let errors = errors_of(text, &[("EMPTY", "")]).join("\n");
-    assert!(
-        errors.contains("clusters[0].sasl.password (line 5): must not be empty"),
-        "{errors}"
-    );
+    // Every secret-bearing key holds a non-empty value next to something wrong with the same
+    // setting, so an error that quoted what it saw would quote the secret.
+    let secrets = [
+        "sasl-s3cret-81f",
+        "key-s3cret-2b4",
+        "sr-s3cret-93c",
+        "url-s3cret-5d0",
+        "hdr-s3cret-7e1",
+        "oidc-s3cret-6a2",
+        "env-s3cret-0c9",
+    ];
+    let text = "clusters:\n  - name: cc\n    bootstrap_servers: x:9092\n    security_protocol: SASL_SSL\n\
+         \x20   sasl: {mechanism: PLAINN, username: u, password: 'sasl-s3cret-81f'}\n\
+         \x20   tls: {key_password: 'key-s3cret-2b4', cert_file: /nonexistent/cert.pem}\n\
+         \x20   schema_registry: {url: 'ftp://user:url-s3cret-5d0@sr.example', basic_auth: {username: k, password: 'sr-s3cret-93c', passwd: x}}\n\
+         \x20   librdkafka: {ssl.key.password: [not, scalar]}\n\
+         \x20 - name: oidc\n    bootstrap_servers: y:9092\n    security_protocol: SASL_SSL\n\
+         \x20   sasl: {mechanism: OAUTHBEARER, oauthbearer: {token_endpoint_url: 'gopher://idp', client_id: i, client_secret: 'oidc-s3cret-6a2'}}\n\
+         \x20 - name: env\n    bootstrap_servers: z:9092\n    security_protocol: SASL_SSL\n\
+         \x20   sasl: {username: u, password: '${FROM_ENV}', password_file: /run/secret}\n\
+         export: {otlp: {endpoint: 'http://c:4317', headers: {'bad header': 'hdr-s3cret-7e1'}}}\n";
+    let errors = errors_of(text, &[("FROM_ENV", "env-s3cret-0c9")]);
+    let all = errors.join("\n");
+    // The errors are there, each naming its key.
+    for key in [
+        "clusters[0].sasl.mechanism",
+        "clusters[0].tls.cert_file",
+        "clusters[0].schema_registry.url",
+        "clusters[0].schema_registry.basic_auth.passwd",
+        "clusters[1].sasl.oauthbearer.token_endpoint_url",
+        "clusters[2].sasl",
+        "export.otlp.headers",
+    ] {
+        assert!(all.contains(key), "no error for {key}:\n{all}");
+    }
+    for secret in secrets {
+        assert!(!all.contains(secret), "{secret} echoed:\n{all}");
+    }
 }
 
 /// A config in which every key differs from its default, so a key that `render` drops reads

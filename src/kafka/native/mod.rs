@@ -20,6 +20,7 @@ use rdkafka::bindings as rd;
 use rdkafka::client::{Client, ClientContext};
 use rdkafka::error::RDKafkaErrorCode;
 
+use super::metadata::Broker;
 use crate::error::TimedOut;
 
 /// What DescribeCluster reports.
@@ -27,16 +28,7 @@ use crate::error::TimedOut;
 pub struct ClusterDescription {
     pub cluster_id: Option<String>,
     pub controller: Option<i32>,
-    pub nodes: Vec<Node>,
-}
-
-/// One broker as DescribeCluster reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Node {
-    pub id: i32,
-    pub host: String,
-    pub port: u16,
-    pub rack: Option<String>,
+    pub nodes: Vec<Broker>,
 }
 
 impl ClusterDescription {
@@ -233,13 +225,13 @@ pub fn describe_cluster<C: ClientContext>(
 ///
 /// # Safety
 /// `node` must be a non-null node of a result whose event is still alive.
-unsafe fn node_of(node: *const rd::rd_kafka_Node_t) -> Node {
+unsafe fn node_of(node: *const rd::rd_kafka_Node_t) -> Broker {
     // SAFETY (all four): per this function's contract; the strings are copied at once.
     let id = unsafe { rd::rd_kafka_Node_id(node) };
     let host = unsafe { owned(rd::rd_kafka_Node_host(node)) };
     let port = unsafe { rd::rd_kafka_Node_port(node) };
     let rack = unsafe { owned(rd::rd_kafka_Node_rack(node)) };
-    Node {
+    Broker {
         id,
         host: host.unwrap_or_default(),
         port,

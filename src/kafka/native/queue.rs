@@ -6,6 +6,7 @@
 //! wake-ups while nothing happens.
 
 use std::ffi::c_void;
+use std::mem::ManuallyDrop;
 use std::ops::Deref;
 
 use rdkafka::bindings as rd;
@@ -13,12 +14,22 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext};
 use rdkafka::producer::{BaseProducer, Producer as _, ProducerContext};
 use tokio::sync::Notify;
 
-/// A librdkafka client the agent owns, by its native handle.
-pub trait NativeClient {
+/// A librdkafka client the agent owns, by its native handle. Sealed: only rdkafka's own
+/// clients implement it, so the handle given to librdkafka is always a live one.
+pub trait NativeClient: sealed::Sealed + Send + 'static {
     /// The handle; valid as long as `self` is.
     fn native(&self) -> *mut rd::rd_kafka_t;
     /// The queue its poll serves.
     fn poll_queue(&self) -> PollQueue;
+}
+
+mod sealed {
+    use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+    use rdkafka::producer::{BaseProducer, ProducerContext};
+
+    pub trait Sealed {}
+    impl<C: ProducerContext> Sealed for BaseProducer<C> {}
+    impl<C: ConsumerContext> Sealed for BaseConsumer<C> {}
 }
 
 /// Which of a client's queues its poll serves.
@@ -31,7 +42,7 @@ pub enum PollQueue {
     Consumer,
 }
 
-impl<C: ProducerContext> NativeClient for BaseProducer<C> {
+impl<C: ProducerContext + 'static> NativeClient for BaseProducer<C> {
     fn native(&self) -> *mut rd::rd_kafka_t {
         self.client().native_ptr()
     }
@@ -41,7 +52,7 @@ impl<C: ProducerContext> NativeClient for BaseProducer<C> {
     }
 }
 
-impl<C: ConsumerContext> NativeClient for BaseConsumer<C> {
+impl<C: ConsumerContext + 'static> NativeClient for BaseConsumer<C> {
     fn native(&self) -> *mut rd::rd_kafka_t {
         self.client().native_ptr()
     }
@@ -52,17 +63,23 @@ impl<C: ConsumerContext> NativeClient for BaseConsumer<C> {
 }
 
 /// A client whose poll queue wakes a task when it has events.
+///
+/// Dropped, it first stops librdkafka from calling the wake function and releases the queue
+/// (while the client is still alive), then destroys the client: off the runtime's worker
+/// threads when it is dropped on one, since librdkafka's destroy waits for the client's
+/// threads (a second or more for a consumer).
 pub struct Driven<T: NativeClient> {
-    // Declared before `client`, so it is dropped first: librdkafka stops calling the wake
-    // function, and the queue handle is released, while the client is still alive.
-    wake: QueueWake,
-    client: T,
+    wake: ManuallyDrop<QueueWake>,
+    client: ManuallyDrop<T>,
 }
 
 impl<T: NativeClient> Driven<T> {
     pub fn new(client: T) -> Self {
         let wake = QueueWake::new(client.native(), client.poll_queue());
-        Self { wake, client }
+        Self {
+            wake: ManuallyDrop::new(wake),
+            client: ManuallyDrop::new(client),
+        }
     }
 
     /// Waits until the poll queue holds an event. Never misses one: a wake that comes while
@@ -85,6 +102,20 @@ impl<T: NativeClient> Deref for Driven<T> {
 
     fn deref(&self) -> &T {
         &self.client
+    }
+}
+
+impl<T: NativeClient> Drop for Driven<T> {
+    fn drop(&mut self) {
+        // SAFETY: `drop` runs once, and neither field is used after it is taken here.
+        let (wake, client) = unsafe {
+            (
+                ManuallyDrop::take(&mut self.wake),
+                ManuallyDrop::take(&mut self.client),
+            )
+        };
+        drop(wake);
+        crate::kafka::drop_off_runtime(client);
     }
 }
 

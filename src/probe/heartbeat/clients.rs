@@ -13,7 +13,9 @@ use rdkafka::message::{BorrowedMessage, Message as _};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::debug;
+use tracing::Instrument as _;
+
+use crate::events::heartbeat::ConsumerError;
 
 use super::payload::{Decoded, Origin};
 use crate::config::ClusterConfig;
@@ -89,6 +91,8 @@ pub(super) type Events = mpsc::UnboundedSender<Event>;
 ///
 /// [`serve`]: HeartbeatClients::serve
 pub struct HeartbeatClients {
+    /// The cluster's name, for the clients' task spans.
+    cluster: String,
     pub(super) producer: Producer,
     pub(super) consumer: Consumer,
     pub(super) origin: Origin,
@@ -136,6 +140,7 @@ impl HeartbeatClients {
                 source,
             })?;
         Ok(Self {
+            cluster: cluster.name.clone(),
             producer,
             consumer: Arc::new(Driven::new(consumer)),
             origin,
@@ -154,14 +159,23 @@ impl HeartbeatClients {
     /// until `cancel`. Runs from the start, before the heartbeat does, so librdkafka's logs
     /// about an unreachable cluster are written, not queued.
     pub fn serve(&self, cancel: &CancellationToken, tasks: &TaskTracker) {
-        tasks.spawn(self.producer.clone().serve(cancel.clone()));
-        tasks.spawn(consume(
-            Arc::clone(&self.consumer),
-            self.origin.clone(),
-            self.events_tx.clone(),
-            Arc::clone(&self.positions),
-            cancel.clone(),
-        ));
+        let span = |role: Role| tracing::info_span!(parent: None, "client", role = role.as_str(), cluster = %self.cluster);
+        tasks.spawn(
+            self.producer
+                .clone()
+                .serve(cancel.clone())
+                .instrument(span(Role::Producer)),
+        );
+        tasks.spawn(
+            consume(
+                Arc::clone(&self.consumer),
+                self.origin.clone(),
+                self.events_tx.clone(),
+                Arc::clone(&self.positions),
+                cancel.clone(),
+            )
+            .instrument(span(Role::Consumer)),
+        );
     }
 }
 
@@ -269,7 +283,7 @@ async fn consume(
                     // Fetch errors repeat while a broker is away; the heartbeat counters show it.
                     let text = error.to_string();
                     if last_error.as_deref() != Some(&text) {
-                        debug!(%error, "Heartbeat consumer error.");
+                        ConsumerError { error: &error }.emit();
                         last_error = Some(text);
                     }
                 }

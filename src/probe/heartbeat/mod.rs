@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer as _;
-use rdkafka::error::KafkaResult;
 use rdkafka::producer::BaseRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
@@ -25,9 +24,13 @@ use tokio::sync::watch;
 use super::{Probe, Schedule, Wake};
 use crate::config::{ClusterConfig, HeartbeatConfig};
 use crate::error::ErrorKind;
-use crate::events::heartbeat::{AssignmentFailed, PartitionEndUnknown};
+use crate::events::heartbeat::{
+    AssignmentFailed, PartitionAssigning, PartitionEndUnknown, PartitionsUnknownToProducer,
+};
 use crate::health::Latch;
+use crate::kafka::admin::Admin;
 use crate::kafka::metadata::{ClusterView, TopicState};
+use crate::kafka::native::AdminError;
 use crate::kafka::producer::{Producer, Tag};
 use crate::telemetry::instruments::ClusterLabels;
 use crate::telemetry::{ClusterAttributes, Instruments};
@@ -141,6 +144,7 @@ pub fn start(
         positions,
         events_tx,
         events,
+        ..
     } = clients;
     let labels = ClusterLabels::of(&cluster);
     let attrs =
@@ -199,12 +203,13 @@ impl HeartbeatProbe {
         // New partitions (at start, or added to the topic): the clients read the metadata now
         // rather than at their own next refresh, and only partitions the producer knows are
         // used, so no send fails for want of the client's metadata.
-        let known = self.refresh_client_metadata().await;
+        let known = self.refresh_client_metadata(&wanted).await;
         let (wanted, unknown): (Vec<i32>, Vec<i32>) =
             wanted.into_iter().partition(|p| known.contains(p));
-        if !unknown.is_empty() {
-            tracing::debug!(partitions = ?unknown, "The producer does not know these partitions yet; they wait a round.");
+        PartitionsUnknownToProducer {
+            partitions: &unknown,
         }
+        .emit();
         let mut unassigned: Vec<(i32, NotSent)> = unknown
             .into_iter()
             .map(|p| (p, NotSent::UnknownToProducer))
@@ -218,7 +223,13 @@ impl HeartbeatProbe {
                     // A new topic is read from its start: heartbeats sent since it appeared
                     // are there. Otherwise from the end, so nothing older is read.
                     let start = if self.from_start { low } else { high };
-                    tracing::debug!(partition, low, high, start, "Assigning the partition.");
+                    PartitionAssigning {
+                        partition,
+                        low,
+                        high,
+                        start,
+                    }
+                    .emit();
                     if list
                         .add_partition_offset(&self.topic, partition, Offset::Offset(start))
                         .is_ok()
@@ -261,38 +272,64 @@ impl HeartbeatProbe {
         unassigned
     }
 
-    /// Each partition's (low, high) watermarks, looked up off the async threads.
-    async fn watermarks(&self, partitions: Vec<i32>) -> Vec<(i32, KafkaResult<(i64, i64)>)> {
-        let consumer = Arc::clone(&self.consumer);
-        let topic = self.topic.clone();
-        tokio::task::spawn_blocking(move || {
-            partitions
-                .into_iter()
-                .map(|p| (p, consumer.fetch_watermarks(&topic, p, WATERMARK_TIMEOUT)))
-                .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_default()
+    /// Each partition's (low, high) watermarks: one ListOffsets request per end and leader.
+    async fn watermarks(&self, partitions: Vec<i32>) -> Vec<(i32, Result<(i64, i64), EndsError>)> {
+        let asked: Vec<(String, i32)> = partitions
+            .iter()
+            .map(|p| (self.topic.clone(), *p))
+            .collect();
+        let ends = Admin::new(self.producer.clone())
+            .log_ends(asked, WATERMARK_TIMEOUT)
+            .await
+            .map_err(Arc::new);
+        partitions
+            .into_iter()
+            .map(|p| {
+                let key = (self.topic.clone(), p);
+                let result = match &ends {
+                    Ok(ends) => match (ends.oldest.get(&key), ends.current.get(&key)) {
+                        (Some(low), Some(high)) => Ok((*low, *high)),
+                        _ => Err(EndsError::NoAnswer),
+                    },
+                    Err(error) => Err(EndsError::Request(Arc::clone(error))),
+                };
+                (p, result)
+            })
+            .collect()
     }
 
     /// Has both clients read the topic's metadata now, so they send to and read from the
-    /// topic the metadata watch just saw instead of what they cached.
+    /// topic the metadata watch just saw instead of what they cached. A broker may not know a
+    /// new topic's partitions for a moment after another answered with them: the producer
+    /// asks again (a few times, briefly) while some of `wanted` is missing.
     /// Returns the partitions of the topic the producer knows now.
-    async fn refresh_client_metadata(&self) -> BTreeSet<i32> {
+    async fn refresh_client_metadata(&self, wanted: &[i32]) -> BTreeSet<i32> {
+        const TRIES: usize = 5;
+        const BETWEEN: Duration = Duration::from_millis(100);
         let (producer, consumer) = (self.producer.clone(), Arc::clone(&self.consumer));
         let topic = self.topic.clone();
+        let wanted: BTreeSet<i32> = wanted.iter().copied().collect();
         tokio::task::spawn_blocking(move || {
-            let known = producer
-                .client()
-                .fetch_metadata(Some(&topic), WATERMARK_TIMEOUT)
-                .map(|m| {
-                    m.topics()
-                        .iter()
-                        .filter(|t| t.name() == topic && t.error().is_none())
-                        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let mut known = BTreeSet::new();
+            for attempt in 0..TRIES {
+                if attempt > 0 {
+                    std::thread::sleep(BETWEEN);
+                }
+                known = producer
+                    .client()
+                    .fetch_metadata(Some(&topic), WATERMARK_TIMEOUT)
+                    .map(|m| {
+                        m.topics()
+                            .iter()
+                            .filter(|t| t.name() == topic && t.error().is_none())
+                            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if wanted.is_subset(&known) {
+                    break;
+                }
+            }
             let _ = consumer
                 .client()
                 .fetch_metadata(Some(&topic), WATERMARK_TIMEOUT);
@@ -365,6 +402,9 @@ impl HeartbeatProbe {
     /// each log now ends. A log that ends before the consumer's position started over (the
     /// topic was recreated); either way the partition is read again from its start.
     async fn check_positions(&mut self) {
+        // The check was taken off the positions; a round cut while it runs (its bound, or
+        // shutdown) asks for it again, so the next round does it.
+        let pending = CheckPending(Some(Arc::clone(&self.positions)));
         let assigned: Vec<i32> = self.assigned.iter().copied().collect();
         let mut went_back = Vec::new();
         let mut restart = Vec::new();
@@ -389,6 +429,7 @@ impl HeartbeatProbe {
             self.unassign(&restart);
             self.from_start = true;
         }
+        pending.done();
         self.positions.checked();
     }
 
@@ -427,6 +468,32 @@ impl HeartbeatProbe {
     }
 }
 
+/// Why a partition's ends are not known.
+#[derive(Debug, thiserror::Error)]
+pub enum EndsError {
+    #[error("the ListOffsets request failed")]
+    Request(#[source] Arc<AdminError>),
+    #[error("no offsets came back for the partition")]
+    NoAnswer,
+}
+
+/// A position check under way: asked for again if it is dropped before [`CheckPending::done`].
+struct CheckPending(Option<Arc<Positions>>);
+
+impl CheckPending {
+    fn done(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CheckPending {
+    fn drop(&mut self) {
+        if let Some(positions) = self.0.take() {
+            positions.request_check();
+        }
+    }
+}
+
 impl Probe for HeartbeatProbe {
     const KIND: &'static str = "heartbeat";
     type Output = Round;
@@ -444,6 +511,8 @@ impl Probe for HeartbeatProbe {
         )
     }
 
+    /// Cancel-safe: state changes follow the awaits (assignments are made and recorded
+    /// together, after the lookups), and a position check cut short is asked for again.
     async fn probe_once(&mut self) -> Result<Round, Infallible> {
         self.follow_topic().await;
         let _ = self.events.send(Event::Sweep {

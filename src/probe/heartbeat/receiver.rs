@@ -407,7 +407,7 @@ impl HeartbeatReceiver {
                 return self.skip(partition, offset, SkipReason::Undecodable);
             }
         };
-        match self.tracker.received(partition, seq, at) {
+        match self.tracker.received(partition, seq, offset, at) {
             Receipt::Received {
                 end_to_end,
                 out_of_order,
@@ -456,6 +456,7 @@ impl HeartbeatReceiver {
             }
             .emit(&self.recorder()),
             Receipt::Stale => self.skip(partition, offset, SkipReason::Stale),
+            Receipt::Reread => self.skip(partition, offset, SkipReason::Reread),
             // Claims to be ours with a sequence never sent: someone else's message.
             Receipt::Unexpected => self.skip(partition, offset, SkipReason::Foreign),
         }

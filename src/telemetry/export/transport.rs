@@ -10,7 +10,8 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use prost::Message as _;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
-use tracing::warn;
+
+use crate::events::export::HeaderNotSent;
 
 use crate::config::{Compression, OtlpConfig, OtlpProtocol};
 
@@ -177,7 +178,11 @@ fn grpc_metadata(config: &OtlpConfig) -> tonic::metadata::MetadataMap {
             (Ok(key), Ok(value)) => {
                 metadata.insert(key, value);
             }
-            _ => warn!(header = %name, "OTLP header is not valid gRPC metadata; it is not sent."),
+            _ => HeaderNotSent {
+                name,
+                as_what: "gRPC metadata",
+            }
+            .emit(),
         }
     }
     metadata
@@ -193,7 +198,11 @@ fn http_headers(config: &OtlpConfig) -> reqwest::header::HeaderMap {
             (Ok(key), Ok(value)) => {
                 headers.insert(key, value);
             }
-            _ => warn!(header = %name, "OTLP header is not a valid HTTP header; it is not sent."),
+            _ => HeaderNotSent {
+                name,
+                as_what: "HTTP header",
+            }
+            .emit(),
         }
     }
     headers

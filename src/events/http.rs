@@ -1,0 +1,45 @@
+//! Events of the HTTP listener: listening, a failed accept, connections over the cap.
+
+use tracing::{debug, info, warn};
+
+/// The listener is up.
+pub struct HttpListening<'a> {
+    pub listen: std::net::SocketAddr,
+    pub routes: &'a str,
+}
+
+impl HttpListening<'_> {
+    pub fn emit(self) {
+        info!(listen = %self.listen, "HTTP endpoints listening: {}.", self.routes);
+    }
+}
+
+/// Accepting a connection failed (out of file descriptors, most likely); retried shortly.
+pub struct HttpAcceptFailed<'a> {
+    pub error: &'a std::io::Error,
+}
+
+impl HttpAcceptFailed<'_> {
+    pub fn emit(self) {
+        debug!(error = %self.error, "HTTP accept failed.");
+    }
+}
+
+/// Connections over the cap are closed at once; said at the 1st, 2nd, 4th, 8th… of them.
+pub struct HttpOverLimit {
+    /// Connections refused so far.
+    pub refused: u64,
+    pub limit: usize,
+}
+
+impl HttpOverLimit {
+    pub fn emit(self) {
+        if self.refused.is_power_of_two() {
+            warn!(
+                refused = self.refused,
+                limit = self.limit,
+                "HTTP connections over the limit are closed at once."
+            );
+        }
+    }
+}
