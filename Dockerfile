@@ -11,7 +11,11 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential pkg-config libssl-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+# The commit built, for cc_heartbeat.build.info (the build context has no .git):
+#   docker build --build-arg VCS_REVISION=$(git rev-parse HEAD) -t cc-heartbeat .
+ARG VCS_REVISION=unknown
+ENV CC_HEARTBEAT_VCS_REVISION=$VCS_REVISION
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY third_party ./third_party
 COPY src ./src
 RUN cargo build --release --locked \

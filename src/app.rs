@@ -101,6 +101,7 @@ pub async fn run(
             heartbeat_ready: readiness
                 .latch(format!("{} first heartbeat round trip", cluster.name)),
             topic_ready: readiness.condition(),
+            cluster_usable: readiness.condition(),
         };
         tasks.spawn(run.run(clients, cancel.clone(), tasks.clone()));
     }

@@ -31,6 +31,8 @@ pub struct ClusterRun {
     pub heartbeat_ready: Latch,
     /// Unmet while the heartbeat topic is missing.
     pub topic_ready: Condition,
+    /// Unmet while the cluster's metadata requests fail.
+    pub cluster_usable: Condition,
 }
 
 impl ClusterRun {
@@ -80,6 +82,7 @@ impl ClusterRun {
             Hooks {
                 metadata_ready: Some(self.metadata_ready),
                 topic_ready: Some(self.topic_ready),
+                cluster_usable: Some(self.cluster_usable),
                 first_round_trip: Some(self.heartbeat_ready),
                 tap: self.tap,
             },

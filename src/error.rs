@@ -128,6 +128,25 @@ impl ErrorKind {
     }
 }
 
+/// The Kafka protocol's name of the error a broker answered with, when the chain holds one
+/// (`NOT_ENOUGH_REPLICAS`): the `kafka.error.code` beside `error.type`. The innermost code
+/// wins; librdkafka's own (negative) codes are not the broker's and give `None`.
+pub fn broker_error_code(error: &(dyn StdError + 'static)) -> Option<&'static str> {
+    let mut found = None;
+    let mut link = Some(error);
+    while let Some(e) = link {
+        let code = e
+            .downcast_ref::<KafkaError>()
+            .and_then(KafkaError::rdkafka_error_code)
+            .or_else(|| e.downcast_ref::<RDKafkaErrorCode>().copied());
+        if let Some(name) = code.and_then(|c| crate::kafka::error_codes::protocol_name(c as i32)) {
+            found = Some(name);
+        }
+        link = e.source();
+    }
+    found
+}
+
 #[derive(Default)]
 struct Found {
     timeout: bool,
@@ -315,6 +334,20 @@ mod tests {
         ] {
             assert_eq!(ErrorKind::from_rdkafka_code(code), kind, "{code:?}");
         }
+    }
+
+    #[test]
+    fn the_brokers_error_code_is_named_as_the_protocol_names_it() {
+        let produce = Stage(Box::new(KafkaError::MessageProduction(
+            RDKafkaErrorCode::NotEnoughReplicas,
+        )));
+        assert_eq!(broker_error_code(&produce), Some("NOT_ENOUGH_REPLICAS"));
+        let leader = Stage(Box::new(RDKafkaErrorCode::NotLeaderForPartition));
+        assert_eq!(broker_error_code(&leader), Some("NOT_LEADER_OR_FOLLOWER"));
+        let local = Stage(Box::new(KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageTimedOut,
+        )));
+        assert_eq!(broker_error_code(&local), None, "librdkafka's own code");
     }
 
     #[derive(Debug, thiserror::Error)]

@@ -236,3 +236,141 @@ async fn delta_counts_over_http_are_exact_through_a_collector_restart() {
 async fn delta_counts_over_grpc_are_exact_through_a_collector_restart() {
     counts_survive_a_collector_restart("delta", "grpc").await;
 }
+
+/// A collector that takes OTLP only over TLS, from clients with a certificate of its private
+/// CA (mTLS on both its gRPC and HTTP receivers): one agent exports to it over gRPC with
+/// `export.otlp.tls`, another over HTTP with the standard `OTEL_EXPORTER_OTLP_CERTIFICATE`,
+/// `_CLIENT_CERTIFICATE` and `_CLIENT_KEY` variables, and both agents' heartbeats arrive. A
+/// third, with the CA but no client certificate, is refused, and counts its failed exports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_export_to_a_collector_behind_mtls() {
+    let certs = support::tls::Certificates::generate(&["localhost"]);
+    let mock = MockKafka::new(1);
+    let topic = unique_topic("mtls");
+    mock.create_topic(&topic, 1);
+    let tls = format!(
+        "{{cert_file: '{}', key_file: '{}', client_ca_file: '{}'}}",
+        certs.file("server.pem").display(),
+        certs.file("server-key.pem").display(),
+        certs.ca_file().display()
+    );
+    let collector = Collector::start(
+        &[shipped()],
+        &format!(
+            "receivers:\n  otlp:\n    protocols:\n      grpc:\n        tls: {tls}\n      http:\n        tls: {tls}\n"
+        ),
+    );
+    let agent = |name: &str, protocol: &str, port: u16, tls: &str, env: &[(&str, &str)]| {
+        let http_port = free_port();
+        let process = AgentProcess::start(
+            &format!(
+                "clusters:\n  - name: {name}\n    bootstrap_servers: '{}'\n\
+                 heartbeat: {{topic: {topic}, interval: 250ms}}\n\
+                 export:\n  otlp: {{endpoint: 'https://localhost:{port}', protocol: {protocol}, interval: 1s{tls}}}\n\
+                 http: {{listen: '127.0.0.1:{http_port}', prometheus: true}}\n",
+                mock.bootstrap(),
+            ),
+            env,
+        );
+        (process, http_port)
+    };
+    let (ca, cert, key) = (
+        certs.ca_file().display().to_string(),
+        certs.file("client.pem").display().to_string(),
+        certs.file("client-key.pem").display().to_string(),
+    );
+    let (grpc, _) = agent(
+        "mtls-grpc",
+        "grpc",
+        collector.otlp_grpc,
+        &format!(", tls: {{ca_file: '{ca}', cert_file: '{cert}', key_file: '{key}'}}"),
+        &[],
+    );
+    let (http, _) = agent(
+        "mtls-http",
+        "http/protobuf",
+        collector.otlp_http,
+        "",
+        &[
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca),
+            ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &cert),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &key),
+        ],
+    );
+    let (anonymous, anonymous_port) = agent(
+        "mtls-anonymous",
+        "grpc",
+        collector.otlp_grpc,
+        &format!(", tls: {{ca_file: '{ca}'}}"),
+        &[],
+    );
+    let url = format!("http://127.0.0.1:{}/metrics", collector.prometheus);
+    let received = |text: &str, cluster: &str| -> f64 {
+        text.lines()
+            .filter(|l| {
+                l.starts_with("kafka_heartbeat_messages_received_total{")
+                    && l.contains(&format!("kafka_cluster_name=\"{cluster}\""))
+            })
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let text = http_get(&url).await.unwrap().text().await.unwrap();
+        if received(&text, "mtls-grpc") >= 3.0 && received(&text, "mtls-http") >= 3.0 {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "both agents' heartbeats through mTLS:\n{text}\n--- grpc agent:\n{}\n--- http agent:\n{}\n--- collector:\n{}",
+            grpc.output(),
+            http.output(),
+            collector.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(
+        received(&text, "mtls-anonymous"),
+        0.0,
+        "no client certificate, no entry"
+    );
+    let failed = anonymous
+        .scrape_until(
+            anonymous_port,
+            Duration::from_secs(20),
+            "the refused agent counts failed exports",
+            |t| {
+                support::process::sum_matching(
+                    t,
+                    "cc_heartbeat_export_batches_total",
+                    &["error_type=\""],
+                ) >= 2.0
+            },
+        )
+        .await;
+    assert_eq!(
+        support::process::sum_with(
+            &failed,
+            "cc_heartbeat_export_batches_total",
+            "otel_signal=\"metrics\""
+        ) - support::process::sum_matching(
+            &failed,
+            "cc_heartbeat_export_batches_total",
+            &["error_type=\""]
+        ),
+        0.0,
+        "none delivered:\n{failed}"
+    );
+    println!(
+        "refused exports: {}",
+        failed
+            .lines()
+            .filter(|l| l.starts_with("cc_heartbeat_export_batches_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    for agent in [grpc, http, anonymous] {
+        let (status, _) = agent.terminate(Duration::from_secs(10)).await;
+        assert!(status.success());
+    }
+}

@@ -11,7 +11,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::kafka::{AGENT, AGENT_PASSWORD, Kafka, Listener, OIDC_CLIENT, OIDC_SECRET};
-use support::process::{AgentProcess, config_file, http_get, run_to_end};
+use support::process::{
+    AgentProcess, config_file, http_get, point_with, run_to_end, sum_matching, sum_with,
+};
 use support::{free_port, unique_topic};
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -145,42 +147,6 @@ async fn check_reports_right_and_wrong_accounts_and_transports_as_they_are() {
     }
 }
 
-/// The sum of the exposition's `metric` points whose labels contain `label`.
-fn sum_with(exposition: &str, metric: &str, label: &str) -> f64 {
-    exposition
-        .lines()
-        .filter(|l| l.starts_with(&format!("{metric}{{")) && l.contains(label))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
-}
-
-/// Polls the agent's `/metrics` until `done` says yes.
-async fn scrape_until(
-    agent: &AgentProcess,
-    http_port: u16,
-    timeout: Duration,
-    what: &str,
-    done: impl Fn(&str) -> bool,
-) -> String {
-    let url = format!("http://127.0.0.1:{http_port}/metrics");
-    let deadline = Instant::now() + timeout;
-    loop {
-        let text = match http_get(&url).await {
-            Ok(response) => response.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        if done(&text) {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {timeout:?}:\n{text}\n{}",
-            agent.output()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 /// A SCRAM credential deleted under a running agent, as rotating a key does: the brokers
 /// re-authenticate connections (`connections.max.reauth.ms`), refuse the deleted credential,
 /// and the heartbeats that fail from then on are counted as `auth`, with Kafka's reason in
@@ -224,20 +190,40 @@ async fn a_scram_credential_deleted_under_a_running_agent_is_reported_as_auth() 
     })
     .await;
     let sent = "kafka_heartbeat_messages_sent_total";
-    let exposition = scrape_until(
-        &agent,
-        http_port,
-        Duration::from_secs(60),
-        "sends failing as auth",
-        |t| sum_with(t, sent, "error_type=\"auth\"") >= 3.0,
-    )
-    .await;
+    let exposition = agent
+        .scrape_until(
+            http_port,
+            Duration::from_secs(60),
+            "sends failing as auth",
+            |t| sum_with(t, sent, "error_type=\"auth\"") >= 3.0,
+        )
+        .await;
     let auth = sum_with(&exposition, sent, "error_type=\"auth\"");
     let timeout = sum_with(&exposition, sent, "error_type=\"timeout\"");
     assert!(
         auth > timeout,
         "auth {auth}, timeout {timeout}:\n{exposition}"
     );
+    // A revoked key: the metadata requests fail as `auth` too, and the cluster reads down.
+    agent
+        .scrape_until(
+            http_port,
+            Duration::from_secs(30),
+            "the cluster down with auth",
+            |t| {
+                point_with(t, "kafka_cluster_up", &[]) == Some(0.0)
+                    && sum_matching(
+                        t,
+                        "kafka_cluster_requests_total",
+                        &[
+                            "error_type=\"auth\"",
+                            "kafka_cluster_name=\"secured\"",
+                            "kafka_request=\"metadata\"",
+                        ],
+                    ) >= 1.0
+            },
+        )
+        .await;
     let (_, log) = agent.terminate(Duration::from_secs(10)).await;
     assert!(log.contains("authentication failed"), "{log}");
     assert!(log.contains("invalid credentials"), "{log}");
@@ -269,14 +255,11 @@ async fn oauthbearer_with_a_token_from_the_oidc_endpoint_is_accepted_by_kafka() 
         &[],
     );
     agent.wait_ready(http_port, Duration::from_secs(60)).await;
-    let exposition = scrape_until(
-        &agent,
-        http_port,
-        Duration::from_secs(30),
-        "round trips",
-        |t| sum_with(t, "kafka_heartbeat_messages_received_total", "") >= 3.0,
-    )
-    .await;
+    let exposition = agent
+        .scrape_until(http_port, Duration::from_secs(30), "round trips", |t| {
+            sum_with(t, "kafka_heartbeat_messages_received_total", "") >= 3.0
+        })
+        .await;
     assert_eq!(
         sum_with(
             &exposition,
@@ -327,6 +310,10 @@ impl Seen {
 
     fn sum(&self, metric: &str, label: &str) -> f64 {
         sum_with(&self.metrics, metric, label)
+    }
+
+    fn sum_all(&self, metric: &str, labels: &[&str]) -> f64 {
+        sum_matching(&self.metrics, metric, labels)
     }
 
     /// Every other probe goes on: each broker reached, the metadata read.
@@ -440,9 +427,27 @@ async fn a_principal_missing_one_permission_is_told_once_and_the_rest_goes_on() 
         seen.assert_other_probes_go_on(missing);
         let lost = seen.sum("kafka_heartbeat_messages_lost_total", "");
         assert_eq!(lost, 0.0, "{missing}: nothing counted lost");
+        assert_eq!(
+            point_with(&seen.metrics, "kafka_cluster_up", &[]),
+            Some(1.0),
+            "{missing}: the cluster itself is usable"
+        );
         match missing {
             "create" => {
                 assert_eq!(seen.warnings("not allowed to create it"), 1, "{missing}");
+                assert!(
+                    seen.sum_all(
+                        "kafka_cluster_requests_total",
+                        &[
+                            "error_type=\"authorization\"",
+                            "kafka_cluster_name=\"secured\"",
+                            "kafka_error_code=\"TOPIC_AUTHORIZATION_FAILED\"",
+                            "kafka_request=\"create_topic\""
+                        ]
+                    ) >= 1.0,
+                    "{}",
+                    seen.metrics
+                );
                 assert!(seen.warnings("error.type=\"authorization\"") >= 1);
                 assert!(
                     seen.ready.starts_with("503") && seen.ready.contains("missing"),
@@ -465,6 +470,15 @@ async fn a_principal_missing_one_permission_is_told_once_and_the_rest_goes_on() 
                     "{}",
                     seen.metrics
                 );
+                // The broker's own word for it, beside the bounded error.type.
+                assert!(
+                    seen.sum(
+                        "kafka_heartbeat_messages_sent_total",
+                        "kafka_error_code=\"TOPIC_AUTHORIZATION_FAILED\""
+                    ) >= 3.0,
+                    "{}",
+                    seen.metrics
+                );
             }
             "read" => {
                 assert_eq!(
@@ -474,6 +488,20 @@ async fn a_principal_missing_one_permission_is_told_once_and_the_rest_goes_on() 
                 );
                 assert!(seen.sum("kafka_heartbeat_messages_sent_total", "") >= 3.0);
                 assert_eq!(seen.sum("kafka_heartbeat_messages_received_total", ""), 0.0);
+                // The refused reads are counted where the requests are.
+                assert!(
+                    seen.sum_all(
+                        "kafka_cluster_requests_total",
+                        &[
+                            "error_type=\"authorization\"",
+                            "kafka_cluster_name=\"secured\"",
+                            "kafka_error_code=\"TOPIC_AUTHORIZATION_FAILED\"",
+                            "kafka_request=\"fetch\""
+                        ]
+                    ) >= 1.0,
+                    "{}",
+                    seen.metrics
+                );
             }
             "group" => {
                 // The consumer reads by assignment: its own group is nothing it needs.

@@ -113,6 +113,36 @@ async fn lag_offsets_and_lag_in_seconds_match_the_broker_as_a_group_falls_behind
         gauge_one(&m, name::GROUP_MEMBERS, &[("group", group.as_str())]),
         Some(1)
     );
+    assert_eq!(
+        gauge_one(
+            &m,
+            name::GROUP_OFFSET_SUM,
+            &[("group", group.as_str()), ("topic", topic.as_str())]
+        ),
+        Some(14),
+        "the committed offsets summed"
+    );
+    // The group's state as Kafka's own admin client describes it: 1 for it, 0 for the others.
+    let described = kafka.admin(&format!("group {group}"));
+    let state = described.split_whitespace().next().unwrap().to_owned();
+    assert_eq!(state, "Stable", "{described}");
+    for s in [
+        "Stable",
+        "Empty",
+        "PreparingRebalance",
+        "CompletingRebalance",
+        "Dead",
+    ] {
+        assert_eq!(
+            gauge_one(
+                &m,
+                name::GROUP_STATE,
+                &[("group", group.as_str()), ("state", s)]
+            ),
+            Some(i64::from(s == state)),
+            "state {s}"
+        );
+    }
     // Lag in seconds: the age of the record at offset 4 of partition 1, as measured at the
     // agent's last round (at most an interval before the test looked); 0 where the group is
     // caught up.
@@ -160,6 +190,14 @@ async fn lag_offsets_and_lag_in_seconds_match_the_broker_as_a_group_falls_behind
             &[("group", group.as_str()), ("topic", topic.as_str())]
         ),
         Some(0)
+    );
+    assert_eq!(
+        gauge_one(
+            &m,
+            name::GROUP_OFFSET_SUM,
+            &[("group", group.as_str()), ("topic", topic.as_str())]
+        ),
+        Some(25)
     );
 
     // Only the groups `include` names: never the agent's own.

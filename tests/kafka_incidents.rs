@@ -258,3 +258,104 @@ async fn a_frozen_broker_accounts_every_heartbeat_once_and_names_the_ambiguous_o
         ledger.failed
     );
 }
+
+/// A broker stopped while the heartbeat topic asks for every replica in sync
+/// (`min.insync.replicas=3`): the brokers refuse the heartbeats (acks=all), and each refused
+/// send carries Kafka's own reason, `NOT_ENOUGH_REPLICAS`, beside `error.type=broker_error`.
+/// A topic with one replica per partition loses the stopped broker's partitions: the offsets
+/// check counts them offline, and back online after the restart. Every heartbeat is accounted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_few_replicas_and_leaderless_partitions_are_metrics() {
+    let kafka: &'static Kafka = Box::leak(Box::new(blocking(|| Kafka::start(&[])).await));
+    let topic = unique_topic("cc-heartbeat-isr");
+    let single = unique_topic("single-replica");
+    blocking({
+        let (topic, single) = (topic.clone(), single.clone());
+        move || {
+            kafka.admin(&format!("create-topic {topic} 3 3 min.insync.replicas=3"));
+            kafka.create_topic(&single, 6, 1);
+        }
+    })
+    .await;
+    let agent = TestAgent::start(config(&format!(
+        "clusters:\n  - name: kafka\n    bootstrap_servers: '{}'\n    topics: {{include: ['^{topic}$', '^{single}$']}}\n\
+         heartbeat: {{topic: {topic}, interval: 200ms, loss_timeout: 6s, message_timeout: 2s}}\n\
+         checks: {{connectivity: {{interval: 1s, timeout: 500ms}}, metadata: {{interval: 1s}}, offsets: {{interval: 1s}}, consumer_groups: {{enabled: false}}}}\n\
+         export: {{otlp: {{enabled: false}}}}\n",
+        kafka.bootstrap()
+    )));
+    agent
+        .wait_round_trips(&[0, 1, 2], 3, Duration::from_secs(60))
+        .await;
+    let offline = |agent: &TestAgent| {
+        agent.try_metrics().and_then(|m| {
+            gauge_one(
+                &m,
+                name::TOPIC_PARTITIONS_OFFLINE,
+                &[("topic", single.as_str())],
+            )
+        })
+    };
+    wait_for("every partition led", Duration::from_secs(20), || {
+        offline(&agent) == Some(0)
+    })
+    .await;
+    let leaders = blocking({
+        let single = single.clone();
+        move || kafka.leaders(&single)
+    })
+    .await;
+    let controller = blocking(|| kafka.try_cluster().unwrap().0).await;
+    let victim = *leaders.iter().find(|l| **l != controller).unwrap();
+    let led = leaders.iter().filter(|l| **l == victim).count() as i64;
+
+    blocking(move || kafka.stop_node(victim)).await;
+    wait_for(
+        "the stopped broker's partitions offline",
+        Duration::from_secs(30),
+        || offline(&agent) == Some(led),
+    )
+    .await;
+    let refused = |agent: &TestAgent| {
+        agent.try_metrics().map_or(0, |m| {
+            ["NOT_ENOUGH_REPLICAS", "NOT_ENOUGH_REPLICAS_AFTER_APPEND"]
+                .into_iter()
+                .map(|code| {
+                    counter_if_any(
+                        &m,
+                        name::MESSAGES_SENT,
+                        &[("error.type", "broker_error"), ("kafka.error.code", code)],
+                    )
+                })
+                .sum::<u64>()
+        })
+    };
+    wait_for(
+        "heartbeats refused as NOT_ENOUGH_REPLICAS",
+        Duration::from_secs(30),
+        || refused(&agent) >= 3,
+    )
+    .await;
+
+    blocking(move || kafka.start_node(victim)).await;
+    wait_for("every partition led again", Duration::from_secs(60), || {
+        offline(&agent) == Some(0)
+    })
+    .await;
+    let before = agent.observations().len();
+    wait_for(
+        "heartbeats on every partition again",
+        Duration::from_secs(60),
+        || {
+            let recent = &agent.observations()[before..];
+            (0..3).all(|p| support::round_trips(recent, p).len() >= 3)
+        },
+    )
+    .await;
+    let (ledger, _) = witness_and_check(kafka, &topic, agent).await;
+    assert!(
+        ledger.failed.values().any(|k| *k == ErrorKind::BrokerError),
+        "{:?}",
+        ledger.failed
+    );
+}

@@ -116,10 +116,10 @@ async fn the_series_cap_drops_whole_topics_and_counts_them() {
     mock.create_topic(&kept, 3);
     mock.create_topic(&dropped, 3);
     produce(&mock.bootstrap(), &kept, 0, 1).await;
-    // 1 + 4·3 = 13 series per topic; the heartbeat topic ("c-…") is dropped too.
+    // 2 + 4·3 = 14 series per topic; the heartbeat topic ("c-…") is dropped too.
     let heartbeat = format!("c-{}", unique_topic("hb"));
     mock.create_topic(&heartbeat, 3);
-    let agent = TestAgent::start(offsets_config(&mock.bootstrap(), &heartbeat, "", 13));
+    let agent = TestAgent::start(offsets_config(&mock.bootstrap(), &heartbeat, "", 14));
     let m = wait_current(&agent, &kept, 1).await;
     assert_eq!(
         gauge_one(&m, name::TOPIC_PARTITIONS, &[("topic", &dropped)]),
@@ -135,7 +135,7 @@ async fn the_series_cap_drops_whole_topics_and_counts_them() {
             name::SERIES_DROPPED,
             &[("cc_heartbeat.check", "offsets")]
         ),
-        Some(26)
+        Some(28)
     );
     agent.stop().await;
 }

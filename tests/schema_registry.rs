@@ -11,7 +11,7 @@ mod support;
 use std::time::Duration;
 
 use cc_heartbeat::telemetry::instruments::name;
-use support::metrics::{counter, gauge_one};
+use support::metrics::{counter, counter_if_any, gauge_one};
 use support::process::{config_file, run_to_end};
 use support::registry::{Behaviour, serve};
 use support::{MockKafka, TestAgent, config, eventually, unique_topic};
@@ -46,7 +46,7 @@ async fn a_registry_is_up_and_refused_credentials_are_auth() {
         || {
             let m = agent.try_metrics()?;
             let checks = |name: &str| {
-                counter(
+                counter_if_any(
                     &m,
                     "schema_registry.checks",
                     &[("schema_registry.name", name)],

@@ -8,7 +8,8 @@ use std::time::Duration;
 use super::types::{
     Compression, DEFAULT_DELTA_BUFFER, DEFAULT_EXPORT_INTERVAL, DEFAULT_EXPORT_TIMEOUT,
     DEFAULT_OTLP_GRPC_ENDPOINT, DEFAULT_OTLP_HTTP_ENDPOINT, DELTA_BUFFER, EXPORT_INTERVAL,
-    EXPORT_TIMEOUT, ExportConfig, HistogramKind, OtlpConfig, OtlpProtocol, Secret, Temporality,
+    EXPORT_TIMEOUT, ExportConfig, HistogramKind, OtlpConfig, OtlpProtocol, OtlpTls, Secret,
+    Temporality,
 };
 use super::yaml::{Field, Reader, Section};
 
@@ -20,9 +21,10 @@ const OTLP_PROTOCOLS: [(&str, OtlpProtocol); 3] = [
 ];
 const COMPRESSIONS: [(&str, Compression); 2] =
     [("gzip", Compression::Gzip), ("none", Compression::None)];
-const TEMPORALITIES: [(&str, Temporality); 2] = [
+const TEMPORALITIES: [(&str, Temporality); 3] = [
     ("cumulative", Temporality::Cumulative),
     ("delta", Temporality::Delta),
+    ("lowmemory", Temporality::LowMemory),
 ];
 const HISTOGRAMS: [(&str, HistogramKind); 4] = [
     ("explicit", HistogramKind::Explicit),
@@ -69,11 +71,23 @@ pub(super) fn read_export(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<Expo
         Some(f) => f.duration(r, &DELTA_BUFFER),
         None => Some(DEFAULT_DELTA_BUFFER),
     };
+    let tls = tls(r, &mut o);
     o.finish(r);
     s.finish(r);
 
     let protocol = protocol?;
     let endpoint = endpoint_for(r, endpoint?, protocol)?;
+    let (tls, tls_in_file) = tls?;
+    // Variables may be set for every exporter of a host; only the file's own settings on a
+    // plain-text endpoint are a contradiction.
+    if tls_in_file && !endpoint.starts_with("https://") {
+        r.error(
+            format!("{path}.tls"),
+            None,
+            "TLS settings need an https:// endpoint",
+        );
+        return None;
+    }
     let timeout = fit_timeout(r, &path, interval?, timeout?, timeout_explicit)?;
     Some(ExportConfig {
         otlp: OtlpConfig {
@@ -87,6 +101,7 @@ pub(super) fn read_export(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<Expo
             temporality: temporality?,
             histogram: histogram?,
             delta_buffer: delta_buffer?,
+            tls,
         },
     })
 }
@@ -120,6 +135,8 @@ struct EndpointSource {
     /// A base URL for every signal (`OTEL_EXPORTER_OTLP_ENDPOINT`): over HTTP the metrics path
     /// is appended.
     is_base: bool,
+    /// Set by a variable rather than the file.
+    from_env: bool,
 }
 
 fn endpoint(r: &mut Reader<'_>, field: Option<Field<'_>>) -> Option<EndpointSource> {
@@ -128,6 +145,7 @@ fn endpoint(r: &mut Reader<'_>, field: Option<Field<'_>>) -> Option<EndpointSour
             url,
             source: Some(f.path().to_owned()),
             is_base: false,
+            from_env: false,
         });
     }
     let set = |r: &Reader<'_>, var: &str| r.env(var).filter(|v| !v.trim().is_empty());
@@ -138,16 +156,19 @@ fn endpoint(r: &mut Reader<'_>, field: Option<Field<'_>>) -> Option<EndpointSour
             url,
             source: Some(specific.to_owned()),
             is_base: false,
+            from_env: true,
         },
         (None, Some(url)) => EndpointSource {
             url,
             source: Some(generic.to_owned()),
             is_base: true,
+            from_env: true,
         },
         (None, None) => EndpointSource {
             url: String::new(),
             source: None,
             is_base: false,
+            from_env: false,
         },
     })
 }
@@ -167,7 +188,18 @@ fn endpoint_for(
             .to_owned(),
         );
     };
-    let url = endpoint.url.trim().to_owned();
+    let mut url = endpoint.url.trim().to_owned();
+    // A variable may name a gRPC endpoint without a scheme (`collector:4317`), as the
+    // specification allows: https, unless OTEL_EXPORTER_OTLP_INSECURE says plain text.
+    if endpoint.from_env
+        && protocol == OtlpProtocol::Grpc
+        && !url.contains("://")
+        && !url.is_empty()
+    {
+        let insecure = first_env(r, &otlp_vars("INSECURE"))
+            .is_some_and(|(_, v)| v.trim().eq_ignore_ascii_case("true"));
+        url = format!("{}://{url}", if insecure { "http" } else { "https" });
+    }
     let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
     let host_ok = url
         .split_once("://")
@@ -207,6 +239,69 @@ fn timeout(r: &mut Reader<'_>, field: Option<Field<'_>>) -> Option<Duration> {
         None => env_millis(r, "OTEL_EXPORTER_OTLP_TIMEOUT", &EXPORT_TIMEOUT)
             .map(|d| d.unwrap_or(DEFAULT_EXPORT_TIMEOUT)),
     }
+}
+
+/// `tls`: each file from the config, else from its `OTEL_EXPORTER_OTLP_[METRICS_]*` variable;
+/// every file named must exist, and a client certificate needs its key. Also whether the file
+/// set any of them.
+fn tls(r: &mut Reader<'_>, o: &mut Section<'_>) -> Option<(OtlpTls, bool)> {
+    let mut t = o.section(r, "tls");
+    let path = t.path().to_owned();
+    let in_file = ["ca_file", "cert_file", "key_file"]
+        .iter()
+        .any(|k| t.has(k));
+    let mut ok = true;
+    let mut file =
+        |r: &mut Reader<'_>, key: &'static str, var: &str| -> Option<std::path::PathBuf> {
+            let field = t.field(key);
+            let (value, var) = match &field {
+                Some(f) => (f.non_empty_string(r)?, None),
+                None => {
+                    let (var, value) = first_env(r, &otlp_vars(var))?;
+                    (value, Some(var))
+                }
+            };
+            let file = std::path::PathBuf::from(value.trim());
+            if file.is_file() {
+                return Some(file);
+            }
+            let why = format!("file {} does not exist or is not a file", file.display());
+            match (&field, var) {
+                (Some(f), _) => f.error(r, why),
+                (None, Some(var)) => r.error(var, None, why),
+                (None, None) => {}
+            }
+            ok = false;
+            None
+        };
+    let ca_file = file(r, "ca_file", "CERTIFICATE");
+    let cert_file = file(r, "cert_file", "CLIENT_CERTIFICATE");
+    let key_file = file(r, "key_file", "CLIENT_KEY");
+    t.finish(r);
+    if !ok {
+        return None;
+    }
+    if cert_file.is_some() != key_file.is_some() {
+        let missing = if cert_file.is_some() {
+            "key_file"
+        } else {
+            "cert_file"
+        };
+        r.error(
+            format!("{path}.{missing}"),
+            None,
+            "mTLS to the collector needs both cert_file and key_file (or OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY)",
+        );
+        return None;
+    }
+    Some((
+        OtlpTls {
+            ca_file,
+            cert_file,
+            key_file,
+        },
+        in_file,
+    ))
 }
 
 /// A default timeout shrinks to fit a short interval; only a contradiction the file states is

@@ -357,6 +357,27 @@ pub struct OtlpConfig {
     /// intervals) and sent in order when the collector is back.
     #[serde(serialize_with = "render::duration")]
     pub delta_buffer: Duration,
+    /// A private CA and a client certificate for an https endpoint.
+    #[serde(skip_serializing_if = "OtlpTls::is_empty")]
+    pub tls: OtlpTls,
+}
+
+/// TLS towards the collector: the CA to trust besides the system's, and the client
+/// certificate for mTLS (both files or neither).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct OtlpTls {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+impl OtlpTls {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -379,6 +400,16 @@ pub enum Compression {
 pub enum Temporality {
     Cumulative,
     Delta,
+    /// The specification's memory-saving choice: counters and histograms delta, up-down
+    /// counters and observable counters cumulative.
+    LowMemory,
+}
+
+impl Temporality {
+    /// Whether exports carry delta points, so that each one matters and a failed one is held.
+    pub fn has_delta(self) -> bool {
+        self != Self::Cumulative
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -115,6 +115,69 @@ impl ExportRecovered<'_> {
     }
 }
 
+/// The receiver refused a request for good (a permanent error: a 400, an authentication
+/// failure): it is dropped rather than sent again. WARN on the first and every few minutes.
+pub struct ExportRefused<'a> {
+    pub endpoint: &'a str,
+    pub error: &'a (dyn std::error::Error + 'static),
+    /// Points the request carried.
+    pub points: u64,
+    pub loud: bool,
+}
+
+impl ExportRefused<'_> {
+    pub fn emit(self) {
+        warn_or_debug!(
+            self.loud,
+            endpoint = %self.endpoint,
+            error = %crate::error::Chain(self.error),
+            points = self.points,
+            "The OTLP receiver refused an export for good; its points are dropped, not sent again (cc_heartbeat.export.points.rejected).",
+        );
+    }
+}
+
+/// The receiver took a request but refused some of its points, or warned (a partial
+/// success). WARN on the first and every few minutes.
+pub struct ExportPartlyRefused<'a> {
+    pub endpoint: &'a str,
+    pub rejected: u64,
+    /// The receiver's message, as it gave it.
+    pub message: &'a str,
+    pub loud: bool,
+}
+
+impl ExportPartlyRefused<'_> {
+    pub fn emit(self) {
+        warn_or_debug!(
+            self.loud,
+            endpoint = %self.endpoint,
+            rejected_points = self.rejected,
+            message = %self.message,
+            "The OTLP receiver refused some points of an export (partial success; cc_heartbeat.export.points.rejected).",
+        );
+    }
+}
+
+/// The receiver asked the agent to wait (`Retry-After`, `RetryInfo`): this export is held
+/// (delta) or left to the next one's totals (cumulative).
+pub struct ExportDeferred<'a> {
+    pub endpoint: &'a str,
+    pub wait: Duration,
+}
+
+impl ExportDeferred<'_> {
+    pub fn emit(self) {
+        tracing::debug!(
+            endpoint = %self.endpoint,
+            wait = %humantime::format_duration(Duration::from_millis(
+                u64::try_from(self.wait.as_millis()).unwrap_or(u64::MAX)
+            )),
+            "The OTLP receiver asked to wait; this export waits too.",
+        );
+    }
+}
+
 /// How the OTLP export is set up (or that it is off), at start.
 pub struct ExportConfigured<'a> {
     /// `None` when the export is off.

@@ -7,13 +7,31 @@ use opentelemetry::KeyValue;
 use serde::Serialize;
 use tracing::{info, warn};
 
-use crate::telemetry::instruments::{ClusterLabels, GroupPartitionPoint, GroupRound, attr};
+use crate::telemetry::instruments::{
+    ClusterLabels, GroupPartitionPoint, GroupRound, GroupTopicPoint, attr,
+};
+
+/// The states `kafka.consumer_group.state` always reports (0 or 1), as kafka_exporter and
+/// KMinion name them; a group in another state (`Assigning` or `Reconciling` under the
+/// consumer protocol of KIP-848) gets that one as well.
+pub const GROUP_STATES: [&str; 5] = [
+    "Stable",
+    "Empty",
+    "PreparingRebalance",
+    "CompletingRebalance",
+    "Dead",
+];
+
+/// Series of `kafka.consumer_group.state` per group.
+pub const STATE_SERIES: usize = GROUP_STATES.len();
 use crate::telemetry::{ClusterAttributes, Instruments};
 
 /// One consumer group as a round found it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct GroupState {
     pub members: usize,
+    /// As the coordinator describes it: `Stable`, `Empty`, `PreparingRebalance`, …
+    pub state: String,
     /// By (topic, partition).
     #[serde(serialize_with = "serialize_partitions")]
     pub partitions: BTreeMap<(String, i32), PartitionLag>,
@@ -69,9 +87,11 @@ impl GroupsRead<'_> {
         let mut round = GroupRound::default();
         for (name, group) in self.groups {
             let group_attrs = attrs.with([KeyValue::new(attr::KMR_GROUP, name.clone())]);
-            let mut sums: BTreeMap<&str, i64> = BTreeMap::new();
+            let mut sums: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
             for ((topic, partition), p) in &group.partitions {
-                *sums.entry(topic).or_default() += p.lag;
+                let sum = sums.entry(topic).or_default();
+                sum.0 += p.lag;
+                sum.1 += p.committed;
                 let mut attrs = group_attrs.clone();
                 attrs.push(KeyValue::new(attr::KMR_TOPIC, topic.clone()));
                 attrs.push(KeyValue::new(attr::KMR_PARTITION, i64::from(*partition)));
@@ -84,10 +104,22 @@ impl GroupsRead<'_> {
                     lag: p.lag,
                 });
             }
-            for (topic, sum) in sums {
+            for (topic, (lag_sum, offset_sum)) in sums {
                 let mut attrs = group_attrs.clone();
                 attrs.push(KeyValue::new(attr::KMR_TOPIC, topic.to_owned()));
-                round.topics.push((attrs, sum));
+                round.topics.push(GroupTopicPoint {
+                    attrs,
+                    lag_sum,
+                    offset_sum,
+                });
+            }
+            let current = group.state.as_str();
+            let others =
+                (!GROUP_STATES.contains(&current) && !current.is_empty()).then_some(current);
+            for state in GROUP_STATES.into_iter().chain(others) {
+                let mut attrs = group_attrs.clone();
+                attrs.push(KeyValue::new(attr::KMR_STATE, state.to_owned()));
+                round.states.push((attrs, i64::from(state == current)));
             }
             round.groups.push((group_attrs, group.members as i64));
         }

@@ -8,9 +8,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::error::{Chain, ErrorKind};
+use crate::error::{Chain, ErrorKind, broker_error_code};
 use crate::health::Latch;
-use crate::telemetry::instruments::{broker_kv, error_kv, partition_kv, reason_kv};
+use opentelemetry::KeyValue;
+
+use crate::telemetry::instruments::{attr, broker_kv, error_kv, partition_kv, reason_kv};
 use crate::telemetry::{ClusterAttributes, Instruments, SkipReason};
 use crate::tracker::Lost;
 
@@ -162,6 +164,9 @@ impl HeartbeatSendFailed<'_> {
         let kind = ErrorKind::of(self.error);
         let mut attrs = r.partition(self.partition);
         attrs.push(error_kv(kind));
+        if let Some(code) = broker_error_code(self.error) {
+            attrs.push(KeyValue::new(attr::KAFKA_ERROR_CODE, code));
+        }
         r.instruments.count_sent(&attrs);
         if let Some(latency) = self.latency {
             if let Some(leader) = self.leader {

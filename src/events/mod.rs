@@ -20,6 +20,7 @@ macro_rules! warn_or_debug {
 
 pub mod broker;
 pub mod cap;
+pub mod cluster;
 pub mod export;
 pub mod groups;
 pub mod heartbeat;

@@ -7,7 +7,7 @@ use opentelemetry::KeyValue;
 use serde::Serialize;
 use tracing::{info, warn};
 
-use crate::telemetry::instruments::{ClusterLabels, PartitionPoint, attr};
+use crate::telemetry::instruments::{ClusterLabels, PartitionPoint, TopicPoint, attr};
 use crate::telemetry::{ClusterAttributes, Instruments};
 
 /// At most this many partitions are named one by one in a round's log; the rest are counted.
@@ -63,7 +63,15 @@ impl OffsetsRead<'_> {
                     in_sync: p.in_sync as i64,
                 });
             }
-            topic_points.push((topic_attrs, topic.partitions.len() as i64));
+            topic_points.push(TopicPoint {
+                attrs: topic_attrs,
+                partitions: topic.partitions.len() as i64,
+                offline: topic
+                    .partitions
+                    .values()
+                    .filter(|p| p.leader.is_none())
+                    .count() as i64,
+            });
         }
         instruments.set_partitions(self.cluster.name(), points, topic_points);
 

@@ -1,6 +1,7 @@
 //! Cluster-level requests, made on the cluster's producer handle: metadata snapshots,
 //! DescribeCluster, DescribeTopics, and creating the heartbeat topic.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::client::Client;
@@ -53,15 +54,78 @@ pub enum CreateTopicError {
     },
 }
 
+/// A request the agent makes to the cluster, as `kafka.request` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Request {
+    Metadata,
+    DescribeCluster,
+    DescribeTopics,
+    CreateTopic,
+    ListOffsets,
+    ListGroups,
+    OffsetFetch,
+    /// The heartbeat consumer's fetches: librdkafka makes them, only refusals are seen.
+    Fetch,
+}
+
+impl Request {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Metadata => "metadata",
+            Self::DescribeCluster => "describe_cluster",
+            Self::DescribeTopics => "describe_topics",
+            Self::CreateTopic => "create_topic",
+            Self::ListOffsets => "list_offsets",
+            Self::ListGroups => "list_groups",
+            Self::OffsetFetch => "offset_fetch",
+            Self::Fetch => "fetch",
+        }
+    }
+}
+
+/// Told of every request an [`Admin`] made and how it ended (`Some(error)` on failure).
+pub trait ObserveRequests: Send + Sync {
+    fn observe(&self, request: Request, error: Option<&(dyn std::error::Error + 'static)>);
+}
+
 /// The cluster-level requests of one cluster, made on its producer's handle; cheap to clone.
 #[derive(Clone)]
 pub struct Admin {
     producer: Producer,
+    observer: Option<Arc<dyn ObserveRequests>>,
 }
 
 impl Admin {
     pub fn new(producer: Producer) -> Self {
-        Self { producer }
+        Self {
+            producer,
+            observer: None,
+        }
+    }
+
+    /// The same, telling `observer` of every request.
+    #[must_use]
+    pub fn observed(mut self, observer: Arc<dyn ObserveRequests>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Tells the observer how `request` ended, and hands the result back.
+    fn settle<T, E: std::error::Error + 'static>(
+        &self,
+        request: Request,
+        result: Result<T, E>,
+    ) -> Result<T, E> {
+        if let Some(observer) = &self.observer {
+            observer.observe(
+                request,
+                result
+                    .as_ref()
+                    .err()
+                    .map(|e| e as &(dyn std::error::Error + 'static)),
+            );
+        }
+        result
     }
 
     /// Runs `request` on the producer's client, off the async threads.
@@ -81,51 +145,59 @@ impl Admin {
     ) -> Result<ClusterView, MetadataError> {
         let topic = topic.to_owned();
         let log = self.producer.log().clone();
-        self.blocking(move |client| {
-            let metadata = client
-                .fetch_metadata(Some(&topic), timeout)
-                .map_err(|e| request_failed(e, &log))?;
-            log.accepted();
-            // The metadata response carried the cluster id and controller; librdkafka has
-            // them cached by now.
-            let cluster_id = client.fetch_cluster_id(Duration::from_millis(500));
-            let controller = native::controller_id(client, Duration::from_millis(500));
-            Ok(view_from(&metadata, cluster_id, controller, &topic))
-        })
-        .await
-        .map_err(MetadataError::Task)?
+        let result = self
+            .blocking(move |client| {
+                let metadata = client
+                    .fetch_metadata(Some(&topic), timeout)
+                    .map_err(|e| request_failed(e, &log))?;
+                log.accepted();
+                // The metadata response carried the cluster id and controller; librdkafka has
+                // them cached by now.
+                let cluster_id = client.fetch_cluster_id(Duration::from_millis(500));
+                let controller = native::controller_id(client, Duration::from_millis(500));
+                Ok(view_from(&metadata, cluster_id, controller, &topic))
+            })
+            .await
+            .map_err(MetadataError::Task)
+            .and_then(|r| r);
+        self.settle(Request::Metadata, result)
     }
 
     /// Every topic's partitions with their leader and replicas (one metadata request).
     pub async fn topics(&self, timeout: Duration) -> Result<Vec<TopicLayout>, MetadataError> {
         let log = self.producer.log().clone();
-        self.blocking(move |client| {
-            let metadata = client
-                .fetch_metadata(None, timeout)
-                .map_err(|e| request_failed(e, &log))?;
-            log.accepted();
-            Ok(metadata
-                .topics()
-                .iter()
-                .filter(|t| t.error().is_none())
-                .map(|t| TopicLayout {
-                    name: t.name().to_owned(),
-                    partitions: t
-                        .partitions()
-                        .iter()
-                        .filter(|p| p.error().is_none())
-                        .map(|p| PartitionLayout {
-                            id: p.id(),
-                            leader: p.leader(),
-                            replicas: p.replicas().len(),
-                            in_sync: p.isr().len(),
-                        })
-                        .collect(),
-                })
-                .collect())
-        })
-        .await
-        .map_err(MetadataError::Task)?
+        let result = self
+            .blocking(move |client| {
+                let metadata = client
+                    .fetch_metadata(None, timeout)
+                    .map_err(|e| request_failed(e, &log))?;
+                log.accepted();
+                Ok(metadata
+                    .topics()
+                    .iter()
+                    .filter(|t| t.error().is_none())
+                    .map(|t| TopicLayout {
+                        name: t.name().to_owned(),
+                        // Every partition, errors and all: one without a leader comes with
+                        // LEADER_NOT_AVAILABLE (leader -1), one with a replica away with
+                        // REPLICA_NOT_AVAILABLE; both are what the offsets check reports.
+                        partitions: t
+                            .partitions()
+                            .iter()
+                            .map(|p| PartitionLayout {
+                                id: p.id(),
+                                leader: p.leader(),
+                                replicas: p.replicas().len(),
+                                in_sync: p.isr().len(),
+                            })
+                            .collect(),
+                    })
+                    .collect())
+            })
+            .await
+            .map_err(MetadataError::Task)
+            .and_then(|r| r);
+        self.settle(Request::Metadata, result)
     }
 
     /// Both ends of each partition's log: the log start and the high watermark (two
@@ -153,23 +225,29 @@ impl Admin {
         spec: OffsetSpec,
         timeout: Duration,
     ) -> Result<Vec<PartitionOffset>, AdminError> {
-        self.blocking(move |client| offsets::list_offsets(client, &partitions, spec, timeout))
+        let result = self
+            .blocking(move |client| offsets::list_offsets(client, &partitions, spec, timeout))
             .await
             .map_err(|source| AdminError::Task {
                 request: "ListOffsets",
                 source,
-            })?
+            })
+            .and_then(|r| r);
+        self.settle(Request::ListOffsets, result)
     }
 
     /// Every consumer group with its state and member count; `partial` when some broker did
     /// not answer.
     pub async fn groups(&self, timeout: Duration) -> Result<(Vec<GroupSummary>, bool), AdminError> {
-        self.blocking(move |client| groups::list_groups(client, timeout))
+        let result = self
+            .blocking(move |client| groups::list_groups(client, timeout))
             .await
             .map_err(|source| AdminError::Task {
                 request: "ListGroups",
                 source,
-            })?
+            })
+            .and_then(|r| r);
+        self.settle(Request::ListGroups, result)
     }
 
     /// The offsets `group` committed.
@@ -178,23 +256,29 @@ impl Admin {
         group: String,
         timeout: Duration,
     ) -> Result<Vec<CommittedOffset>, AdminError> {
-        self.blocking(move |client| groups::committed_offsets(client, &group, timeout))
+        let result = self
+            .blocking(move |client| groups::committed_offsets(client, &group, timeout))
             .await
             .map_err(|source| AdminError::Task {
                 request: "ListConsumerGroupOffsets",
                 source,
-            })?
+            })
+            .and_then(|r| r);
+        self.settle(Request::OffsetFetch, result)
     }
 
     /// DescribeCluster: every broker with its rack. Not every cluster answers it (librdkafka's
     /// mock does not), so callers treat a failure as "racks unknown".
     pub async fn describe(&self, timeout: Duration) -> Result<ClusterDescription, AdminError> {
-        self.blocking(move |client| native::describe_cluster(client, timeout))
+        let result = self
+            .blocking(move |client| native::describe_cluster(client, timeout))
             .await
             .map_err(|source| AdminError::Task {
                 request: "DescribeCluster",
                 source,
-            })?
+            })
+            .and_then(|r| r);
+        self.settle(Request::DescribeCluster, result)
     }
 
     /// The id of `topic` (DescribeTopics), where the cluster reports one.
@@ -204,12 +288,15 @@ impl Admin {
         timeout: Duration,
     ) -> Result<Option<u128>, AdminError> {
         let topic = topic.to_owned();
-        self.blocking(move |client| native::topic_id(client, &topic, timeout))
+        let result = self
+            .blocking(move |client| native::topic_id(client, &topic, timeout))
             .await
             .map_err(|source| AdminError::Task {
                 request: "DescribeTopics",
                 source,
-            })?
+            })
+            .and_then(|r| r);
+        self.settle(Request::DescribeTopics, result)
     }
 
     /// Creates the heartbeat topic as `plan` says; an existing topic counts as success.
@@ -228,7 +315,7 @@ impl Admin {
                 plan.retention.as_millis().to_string(),
             )],
         };
-        let code = self
+        let result = self
             .blocking(move |client| native::create_topic(client, &new_topic, timeout))
             .await
             .map_err(|source| {
@@ -236,12 +323,13 @@ impl Admin {
                     request: "CreateTopics",
                     source,
                 })
-            })?
-            .map_err(CreateTopicError::Request)?;
-        match code {
-            None | Some(RDKafkaErrorCode::TopicAlreadyExists) => Ok(()),
-            Some(code) => Err(create_error(topic, plan, code)),
-        }
+            })
+            .and_then(|r| r.map_err(CreateTopicError::Request))
+            .and_then(|code| match code {
+                None | Some(RDKafkaErrorCode::TopicAlreadyExists) => Ok(()),
+                Some(code) => Err(create_error(topic, plan, code)),
+            });
+        self.settle(Request::CreateTopic, result)
     }
 }
 

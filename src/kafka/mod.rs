@@ -9,6 +9,7 @@
 //! own metadata refresh at the agent's metadata interval.
 
 pub mod admin;
+pub mod error_codes;
 pub mod metadata;
 pub mod native;
 pub mod producer;

@@ -32,10 +32,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const RECORD_WAIT: Duration = Duration::from_secs(5);
 /// Committed offsets of this many groups are asked for at once.
 const GROUPS_AT_ONCE: usize = 8;
-/// Series per group (members), per group and topic (lag summed), per group partition (lag,
-/// offset, lag in seconds).
-const SERIES_PER_GROUP: usize = 1;
-const SERIES_PER_TOPIC: usize = 1;
+/// Series per group (members, and its state among the five always reported; a group in a
+/// sixth state has one more), per group and topic (lag and offsets summed), per group
+/// partition (lag, offset, lag in seconds).
+const SERIES_PER_GROUP: usize = 1 + crate::events::groups::STATE_SERIES;
+const SERIES_PER_TOPIC: usize = 2;
 const SERIES_PER_PARTITION: usize = 3;
 
 /// Groups of cc-heartbeat's own clients (they never join or commit, but are never reported).
@@ -255,14 +256,14 @@ impl Probe for GroupsProbe {
         }
         let seconds = self.lag_seconds(wanted.into_iter().collect()).await;
 
-        let members: BTreeMap<&str, usize> = watched
-            .iter()
-            .map(|g| (g.name.as_str(), g.members))
-            .collect();
+        let described: BTreeMap<&str, &GroupSummary> =
+            watched.iter().map(|g| (g.name.as_str(), g)).collect();
         let mut groups = BTreeMap::new();
         for (name, offsets) in &committed {
+            let summary = described.get(name.as_str());
             let mut state = GroupState {
-                members: members.get(name.as_str()).copied().unwrap_or(0),
+                members: summary.map_or(0, |g| g.members),
+                state: summary.map(|g| g.state.clone()).unwrap_or_default(),
                 partitions: BTreeMap::new(),
             };
             for o in offsets {
@@ -340,11 +341,11 @@ mod tests {
     }
 
     #[test]
-    fn a_group_costs_its_members_a_sum_per_topic_and_three_series_per_partition() {
-        // 1 + 1 + 3·2 = 8 series; a second topic adds 1 + 3.
-        assert_eq!(series_of(&offsets("t", 2)), 8);
+    fn a_group_costs_members_and_states_two_sums_per_topic_and_three_series_per_partition() {
+        // (1 + 5) + 2 + 3·2 = 14 series; a second topic adds 2 + 3.
+        assert_eq!(series_of(&offsets("t", 2)), 14);
         let mut two = offsets("t", 2);
         two.extend(offsets("u", 1));
-        assert_eq!(series_of(&two), 12);
+        assert_eq!(series_of(&two), 19);
     }
 }

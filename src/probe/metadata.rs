@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::{Probe, Schedule, Wake};
+use crate::error::{Chain, ErrorKind};
 use crate::events::metadata::{
     ClusterViewed, DescribeFailed, RacksLearned, TopicBack, TopicMissing,
 };
@@ -46,6 +47,8 @@ pub struct MetadataParts {
     pub ready: Option<Latch>,
     /// Unmet while the heartbeat topic is missing.
     pub topic_ready: Option<Condition>,
+    /// Unmet, with why, while metadata requests fail.
+    pub usable: Option<Condition>,
     /// Wakes the topic probe to create a missing topic; `None` when it must not.
     pub create_topic: Option<Wake>,
     /// Wakes the broker probe when the brokers change (new ones are probed at once).
@@ -61,6 +64,7 @@ pub struct MetadataWatch {
     instruments: Instruments,
     ready: Option<Latch>,
     topic_ready: Option<Condition>,
+    usable: Option<Condition>,
     create_topic: Option<Wake>,
     brokers_changed: Option<Wake>,
     /// Refreshes left before DescribeCluster, and DescribeTopics, are tried again.
@@ -84,6 +88,7 @@ impl MetadataWatch {
             instruments: parts.instruments,
             ready: parts.ready,
             topic_ready: parts.topic_ready,
+            usable: parts.usable,
             create_topic: parts.create_topic,
             brokers_changed: parts.brokers_changed,
             describe_skip: 0,
@@ -273,7 +278,25 @@ impl Probe for MetadataWatch {
     /// Cancel-safe: a round cut while DescribeCluster runs has published the metadata; the
     /// racks wait for the next round.
     async fn probe_once(&mut self) -> Result<Arc<ClusterView>, MetadataError> {
-        let fetched = self.admin.metadata(&self.topic, METADATA_TIMEOUT).await?;
+        let fetched = match self.admin.metadata(&self.topic, METADATA_TIMEOUT).await {
+            Ok(fetched) => {
+                if let Some(c) = &mut self.usable {
+                    c.met();
+                }
+                fetched
+            }
+            Err(error) => {
+                if let Some(c) = &mut self.usable {
+                    c.unmet(format!(
+                        "{}: the cluster cannot be used, its metadata requests fail ({}: {})",
+                        self.cluster,
+                        ErrorKind::of(&error),
+                        Chain(&error)
+                    ));
+                }
+                return Err(error);
+            }
+        };
         // Racks known so far carry over; DescribeCluster may refine them after.
         let racks = self.view.borrow().racks();
         let view = self.publish(fetched.with_racks(&racks));

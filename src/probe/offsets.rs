@@ -24,9 +24,9 @@ use crate::telemetry::{ClusterAttributes, Instruments};
 /// Bound on each request of a round.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Series per partition (current and oldest offset, replicas, in-sync replicas) and per topic
-/// (its partition count).
+/// (its partitions, and those offline).
 const SERIES_PER_PARTITION: usize = 4;
-const SERIES_PER_TOPIC: usize = 1;
+const SERIES_PER_TOPIC: usize = 2;
 
 /// Why a round could not read the offsets.
 #[derive(Debug, thiserror::Error)]
@@ -231,10 +231,10 @@ mod tests {
 
     #[test]
     fn the_cap_keeps_whole_topics_in_name_order_and_counts_the_rest() {
-        // 1 + 4·2 = 9 series per topic.
+        // 2 + 4·2 = 10 series per topic (partitions and offline partitions, four per partition).
         let all = vec![topic("c", 2), topic("a", 2), topic("b", 2)];
         let capped = choose(all, &filter(&[], &[]), 20);
         assert_eq!(names(&capped.kept), ["a", "b"]);
-        assert_eq!((capped.left_out, capped.series), (1, 9));
+        assert_eq!((capped.left_out, capped.series), (1, 10));
     }
 }

@@ -17,6 +17,7 @@ use super::offsets::{OffsetsParts, OffsetsProbe};
 use super::schema_registry::{RegistryParts, RegistryProbe};
 use super::topic::{TopicParts, TopicProbe};
 use crate::config::{ChecksConfig, ClusterConfig, HeartbeatConfig};
+use crate::events::cluster::ClusterRequests;
 use crate::health::{Condition, Latch};
 use crate::kafka::ClientTiming;
 use crate::kafka::metadata::ClusterView;
@@ -31,6 +32,8 @@ pub struct Hooks {
     pub metadata_ready: Option<Latch>,
     /// Unmet while the heartbeat topic is missing.
     pub topic_ready: Option<Condition>,
+    /// Unmet while the cluster's metadata requests fail.
+    pub cluster_usable: Option<Condition>,
     /// Released on the first own heartbeat consumed back.
     pub first_round_trip: Option<Latch>,
     /// Receives every heartbeat observation.
@@ -77,8 +80,9 @@ pub struct Settings<'a> {
 impl ProbeSet {
     /// Builds and wires every probe of `s.cluster` on its `clients` (which the caller serves).
     pub fn new(s: Settings<'_>, clients: HeartbeatClients, hooks: Hooks) -> Self {
-        let admin = clients.admin();
         let labels = ClusterLabels::of(s.cluster);
+        let requests = ClusterRequests::new(labels.clone(), s.instruments.clone());
+        let admin = clients.admin().observed(Arc::new(requests.clone()));
         let (view_tx, view) = watch::channel(Arc::new(ClusterView::unknown()));
         let wakes = Wakes::default();
         let metadata = MetadataWatch::new(MetadataParts {
@@ -90,6 +94,7 @@ impl ProbeSet {
             instruments: s.instruments.clone(),
             ready: hooks.metadata_ready,
             topic_ready: hooks.topic_ready,
+            usable: hooks.cluster_usable,
             create_topic: s.heartbeat.create_topic.then(|| wakes.create_topic.clone()),
             brokers_changed: Some(wakes.brokers.clone()),
         });
@@ -151,6 +156,7 @@ impl ProbeSet {
                 refresh: wakes.refresh.clone(),
                 tap: hooks.tap,
                 first_round_trip: hooks.first_round_trip,
+                requests,
             },
             clients,
         );

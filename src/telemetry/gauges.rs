@@ -61,6 +61,26 @@ pub(super) fn register(
             },
         ),
         observable(
+            name::BROKERS,
+            "{broker}",
+            "Brokers in the latest metadata (the kafkametricsreceiver's name for kafka.cluster.brokers).",
+            |c, observe| {
+                if let Some(n) = c.brokers {
+                    observe(n, &c.attrs);
+                }
+            },
+        ),
+        observable(
+            name::CLUSTER_UP,
+            "{cluster}",
+            "1 while the agent can use the cluster (its last metadata request succeeded), 0 from the first failure on; kafka.cluster.requests says why.",
+            |c, observe| {
+                if let Some((attrs, up)) = &c.cluster_up {
+                    observe(i64::from(*up), attrs);
+                }
+            },
+        ),
+        observable(
             name::BROKER_CONTROLLER,
             "{broker}",
             "1 on the broker the cluster reports as controller, 0 on the others (on KRaft clusters the reported controller is any live broker).",
@@ -129,8 +149,18 @@ pub(super) fn register(
             "{partition}",
             "Partitions of the topic.",
             |c, observe| {
-                for (attrs, n) in &c.topics {
-                    observe(*n, attrs);
+                for t in &c.topics {
+                    observe(t.partitions, &t.attrs);
+                }
+            },
+        ),
+        observable(
+            name::TOPIC_PARTITIONS_OFFLINE,
+            "{partition}",
+            "Partitions of the topic without a leader: they can be neither written nor read.",
+            |c, observe| {
+                for t in &c.topics {
+                    observe(t.offline, &t.attrs);
                 }
             },
         ),
@@ -159,8 +189,28 @@ pub(super) fn register(
             "{message}",
             "Lag of the group summed over the topic's partitions.",
             |c, observe| {
-                for (attrs, n) in &c.group_topics {
-                    observe(*n, attrs);
+                for t in &c.group_topics {
+                    observe(t.lag_sum, &t.attrs);
+                }
+            },
+        ),
+        observable(
+            name::GROUP_OFFSET_SUM,
+            "{message}",
+            "Offsets the group committed, summed over the topic's partitions.",
+            |c, observe| {
+                for t in &c.group_topics {
+                    observe(t.offset_sum, &t.attrs);
+                }
+            },
+        ),
+        observable(
+            name::GROUP_STATE,
+            "{group}",
+            "1 for the group's current state (state: Stable, Empty, PreparingRebalance, CompletingRebalance, Dead, …), 0 for the others.",
+            |c, observe| {
+                for (attrs, is) in &c.group_states {
+                    observe(*is, attrs);
                 }
             },
         ),
@@ -215,6 +265,23 @@ pub(crate) struct PartitionPoint {
     pub in_sync: i64,
 }
 
+/// One topic's partition counts, with its attributes.
+#[derive(Clone, Debug)]
+pub(crate) struct TopicPoint {
+    pub attrs: Vec<KeyValue>,
+    pub partitions: i64,
+    /// Partitions without a leader.
+    pub offline: i64,
+}
+
+/// One group's lag and committed offsets summed over a topic's partitions.
+#[derive(Clone, Debug)]
+pub(crate) struct GroupTopicPoint {
+    pub attrs: Vec<KeyValue>,
+    pub lag_sum: i64,
+    pub offset_sum: i64,
+}
+
 /// One partition's committed offset and lag for one group, with its attributes.
 #[derive(Clone, Debug)]
 pub(crate) struct GroupPartitionPoint {
@@ -227,10 +294,12 @@ pub(crate) struct GroupPartitionPoint {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct GroupRound {
     pub partitions: Vec<GroupPartitionPoint>,
-    /// Lag summed per group and topic.
-    pub topics: Vec<(Vec<KeyValue>, i64)>,
+    /// Lag and committed offsets summed per group and topic.
+    pub topics: Vec<GroupTopicPoint>,
     /// Members per group.
     pub groups: Vec<(Vec<KeyValue>, i64)>,
+    /// Per group and state: 1 for the current state, 0 for the others.
+    pub states: Vec<(Vec<KeyValue>, i64)>,
     /// Lag in seconds per group partition, where measured.
     pub lag_seconds: Vec<(Vec<KeyValue>, f64)>,
 }
@@ -240,13 +309,16 @@ pub(crate) struct GroupRound {
 pub(super) struct ClusterGauges {
     pub(super) registry_up: Option<(Vec<KeyValue>, bool)>,
     pub(super) group_partitions: Vec<GroupPartitionPoint>,
-    pub(super) group_topics: Vec<(Vec<KeyValue>, i64)>,
+    pub(super) group_topics: Vec<GroupTopicPoint>,
     pub(super) groups: Vec<(Vec<KeyValue>, i64)>,
+    pub(super) group_states: Vec<(Vec<KeyValue>, i64)>,
     pub(super) group_lag_seconds: Vec<(Vec<KeyValue>, f64)>,
     pub(super) partitions: Vec<PartitionPoint>,
-    pub(super) topics: Vec<(Vec<KeyValue>, i64)>,
+    pub(super) topics: Vec<TopicPoint>,
     /// Per check: series left out by its cap.
     pub(super) dropped: BTreeMap<&'static str, (Vec<KeyValue>, i64)>,
+    /// Whether the last metadata request succeeded, with the cluster's configured attributes.
+    pub(super) cluster_up: Option<(Vec<KeyValue>, bool)>,
     /// Cluster attributes every cluster-level point carries.
     pub(super) attrs: Vec<KeyValue>,
     pub(super) brokers: Option<i64>,

@@ -7,113 +7,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider as _, ObservableGauge};
+use opentelemetry::metrics::{
+    Counter, Histogram, Meter, MeterProvider as _, ObservableCounter, ObservableGauge,
+};
 
+use super::export::stats::ExportStats;
 use super::gauges::{self, GaugeBoard};
-pub(crate) use super::gauges::{GroupPartitionPoint, GroupRound, PartitionPoint};
+pub(crate) use super::gauges::{
+    GroupPartitionPoint, GroupRound, GroupTopicPoint, PartitionPoint, TopicPoint,
+};
 use crate::config::DEFAULT_HISTOGRAM_BOUNDARIES;
 
-/// Metric names (design.md, "Decided: metric contract").
-pub mod name {
-    pub const PRODUCE_DURATION: &str = "kafka.heartbeat.produce.duration";
-    pub const END_TO_END_DURATION: &str = "kafka.heartbeat.end_to_end.duration";
-    pub const MESSAGES_SENT: &str = "kafka.heartbeat.messages.sent";
-    pub const MESSAGES_RECEIVED: &str = "kafka.heartbeat.messages.received";
-    pub const MESSAGES_LOST: &str = "kafka.heartbeat.messages.lost";
-    pub const MESSAGES_DUPLICATED: &str = "kafka.heartbeat.messages.duplicated";
-    pub const MESSAGES_OUT_OF_ORDER: &str = "kafka.heartbeat.messages.out_of_order";
-    pub const MESSAGES_AMBIGUOUS: &str = "kafka.heartbeat.messages.ambiguous";
-    pub const TOPIC_RECREATIONS: &str = "kafka.heartbeat.topic.recreations";
-    /// Messages on the heartbeat topic that this agent did not send, or could not decode.
-    pub const MESSAGES_SKIPPED: &str = "kafka.heartbeat.messages.skipped";
-    pub const BROKER_CONNECTION_DURATION: &str = "kafka.broker.connection.duration";
-    pub const BROKER_CONNECTION_CHECKS: &str = "kafka.broker.connection.checks";
-    pub const BROKER_UP: &str = "kafka.broker.up";
-    pub const CLUSTER_BROKERS: &str = "kafka.cluster.brokers";
-    pub const BROKER_CONTROLLER: &str = "kafka.broker.controller";
-    pub const HEARTBEAT_LEADER_BROKERS: &str = "kafka.heartbeat.leader.brokers";
-    // The OpenTelemetry Collector kafkametricsreceiver's names, so its dashboards work.
-    pub const PARTITION_CURRENT_OFFSET: &str = "kafka.partition.current_offset";
-    pub const PARTITION_OLDEST_OFFSET: &str = "kafka.partition.oldest_offset";
-    pub const PARTITION_REPLICAS: &str = "kafka.partition.replicas";
-    pub const PARTITION_REPLICAS_IN_SYNC: &str = "kafka.partition.replicas_in_sync";
-    pub const TOPIC_PARTITIONS: &str = "kafka.topic.partitions";
-    pub const GROUP_LAG: &str = "kafka.consumer_group.lag";
-    pub const GROUP_LAG_SUM: &str = "kafka.consumer_group.lag_sum";
-    pub const GROUP_OFFSET: &str = "kafka.consumer_group.offset";
-    pub const GROUP_MEMBERS: &str = "kafka.consumer_group.members";
-    pub const GROUP_LAG_DURATION: &str = "kafka.consumer_group.lag.duration";
-    pub const REGISTRY_CONNECTION_DURATION: &str = "schema_registry.connection.duration";
-    pub const REGISTRY_CHECKS: &str = "schema_registry.checks";
-    pub const REGISTRY_UP: &str = "schema_registry.up";
-    /// Series a check left out because of its `max_series` cap.
-    pub const SERIES_DROPPED: &str = "cc_heartbeat.series.dropped";
-}
-
-/// Attribute keys.
-pub mod attr {
-    pub const CLUSTER_ID: &str = "kafka.cluster.id";
-    pub const CLUSTER_NAME: &str = "kafka.cluster.name";
-    pub const PARTITION: &str = "messaging.destination.partition.id";
-    pub const MESSAGING_SYSTEM: &str = "messaging.system";
-    pub const DESTINATION_NAME: &str = "messaging.destination.name";
-    pub const BROKER_ID: &str = "kafka.broker.id";
-    pub const BROKER_RACK: &str = "kafka.broker.rack";
-    pub const SERVER_ADDRESS: &str = "server.address";
-    pub const SERVER_PORT: &str = "server.port";
-    pub const CONNECTION_STAGE: &str = "kafka.connection.stage";
-    pub const ERROR_TYPE: &str = "error.type";
-    /// Why a message was skipped: see [`super::SkipReason`].
-    pub const REASON: &str = "cc_heartbeat.skip.reason";
-    /// The kafkametricsreceiver's keys: topic name, partition as an integer.
-    pub const KMR_TOPIC: &str = "topic";
-    pub const KMR_PARTITION: &str = "partition";
-    pub const KMR_GROUP: &str = "group";
-    pub const REGISTRY_NAME: &str = "schema_registry.name";
-    pub const REGISTRY_STAGE: &str = "schema_registry.stage";
-    /// Which check a dropped-series count is of.
-    pub const CHECK: &str = "cc_heartbeat.check";
-}
-
-/// Why a consumed message was not counted as one of this agent's heartbeats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SkipReason {
-    /// A well-formed heartbeat of another agent (or an earlier run of this one).
-    Foreign,
-    /// Not a heartbeat payload at all.
-    Undecodable,
-    /// This run's heartbeat, but older than the bookkeeping window remembers.
-    Stale,
-    /// This run's heartbeat, found in a partition other than the one it was sent to.
-    Misplaced,
-    /// A heartbeat of a later payload version (an upgraded agent shares the topic).
-    NewerVersion,
-    /// This run's heartbeat, the same record read a second time (the consumer fetched it
-    /// again, as it may after a leader change): the topic holds it once.
-    Reread,
-}
-
-impl SkipReason {
-    pub const ALL: [SkipReason; 6] = [
-        Self::Foreign,
-        Self::Undecodable,
-        Self::Stale,
-        Self::Misplaced,
-        Self::NewerVersion,
-        Self::Reread,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Foreign => "foreign",
-            Self::Undecodable => "undecodable",
-            Self::Stale => "stale",
-            Self::Misplaced => "misplaced",
-            Self::NewerVersion => "newer_version",
-            Self::Reread => "reread",
-        }
-    }
-}
+pub use super::names::{SkipReason, attr, name};
 
 /// Every instrument of the agent, created once and shared by all probes.
 #[derive(Clone, Debug)]
@@ -132,15 +37,82 @@ pub struct Instruments {
     connection_checks: Counter<u64>,
     registry_duration: Histogram<f64>,
     registry_checks: Counter<u64>,
+    cluster_requests: Counter<u64>,
     /// Values of the observable gauges, written through events, read at each export.
     gauges: Arc<GaugeBoard>,
     /// Keeps the observable gauges' callbacks registered.
     _observable: Arc<Vec<ObservableGauge<i64>>>,
     _observable_seconds: Arc<ObservableGauge<f64>>,
+    _own: Arc<OwnInstruments>,
+}
+
+/// The agent's own instruments, kept registered: which build runs, and how its exports fare.
+#[derive(Debug)]
+struct OwnInstruments {
+    _build_info: ObservableGauge<i64>,
+    _batches: ObservableCounter<u64>,
+    _rejected: ObservableCounter<u64>,
+    _held: ObservableGauge<i64>,
+}
+
+impl OwnInstruments {
+    fn new(meter: &Meter, stats: &Arc<ExportStats>) -> Self {
+        let build = [
+            KeyValue::new(attr::SERVICE_VERSION, super::SERVICE_VERSION),
+            KeyValue::new(attr::VCS_REVISION, super::VCS_REVISION),
+        ];
+        let batches = Arc::clone(stats);
+        let rejected = Arc::clone(stats);
+        let held = Arc::clone(stats);
+        Self {
+            _build_info: meter
+                .i64_observable_gauge(name::BUILD_INFO)
+                .with_unit("{build}")
+                .with_description("1, with the version and commit of the running agent.")
+                .with_callback(move |observer| observer.observe(1, &build))
+                .build(),
+            _batches: meter
+                .u64_observable_counter(name::EXPORT_BATCHES)
+                .with_unit("{batch}")
+                .with_description("OTLP export requests by signal and outcome (error.type on failure).")
+                .with_callback(move |observer| {
+                    for (signal, error, n) in batches.batches() {
+                        let mut attrs = vec![KeyValue::new(attr::OTEL_SIGNAL, signal.as_str())];
+                        if let Some(error) = error {
+                            attrs.push(KeyValue::new(attr::ERROR_TYPE, error));
+                        }
+                        observer.observe(n, &attrs);
+                    }
+                })
+                .build(),
+            _rejected: meter
+                .u64_observable_counter(name::EXPORT_POINTS_REJECTED)
+                .with_unit("{point}")
+                .with_description("Points the receiver refused (partial success, a permanent error) or the full delta buffer dropped.")
+                .with_callback(move |observer| {
+                    for (signal, n) in rejected.rejected() {
+                        observer.observe(n, &[KeyValue::new(attr::OTEL_SIGNAL, signal.as_str())]);
+                    }
+                })
+                .build(),
+            _held: meter
+                .i64_observable_gauge(name::EXPORT_BATCHES_HELD)
+                .with_unit("{batch}")
+                .with_description("Delta export requests held while the collector is away (export.otlp.delta_buffer).")
+                .with_callback(move |observer| {
+                    observer.observe(
+                        held.held(),
+                        &[KeyValue::new(attr::OTEL_SIGNAL, super::export::stats::Signal::Metrics.as_str())],
+                    );
+                })
+                .build(),
+        }
+    }
 }
 
 impl Instruments {
-    pub fn new(meter: &Meter) -> Self {
+    pub(crate) fn new(meter: &Meter, stats: &Arc<ExportStats>) -> Self {
+        let own = OwnInstruments::new(meter, stats);
         let gauges = Arc::new(GaugeBoard::default());
         let (observable_gauges, lag_seconds) = gauges::register(meter, &gauges);
         let seconds = |name: &'static str, description: &'static str| {
@@ -219,9 +191,17 @@ impl Instruments {
                 .with_unit("{check}")
                 .with_description("Schema Registry probes run, by outcome (error.type on failure).")
                 .build(),
+            cluster_requests: meter
+                .u64_counter(name::CLUSTER_REQUESTS)
+                .with_unit("{request}")
+                .with_description(
+                    "Metadata and admin requests to the cluster by kafka.request and outcome (error.type, and kafka.error.code where the broker gave one, on failure); fetch counts the heartbeat consumer's refused fetches.",
+                )
+                .build(),
             gauges,
             _observable: Arc::new(observable_gauges),
             _observable_seconds: Arc::new(lag_seconds),
+            _own: Arc::new(own),
         }
     }
 
@@ -229,7 +209,10 @@ impl Instruments {
     /// found on the terminal instead.
     pub fn unexported() -> Self {
         let provider = opentelemetry::metrics::noop::NoopMeterProvider::new();
-        Self::new(&provider.meter(crate::telemetry::SERVICE_NAME))
+        Self::new(
+            &provider.meter(crate::telemetry::SERVICE_NAME),
+            &Arc::default(),
+        )
     }
 
     // === heartbeat ===
@@ -336,7 +319,7 @@ impl Instruments {
         &self,
         cluster: &str,
         partitions: Vec<PartitionPoint>,
-        topics: Vec<(Vec<KeyValue>, i64)>,
+        topics: Vec<TopicPoint>,
     ) {
         self.gauges.update(cluster, |g| {
             g.partitions = partitions;
@@ -350,6 +333,7 @@ impl Instruments {
             g.group_partitions = round.partitions;
             g.group_topics = round.topics;
             g.groups = round.groups;
+            g.group_states = round.states;
             g.group_lag_seconds = round.lag_seconds;
         });
     }
@@ -368,6 +352,18 @@ impl Instruments {
     }
 
     // === cluster ===
+
+    /// Counts one request to the cluster (`attrs`: the cluster's, `kafka.request`, and on
+    /// failure `error.type` and `kafka.error.code`).
+    pub(crate) fn count_cluster_request(&self, attrs: &[KeyValue]) {
+        self.cluster_requests.add(1, attrs);
+    }
+
+    /// Sets whether the agent can use the cluster: its last metadata request succeeded.
+    pub(crate) fn set_cluster_up(&self, cluster: &str, attrs: Vec<KeyValue>, up: bool) {
+        self.gauges
+            .update(cluster, |g| g.cluster_up = Some((attrs, up)));
+    }
 
     pub(crate) fn set_cluster(&self, cluster: &str, gauges: ClusterLevel) {
         self.gauges.update(cluster, |g| {
@@ -418,6 +414,11 @@ impl ClusterLabels {
 
     pub fn of(cluster: &crate::config::ClusterConfig) -> Self {
         Self::new(&cluster.name, &cluster.labels)
+    }
+
+    /// `kafka.cluster.name` and the configured labels.
+    pub fn attrs(&self) -> &[KeyValue] {
+        &self.attrs
     }
 
     /// The configured name (logs, and the key of the cluster's gauges).

@@ -1,10 +1,11 @@
 //! Everything OpenTelemetry: the resource, the meter provider and its OTLP reader, the
 //! instruments, and the log subscriber.
 
-mod export;
+pub(crate) mod export;
 mod gauges;
 pub mod instruments;
 pub mod logging;
+mod names;
 
 use std::time::Duration;
 
@@ -24,6 +25,8 @@ use crate::error::BuildError;
 
 pub const SERVICE_NAME: &str = "cc-heartbeat";
 pub const SERVICE_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit the agent was built from (build.rs), or `unknown`.
+pub const VCS_REVISION: &str = env!("CC_HEARTBEAT_VCS_REVISION");
 
 /// Who this agent is: exported as the resource, and written into every heartbeat.
 #[derive(Clone, Debug)]
@@ -140,8 +143,9 @@ impl Telemetry {
                 })?
             });
         }
+        let stats = std::sync::Arc::new(export::stats::ExportStats::default());
         if otlp.enabled {
-            let exporter = export::OtlpExporter::new(otlp)?;
+            let exporter = export::OtlpExporter::new(otlp, std::sync::Arc::clone(&stats))?;
             let reader = PeriodicReader::builder(exporter)
                 .with_interval(otlp.interval)
                 .build();
@@ -161,19 +165,26 @@ impl Telemetry {
         } else {
             None
         };
-        let mut telemetry = Self::from_provider(configure(builder).build());
+        let mut telemetry = Self::with_stats(configure(builder).build(), &stats);
         telemetry.prometheus = registry;
         Ok(telemetry)
     }
 
     /// Wraps an existing provider (tests build one with an in-memory reader).
     pub fn from_provider(provider: SdkMeterProvider) -> Self {
+        Self::with_stats(provider, &std::sync::Arc::default())
+    }
+
+    fn with_stats(
+        provider: SdkMeterProvider,
+        stats: &std::sync::Arc<export::stats::ExportStats>,
+    ) -> Self {
         let meter = provider.meter_with_scope(
             opentelemetry::InstrumentationScope::builder(SERVICE_NAME)
                 .with_version(SERVICE_VERSION)
                 .build(),
         );
-        let instruments = Instruments::new(&meter);
+        let instruments = Instruments::new(&meter, stats);
         Self {
             provider,
             instruments,

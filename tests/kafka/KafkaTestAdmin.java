@@ -23,6 +23,7 @@
 //   commit GROUP TOPIC PARTITION OFFSET   (an offset commit of a group with no members)
 //   delete-records TOPIC PARTITION OFFSET (moves the log start up to OFFSET)
 //   witness TOPIC INSTANCE                -> ok RECORDS PARTITION:SEQ ... (INSTANCE's heartbeats)
+//   errors                                -> ok CODE:NAME ... (the protocol's error codes)
 import java.io.BufferedReader;
 import java.io.InputStreamReader;
 import java.nio.charset.StandardCharsets;
@@ -128,6 +129,10 @@ public final class KafkaTestAdmin {
 
     private String run(String[] w) throws Exception {
         switch (w[0]) {
+            case "errors":
+                return Arrays.stream(org.apache.kafka.common.protocol.Errors.values())
+                        .map(e -> " " + e.code() + ":" + e.name())
+                        .collect(Collectors.joining());
             case "ping":
                 return "";
             case "create-topic": {

@@ -1,23 +1,101 @@
-//! An OTLP/gRPC metrics receiver (tonic, opentelemetry-proto): it decodes exactly what the
-//! agent sends over a real socket and keeps every request.
+//! An OTLP metrics receiver, over gRPC (tonic, opentelemetry-proto) or HTTP/protobuf (axum):
+//! it decodes exactly what the agent sends over a real socket, keeps every request with the
+//! time it came, and answers as the test says: accept, accept but refuse some points (partial
+//! success), refuse for good, or ask the sender to wait (`RetryInfo`, `Retry-After`).
 
+use std::io::Read as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{Metric, NumberDataPoint, metric, number_data_point};
+use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Clone, Default)]
+/// How the receiver answers the next requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    Accept,
+    /// Takes the request but says it refused `rejected` points.
+    PartlyRefuse {
+        rejected: i64,
+        message: String,
+    },
+    /// Refuses it for good: gRPC INVALID_ARGUMENT, HTTP 400.
+    Refuse,
+    /// Asks the sender to wait: gRPC RESOURCE_EXHAUSTED with a RetryInfo, HTTP 429 with
+    /// Retry-After.
+    Throttle {
+        seconds: u64,
+    },
+}
+
+#[derive(Clone)]
 struct Recorder {
-    requests: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
+    requests: Arc<Mutex<Vec<(Instant, ExportMetricsServiceRequest)>>>,
     headers: Arc<Mutex<Vec<tonic::metadata::MetadataMap>>>,
+    answer: Arc<Mutex<Answer>>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self {
+            requests: Arc::default(),
+            headers: Arc::default(),
+            answer: Arc::new(Mutex::new(Answer::Accept)),
+        }
+    }
+}
+
+impl Recorder {
+    fn record(&self, request: ExportMetricsServiceRequest) -> Answer {
+        self.requests
+            .lock()
+            .unwrap()
+            .push((Instant::now(), request));
+        self.answer.lock().unwrap().clone()
+    }
+}
+
+fn partial(rejected: i64, message: &str) -> ExportMetricsServiceResponse {
+    ExportMetricsServiceResponse {
+        partial_success: Some(ExportMetricsPartialSuccess {
+            rejected_data_points: rejected,
+            error_message: message.to_owned(),
+        }),
+    }
+}
+
+/// A `google.rpc.Status` holding one `google.rpc.RetryInfo`, encoded field by field from the
+/// protobuf definitions (independently of the agent's decoder).
+fn retry_info_status(code: i32, seconds: u64) -> Vec<u8> {
+    use prost::encoding::{WireType, encode_key, encode_varint};
+    let field = |tag: u32, bytes: &[u8], out: &mut Vec<u8>| {
+        encode_key(tag, WireType::LengthDelimited, out);
+        encode_varint(bytes.len() as u64, out);
+        out.extend_from_slice(bytes);
+    };
+    let mut duration = Vec::new();
+    encode_key(1, WireType::Varint, &mut duration);
+    encode_varint(seconds, &mut duration);
+    let mut retry_info = Vec::new();
+    field(1, &duration, &mut retry_info);
+    let mut any = Vec::new();
+    field(1, b"type.googleapis.com/google.rpc.RetryInfo", &mut any);
+    field(2, &retry_info, &mut any);
+    let mut status = Vec::new();
+    encode_key(1, WireType::Varint, &mut status);
+    encode_varint(code as u64, &mut status);
+    field(2, b"slow down", &mut status);
+    field(3, &any, &mut status);
+    status
 }
 
 #[tonic::async_trait]
@@ -30,10 +108,59 @@ impl MetricsService for Recorder {
             .lock()
             .unwrap()
             .push(request.metadata().clone());
-        self.requests.lock().unwrap().push(request.into_inner());
-        Ok(tonic::Response::new(ExportMetricsServiceResponse {
-            partial_success: None,
-        }))
+        match self.record(request.into_inner()) {
+            Answer::Accept => Ok(tonic::Response::new(ExportMetricsServiceResponse {
+                partial_success: None,
+            })),
+            Answer::PartlyRefuse { rejected, message } => {
+                Ok(tonic::Response::new(partial(rejected, &message)))
+            }
+            Answer::Refuse => Err(tonic::Status::invalid_argument("malformed")),
+            Answer::Throttle { seconds } => Err(tonic::Status::with_details(
+                tonic::Code::ResourceExhausted,
+                "slow down",
+                retry_info_status(tonic::Code::ResourceExhausted as i32, seconds).into(),
+            )),
+        }
+    }
+}
+
+/// The HTTP receiver's handler: `POST /v1/metrics`, gzip or not.
+async fn http_export(
+    axum::extract::State(recorder): axum::extract::State<Recorder>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let mut bytes = body.to_vec();
+    if headers
+        .get("content-encoding")
+        .is_some_and(|v| v.as_bytes() == b"gzip")
+    {
+        let mut plain = Vec::new();
+        flate2::read::GzDecoder::new(bytes.as_slice())
+            .read_to_end(&mut plain)
+            .unwrap();
+        bytes = plain;
+    }
+    let request = ExportMetricsServiceRequest::decode(bytes.as_slice()).unwrap();
+    let protobuf = [("content-type", "application/x-protobuf")];
+    match recorder.record(request) {
+        Answer::Accept => (
+            protobuf,
+            ExportMetricsServiceResponse::default().encode_to_vec(),
+        )
+            .into_response(),
+        Answer::PartlyRefuse { rejected, message } => {
+            (protobuf, partial(rejected, &message).encode_to_vec()).into_response()
+        }
+        Answer::Refuse => (axum::http::StatusCode::BAD_REQUEST, "malformed").into_response(),
+        Answer::Throttle { seconds } => (
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", seconds.to_string())],
+            "slow down",
+        )
+            .into_response(),
     }
 }
 
@@ -41,10 +168,11 @@ pub struct OtlpReceiver {
     pub addr: SocketAddr,
     recorder: Recorder,
     stop: CancellationToken,
+    http: bool,
 }
 
 impl OtlpReceiver {
-    /// Listens on `127.0.0.1:port` (0 for any free port).
+    /// Listens for OTLP/gRPC on `127.0.0.1:port` (0 for any free port).
     pub async fn start(port: u16) -> Self {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
@@ -69,14 +197,54 @@ impl OtlpReceiver {
             addr,
             recorder,
             stop,
+            http: false,
+        }
+    }
+
+    /// Listens for OTLP/HTTP (protobuf) on a free port of 127.0.0.1.
+    pub async fn start_http() -> Self {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind OTLP/HTTP receiver");
+        let addr = listener.local_addr().unwrap();
+        let recorder = Recorder::default();
+        let stop = CancellationToken::new();
+        let app = axum::Router::new()
+            .route("/v1/metrics", axum::routing::post(http_export))
+            .with_state(recorder.clone());
+        let shutdown = stop.clone().cancelled_owned();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .expect("OTLP/HTTP receiver");
+        });
+        Self {
+            addr,
+            recorder,
+            stop,
+            http: true,
         }
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.http {
+            false => format!("http://{}", self.addr),
+            true => format!("http://{}/v1/metrics", self.addr),
+        }
+    }
+
+    /// How to answer from now on.
+    pub fn answer(&self, answer: Answer) {
+        *self.recorder.answer.lock().unwrap() = answer;
     }
 
     pub fn requests(&self) -> Vec<ExportMetricsServiceRequest> {
+        self.timed_requests().into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// Every request with the time it came.
+    pub fn timed_requests(&self) -> Vec<(Instant, ExportMetricsServiceRequest)> {
         self.recorder.requests.lock().unwrap().clone()
     }
 
@@ -89,6 +257,23 @@ impl Drop for OtlpReceiver {
     fn drop(&mut self) {
         self.stop.cancel();
     }
+}
+
+/// The longest gap between two requests that came after `since`.
+pub fn longest_gap(
+    requests: &[(Instant, ExportMetricsServiceRequest)],
+    since: Instant,
+) -> Duration {
+    let times: Vec<Instant> = requests
+        .iter()
+        .map(|(t, _)| *t)
+        .filter(|t| *t >= since)
+        .collect();
+    times
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default()
 }
 
 pub fn string_value(v: &Option<AnyValue>) -> Option<String> {
@@ -154,4 +339,25 @@ pub fn matches_filter(attrs: &[KeyValue], filter: &[(&str, &str)]) -> bool {
         (v, Some(found)) => found == v,
         (_, None) => false,
     })
+}
+
+/// The value of an integer gauge's points whose attributes match `filter`, with their
+/// attributes.
+pub fn gauge_points<'a>(
+    request: &'a ExportMetricsServiceRequest,
+    name: &str,
+    filter: &[(&str, &str)],
+) -> Vec<(i64, &'a [KeyValue])> {
+    let Some(metric) = find(request, name) else {
+        return Vec::new();
+    };
+    let Some(metric::Data::Gauge(gauge)) = &metric.data else {
+        panic!("{name} is not a gauge: {:?}", metric.data)
+    };
+    gauge
+        .data_points
+        .iter()
+        .filter(|p| matches_filter(&p.attributes, filter))
+        .map(|p| (number(p) as i64, p.attributes.as_slice()))
+        .collect()
 }

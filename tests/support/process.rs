@@ -120,6 +120,34 @@ impl AgentProcess {
         }
     }
 
+    /// Polls the agent's `/metrics` until `done` says yes; fails after `timeout`, showing the
+    /// last exposition and the agent's output.
+    pub async fn scrape_until(
+        &self,
+        http_port: u16,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&str) -> bool,
+    ) -> String {
+        let url = format!("http://127.0.0.1:{http_port}/metrics");
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let text = match http_get(&url).await {
+                Ok(response) => response.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if done(&text) {
+                return text;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: not within {timeout:?}:\n{text}\n{}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub async fn terminate(mut self, timeout: Duration) -> (ExitStatus, String) {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
@@ -187,4 +215,33 @@ pub async fn own_messages_on_topic(
     })
     .await
     .expect("count task")
+}
+
+/// The sum of the exposition's `metric` points whose label text contains `label` (every
+/// point of it when `label` is empty).
+pub fn sum_with(exposition: &str, metric: &str, label: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")) && l.contains(label))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// The sum of the exposition's `metric` points whose label text contains every one of
+/// `labels`.
+pub fn sum_matching(exposition: &str, metric: &str, labels: &[&str]) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")) && labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// Whether the exposition has a point of `metric` whose label text contains every one of
+/// `labels`, and its value.
+pub fn point_with(exposition: &str, metric: &str, labels: &[&str]) -> Option<f64> {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")) && labels.iter().all(|x| l.contains(x)))
+        .find_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
 }

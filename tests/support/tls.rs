@@ -10,7 +10,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-/// A CA and a server certificate it signed, written to a temporary directory.
+/// A CA, and a server and a client certificate it signed, written to a temporary directory.
 pub struct Certificates {
     dir: tempfile::TempDir,
     server_cert_pem: String,
@@ -37,8 +37,20 @@ impl Certificates {
             .signed_by(&server_key, &issuer)
             .unwrap();
 
+        let client_key = KeyPair::generate().unwrap();
+        let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        client_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "cc-heartbeat-agent");
+        let client_cert = client_params.signed_by(&client_key, &issuer).unwrap();
+
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).unwrap();
+        let write = |name: &str, pem: &str| std::fs::write(dir.path().join(name), pem).unwrap();
+        write("ca.pem", &ca_cert.pem());
+        write("server.pem", &server_cert.pem());
+        write("server-key.pem", &server_key.serialize_pem());
+        write("client.pem", &client_cert.pem());
+        write("client-key.pem", &client_key.serialize_pem());
         Self {
             dir,
             server_cert_pem: server_cert.pem(),
@@ -48,6 +60,12 @@ impl Certificates {
 
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
+    }
+
+    /// A PEM file of the directory: `server.pem`, `server-key.pem`, `client.pem` (a client
+    /// certificate the CA signed, for mTLS) or `client-key.pem`.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
     }
 
     /// The server's private key (PKCS#8) and certificate in one PEM file, as Kafka's

@@ -157,12 +157,50 @@ fn bad_configs_report_every_problem_with_its_key() {
             &[],
             &[
                 "export.otlp.compression (line 3): \"zip\" is not valid; expected one of: gzip, none",
-                "export.otlp.temporality (line 3): \"sometimes\" is not valid; expected one of: cumulative, delta",
+                "export.otlp.temporality (line 3): \"sometimes\" is not valid; expected one of: cumulative, delta, lowmemory",
                 "export.otlp.histogram (line 3): \"log\" is not valid; expected one of: explicit, exponential, explicit_bucket_histogram, base2_exponential_bucket_histogram",
                 "export.otlp.endpoint: \"localhost:4317\" is not an OTLP endpoint; expected a URL like http://collector:4317",
                 "http.listen (line 4): \"everywhere\" is not an address; expected ip:port like 0.0.0.0:8080",
                 "log.level (line 5): \"loud\" is not a log level; expected error, warn, info, debug, trace or off, or directives like info,librdkafka=debug",
                 "log.format (line 5): \"xml\" is not valid; expected one of: text, json",
+            ],
+        ),
+        (
+            "TLS files to the collector that are not there",
+            "clusters: [{name: a, bootstrap_servers: 'x:1'}]\nexport:\n  otlp:\n    endpoint: 'https://collector:4317'\n    tls: {ca_file: /nonexistent/ca.pem, cert_file: /nonexistent/agent.pem, key_file: Cargo.toml}\n",
+            &[],
+            &[
+                "export.otlp.tls.ca_file (line 5): file /nonexistent/ca.pem does not exist or is not a file",
+                "export.otlp.tls.cert_file (line 5): file /nonexistent/agent.pem does not exist or is not a file",
+            ],
+        ),
+        (
+            "half an mTLS pair to the collector",
+            "clusters: [{name: a, bootstrap_servers: 'x:1'}]\nexport:\n  otlp:\n    endpoint: 'https://collector:4317'\n    tls: {cert_file: Cargo.toml}\n",
+            &[],
+            &[
+                "export.otlp.tls.key_file: mTLS to the collector needs both cert_file and key_file (or OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY)",
+            ],
+        ),
+        (
+            "TLS settings on a plain-text endpoint",
+            "clusters: [{name: a, bootstrap_servers: 'x:1'}]\nexport:\n  otlp:\n    endpoint: 'http://collector:4317'\n    tls: {ca_file: Cargo.toml}\n",
+            &[],
+            &["export.otlp.tls: TLS settings need an https:// endpoint"],
+        ),
+        (
+            "OTEL TLS variables naming files that are not there",
+            MINIMAL,
+            &[
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem"),
+                (
+                    "OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY",
+                    "/nonexistent/key.pem",
+                ),
+            ],
+            &[
+                "OTEL_EXPORTER_OTLP_CERTIFICATE: file /nonexistent/ca.pem does not exist or is not a file",
+                "OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY: file /nonexistent/key.pem does not exist or is not a file",
             ],
         ),
         (

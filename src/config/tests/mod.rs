@@ -345,3 +345,45 @@ fn documented_paths_follow_indentation_and_comments() {
     let expected = ["a", "a.b", "a.c", "a.c.d", "a.c.e", "a.c.f", "g", "Text"];
     assert_eq!(paths, expected.iter().map(|s| s.to_string()).collect());
 }
+
+#[test]
+fn collector_tls_and_a_scheme_less_endpoint_come_from_the_standard_variables() {
+    let env = |vars: &'static [(&'static str, &'static str)]| {
+        from_str("t", MINIMAL, &env_of(vars)).unwrap().export.otlp
+    };
+    let secure = env(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", "Cargo.toml"),
+        (
+            "OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE",
+            "Cargo.toml",
+        ),
+        ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "Cargo.lock"),
+    ]);
+    assert_eq!(secure.endpoint, "https://collector:4317");
+    assert_eq!(
+        secure.tls,
+        OtlpTls {
+            ca_file: Some("Cargo.toml".into()),
+            cert_file: Some("Cargo.toml".into()),
+            key_file: Some("Cargo.lock".into()),
+        }
+    );
+    let insecure = env(&[
+        ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "collector:4317"),
+        ("OTEL_EXPORTER_OTLP_INSECURE", "true"),
+    ]);
+    assert_eq!(insecure.endpoint, "http://collector:4317");
+    assert_eq!(insecure.tls, OtlpTls::default());
+    // The file's key wins over the variable.
+    let file = from_str(
+        "t",
+        "clusters: [{name: a, bootstrap_servers: 'x:1'}]\nexport: {otlp: {endpoint: 'https://c:4317', tls: {ca_file: Cargo.lock}, temporality: lowmemory}}\n",
+        &env_of(&[("OTEL_EXPORTER_OTLP_CERTIFICATE", "Cargo.toml")]),
+    )
+    .unwrap()
+    .export
+    .otlp;
+    assert_eq!(file.tls.ca_file, Some("Cargo.lock".into()));
+    assert_eq!(file.temporality, Temporality::LowMemory);
+}

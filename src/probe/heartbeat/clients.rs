@@ -53,6 +53,8 @@ pub(super) enum Event {
         broker: Option<i32>,
         outcome: Result<(), KafkaError>,
     },
+    /// The consumer's fetches failed (a broker away, an ACL refusing the read).
+    FetchFailed { error: KafkaError },
     /// A message was consumed from the heartbeat topic.
     Consumed {
         partition: i32,
@@ -280,11 +282,15 @@ async fn consume(
                     positions.out_of_range.store(true, Ordering::Release);
                 }
                 Some(Err(error)) => {
-                    // Fetch errors repeat while a broker is away; the heartbeat counters show it.
+                    // Fetch errors repeat while a broker is away: logged when they change,
+                    // counted every time.
                     let text = error.to_string();
                     if last_error.as_deref() != Some(&text) {
                         ConsumerError { error: &error }.emit();
                         last_error = Some(text);
+                    }
+                    if events.send(Event::FetchFailed { error }).is_err() {
+                        return;
                     }
                 }
             }

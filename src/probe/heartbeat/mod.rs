@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use super::{Probe, Schedule, Wake};
 use crate::config::{ClusterConfig, HeartbeatConfig};
 use crate::error::ErrorKind;
+use crate::events::cluster::ClusterRequests;
 use crate::events::heartbeat::{
     AssignmentFailed, PartitionAssigning, PartitionEndUnknown, PartitionsUnknownToProducer,
 };
@@ -58,6 +59,8 @@ pub struct HeartbeatParts {
     pub tap: Option<Tap>,
     /// Released on the first own heartbeat consumed back.
     pub first_round_trip: Option<Latch>,
+    /// Counts the requests to the cluster (watermarks, refused fetches).
+    pub requests: ClusterRequests,
 }
 
 /// One round: the heartbeats handed to the producer, as (partition, sequence number), and
@@ -101,6 +104,8 @@ pub struct HeartbeatProbe {
     origin: Origin,
     producer: Producer,
     consumer: Consumer,
+    /// Where the partitions' ends are looked up (on the producer's handle).
+    admin: Admin,
     events: Events,
     view: watch::Receiver<Arc<ClusterView>>,
     assigned: BTreeSet<i32>,
@@ -136,6 +141,7 @@ pub fn start(
         refresh,
         tap,
         first_round_trip,
+        requests,
     } = parts;
     let HeartbeatClients {
         producer,
@@ -147,6 +153,7 @@ pub fn start(
         ..
     } = clients;
     let labels = ClusterLabels::of(&cluster);
+    let admin = Admin::new(producer.clone()).observed(Arc::new(requests.clone()));
     let attrs =
         ClusterAttributes::new(&view.borrow().cluster_id, &labels).for_heartbeat(&heartbeat.topic);
     let receiver = HeartbeatReceiver {
@@ -164,6 +171,7 @@ pub fn start(
         instruments,
         tap,
         first_round_trip,
+        requests,
         state: Default::default(),
     };
     let probe = HeartbeatProbe {
@@ -173,6 +181,7 @@ pub fn start(
         origin,
         producer,
         consumer,
+        admin,
         events: events_tx,
         view,
         assigned: BTreeSet::new(),
@@ -278,7 +287,8 @@ impl HeartbeatProbe {
             .iter()
             .map(|p| (self.topic.clone(), *p))
             .collect();
-        let ends = Admin::new(self.producer.clone())
+        let ends = self
+            .admin
             .log_ends(asked, WATERMARK_TIMEOUT)
             .await
             .map_err(Arc::new);

@@ -19,6 +19,7 @@ use super::clients::{Event, Positions, Recreation};
 use super::payload::Decoded;
 use crate::error::ErrorKind;
 use crate::events::Episode;
+use crate::events::cluster::ClusterRequests;
 use crate::events::heartbeat::{
     FirstRoundTrip, HeartbeatAcked, HeartbeatDuplicated, HeartbeatOutOfOrder, HeartbeatReadRefused,
     HeartbeatReceived, HeartbeatSendFailed, HeartbeatSendsRecovered, HeartbeatWriteRefused,
@@ -26,6 +27,7 @@ use crate::events::heartbeat::{
     PendingVoided, Recorder, Tap, TopicRecreated, WrittenAfterAll,
 };
 use crate::health::Latch;
+use crate::kafka::admin::Request;
 use crate::kafka::metadata::ClusterView;
 use crate::kafka::{LibrdkafkaLog, Refused};
 use crate::probe::Wake;
@@ -70,6 +72,8 @@ pub struct HeartbeatReceiver {
     pub(super) tap: Option<Tap>,
     /// Released on the first own heartbeat consumed back.
     pub(super) first_round_trip: Option<Latch>,
+    /// Counts the consumer's failed fetches among the cluster's requests.
+    pub(super) requests: ClusterRequests,
     pub(super) state: ReceiverState,
 }
 
@@ -174,6 +178,18 @@ impl HeartbeatReceiver {
                 at,
                 decoded,
             } => self.on_consumed(partition, offset, at, decoded),
+            Event::FetchFailed { error } => {
+                // A fetch that broke off while the brokers refuse the consumer's connections
+                // (TLS, authentication) failed on that.
+                let refused = matches!(
+                    ErrorKind::of(&error),
+                    ErrorKind::Timeout | ErrorKind::Transport
+                )
+                .then(|| self.consumer_log.refused())
+                .flatten();
+                self.requests
+                    .done(Request::Fetch, Some(reported(&refused, &error)));
+            }
             Event::Sweep { at, checked } => self.sweep(at, checked),
             Event::TopicGone => {
                 let voided = self.tracker.void_pending(None);

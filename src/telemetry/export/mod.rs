@@ -9,13 +9,17 @@
 //! so a series at 0 stays a series rather than a gap.
 //!
 //! Failures are logged once, then reminded of every few minutes, and the recovery says what
-//! was delivered and what was dropped.
+//! was delivered and what was dropped. What the receiver answers is honoured as the OTLP
+//! specification says: points it refused in a partial success are counted and logged; a
+//! request it refuses for good (a 400, an authentication failure) is dropped and counted, not
+//! held and sent again forever; a `Retry-After` or `RetryInfo` holds the next export back.
 
 mod series;
+pub(crate) mod stats;
 mod transport;
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -25,8 +29,12 @@ use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 
 use crate::config::{OtlpConfig, Temporality};
 use crate::error::BuildError;
-use crate::events::export::{ExportBufferFull, ExportFailed, ExportRecovered, ExportStarted};
+use crate::events::export::{
+    ExportBufferFull, ExportDeferred, ExportFailed, ExportPartlyRefused, ExportRecovered,
+    ExportRefused, ExportStarted,
+};
 use series::KeepAlive;
+use stats::{ExportStats, Signal};
 use transport::Transport;
 
 pub use transport::TransportError;
@@ -46,6 +54,7 @@ pub(crate) struct OtlpExporter {
     /// Delta requests kept while the collector is away.
     capacity: usize,
     state: Mutex<State>,
+    stats: Arc<ExportStats>,
 }
 
 #[derive(Debug, Default)]
@@ -55,6 +64,10 @@ struct State {
     keep_alive: KeepAlive,
     succeeded_once: bool,
     outage: Option<Outage>,
+    /// The receiver asked to wait until then.
+    not_before: Option<Instant>,
+    /// When refused points were last logged at WARN.
+    refusal_warned: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -68,7 +81,7 @@ struct Outage {
 
 impl OtlpExporter {
     /// Builds the exporter; inside the tokio runtime, which runs its requests.
-    pub(crate) fn new(config: &OtlpConfig) -> Result<Self, BuildError> {
+    pub(crate) fn new(config: &OtlpConfig, stats: Arc<ExportStats>) -> Result<Self, BuildError> {
         let transport = Transport::new(config).map_err(|source| BuildError::OtlpExporter {
             endpoint: crate::config::redact_url(&config.endpoint),
             source,
@@ -80,6 +93,7 @@ impl OtlpExporter {
             temporality: config.temporality,
             capacity: intervals.ceil() as usize,
             state: Mutex::default(),
+            stats,
         })
     }
 
@@ -90,18 +104,39 @@ impl OtlpExporter {
     }
 
     /// What to send now, oldest first: the latest request alone (cumulative), or the held
-    /// ones followed by the latest (delta).
-    fn queue(&self, mut request: ExportMetricsServiceRequest) -> Vec<ExportMetricsServiceRequest> {
+    /// ones followed by the latest (delta). Nothing while the receiver asked to wait: a delta
+    /// request is held meanwhile, a cumulative one left to the next export's totals.
+    fn queue(
+        &self,
+        mut request: ExportMetricsServiceRequest,
+    ) -> Option<Vec<ExportMetricsServiceRequest>> {
         let mut state = self.lock();
-        if self.temporality == Temporality::Cumulative {
-            return vec![request];
+        let wait = state
+            .not_before
+            .and_then(|until| until.checked_duration_since(Instant::now()));
+        if wait.is_none() {
+            state.not_before = None;
+        }
+        if !self.temporality.has_delta() {
+            if let Some(wait) = wait {
+                ExportDeferred {
+                    endpoint: &self.endpoint,
+                    wait,
+                }
+                .emit();
+                return None;
+            }
+            return Some(vec![request]);
         }
         state.keep_alive.fill(&mut request);
         state.pending.push_back(request);
         // The newest request is kept even with no buffer: it is the one being sent.
         let mut dropped = 0;
         while state.pending.len() > self.capacity.max(1) {
-            state.pending.pop_front();
+            if let Some(request) = state.pending.pop_front() {
+                self.stats
+                    .count_rejected(Signal::Metrics, points_in(&request));
+            }
             dropped += 1;
         }
         if dropped > 0 {
@@ -115,8 +150,61 @@ impl OtlpExporter {
             }
             outage.dropped += dropped;
         }
+        if let Some(wait) = wait {
+            self.stats.set_held(state.pending.len());
+            ExportDeferred {
+                endpoint: &self.endpoint,
+                wait,
+            }
+            .emit();
+            return None;
+        }
         let n = state.pending.len().min(CATCH_UP_PER_EXPORT);
-        state.pending.drain(..n).collect()
+        Some(state.pending.drain(..n).collect())
+    }
+
+    /// Whether a refusal is due at WARN (the first, then one every few minutes).
+    fn refusal_is_loud(&self, state: &mut State) -> bool {
+        let now = Instant::now();
+        let loud = state
+            .refusal_warned
+            .is_none_or(|at| now - at >= FAILURE_REMINDER_EVERY);
+        if loud {
+            state.refusal_warned = Some(now);
+        }
+        loud
+    }
+
+    /// The receiver took a request but refused some of its points (or warned).
+    fn partly_refused(&self, accepted: &transport::Accepted) {
+        if accepted.rejected == 0 && accepted.message.is_empty() {
+            return;
+        }
+        self.stats
+            .count_rejected(Signal::Metrics, accepted.rejected);
+        let loud = self.refusal_is_loud(&mut self.lock());
+        ExportPartlyRefused {
+            endpoint: &self.endpoint,
+            rejected: accepted.rejected,
+            message: &accepted.message,
+            loud,
+        }
+        .emit();
+    }
+
+    /// The receiver refused a request for good: it is dropped.
+    fn refused(&self, error: &transport::SendError, points: u64) {
+        self.stats
+            .count_batch(Signal::Metrics, Some(error.kind().as_str()));
+        self.stats.count_rejected(Signal::Metrics, points);
+        let loud = self.refusal_is_loud(&mut self.lock());
+        ExportRefused {
+            endpoint: &self.endpoint,
+            error,
+            points,
+            loud,
+        }
+        .emit();
     }
 
     /// Puts back what was not sent, and logs the outcome.
@@ -127,12 +215,23 @@ impl OtlpExporter {
         error: Option<transport::SendError>,
     ) -> OTelSdkResult {
         let mut state = self.lock();
-        if self.temporality == Temporality::Delta {
+        if self.temporality.has_delta() {
             while let Some(request) = unsent.pop() {
                 state.pending.push_front(request);
             }
         }
         let now = Instant::now();
+        if let Some(wait) = error.as_ref().and_then(transport::SendError::retry_after) {
+            state.not_before = Some(now + wait);
+        }
+        for _ in 0..delivered {
+            self.stats.count_batch(Signal::Metrics, None);
+        }
+        if let Some(error) = &error {
+            self.stats
+                .count_batch(Signal::Metrics, Some(error.kind().as_str()));
+        }
+        self.stats.set_held(state.pending.len());
         match error {
             None => {
                 if let Some(outage) = state.outage.take() {
@@ -140,7 +239,7 @@ impl OtlpExporter {
                         endpoint: &self.endpoint,
                         failures: outage.failures,
                         outage: now - outage.since,
-                        delta: (self.temporality == Temporality::Delta).then_some((
+                        delta: self.temporality.has_delta().then_some((
                             delivered as u64,
                             state.pending.len(),
                             outage.dropped,
@@ -171,7 +270,7 @@ impl OtlpExporter {
                     failures: outage.failures,
                     failing_for: now - outage.since,
                     loud,
-                    held: (self.temporality == Temporality::Delta).then_some(held),
+                    held: self.temporality.has_delta().then_some(held),
                 }
                 .emit();
                 Err(OTelSdkError::InternalFailure(error.to_string()))
@@ -192,21 +291,52 @@ impl Outage {
     }
 }
 
+/// The data points a request carries.
+fn points_in(request: &ExportMetricsServiceRequest) -> u64 {
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    let mut points = 0;
+    for resource in &request.resource_metrics {
+        for scope in &resource.scope_metrics {
+            for metric in &scope.metrics {
+                points += match &metric.data {
+                    Some(Data::Gauge(g)) => g.data_points.len(),
+                    Some(Data::Sum(s)) => s.data_points.len(),
+                    Some(Data::Histogram(h)) => h.data_points.len(),
+                    Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
+                    Some(Data::Summary(s)) => s.data_points.len(),
+                    None => 0,
+                };
+            }
+        }
+    }
+    points as u64
+}
+
 impl PushMetricExporter for OtlpExporter {
     async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
-        let batch = self.queue(ExportMetricsServiceRequest::from(metrics));
+        let Some(batch) = self.queue(ExportMetricsServiceRequest::from(metrics)) else {
+            return Ok(());
+        };
         let mut delivered = 0;
+        // The first request not done with: it failed and is to be sent again.
+        let mut failed_at = batch.len();
         let mut error = None;
-        for request in &batch {
+        for (i, request) in batch.iter().enumerate() {
             match self.transport.send(request.clone()).await {
-                Ok(()) => delivered += 1,
+                Ok(accepted) => {
+                    delivered += 1;
+                    self.partly_refused(&accepted);
+                }
+                // Sending it again cannot help: dropped, counted, and the rest goes on.
+                Err(e) if e.is_permanent() => self.refused(&e, points_in(request)),
                 Err(e) => {
                     error = Some(e);
+                    failed_at = i;
                     break;
                 }
             }
         }
-        let unsent = batch.into_iter().skip(delivered).collect();
+        let unsent = batch.into_iter().skip(failed_at).collect();
         self.settle(unsent, delivered, error)
     }
 
@@ -222,6 +352,7 @@ impl PushMetricExporter for OtlpExporter {
         match self.temporality {
             Temporality::Cumulative => opentelemetry_sdk::metrics::Temporality::Cumulative,
             Temporality::Delta => opentelemetry_sdk::metrics::Temporality::Delta,
+            Temporality::LowMemory => opentelemetry_sdk::metrics::Temporality::LowMemory,
         }
     }
 }

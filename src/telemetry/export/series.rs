@@ -9,7 +9,9 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
-use opentelemetry_proto::tonic::metrics::v1::{Metric, NumberDataPoint, ScopeMetrics};
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, Metric, NumberDataPoint, ScopeMetrics,
+};
 
 /// The counters seen so far, by scope and metric name.
 #[derive(Debug, Default)]
@@ -59,9 +61,14 @@ impl KeepAlive {
                 .map(|s| s.name.clone())
                 .unwrap_or_default();
             for metric in &scope.metrics {
+                // Only delta sums: a cumulative one (an observable counter under `lowmemory`)
+                // is whole in every request, and a 0 would read as a reset.
                 let Some(Data::Sum(sum)) = &metric.data else {
                     continue;
                 };
+                if sum.aggregation_temporality != AggregationTemporality::Delta as i32 {
+                    continue;
+                }
                 let counter = self
                     .counters
                     .entry((scope_name.clone(), metric.name.clone()))

@@ -1,0 +1,276 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // test code panics and prints on purpose
+
+//! What the agent does with what an OTLP receiver answers, over gRPC and HTTP, as the OTLP
+//! specification says: points refused in a partial success are counted and logged; a request
+//! refused for good is dropped and counted rather than held and sent again; a `RetryInfo` or
+//! `Retry-After` holds the next export back. Also `lowmemory` temporality. The receiver
+//! decodes what the agent really sends (support/otlp.rs); the cluster is the mock.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, metric};
+use support::otlp::{Answer, OtlpReceiver, counter_value, find, longest_gap};
+use support::process::AgentProcess;
+use support::{MockKafka, eventually, free_port, unique_topic};
+
+fn agent(mock: &MockKafka, receiver: &OtlpReceiver, protocol: &str, extra: &str) -> AgentProcess {
+    let topic = unique_topic("answers");
+    mock.create_topic(&topic, 1);
+    AgentProcess::start(
+        &format!(
+            "clusters:\n  - name: answers\n    bootstrap_servers: '{}'\n\
+             heartbeat: {{topic: {}, interval: 250ms}}\n\
+             checks: {{metadata: {{interval: 1s}}}}\n\
+             export: {{otlp: {{endpoint: '{}', protocol: {protocol}, interval: 1s{extra}}}}}\n\
+             http: {{listen: '127.0.0.1:{}'}}\n",
+            mock.bootstrap(),
+            topic,
+            receiver.endpoint(),
+            free_port()
+        ),
+        &[],
+    )
+}
+
+/// The agent's own export counters as its latest request carries them.
+fn own(receiver: &OtlpReceiver, name: &str, filter: &[(&str, &str)]) -> u64 {
+    receiver
+        .requests()
+        .last()
+        .map_or(0, |r| counter_value(r, name, filter))
+}
+
+async fn requests_after(receiver: &OtlpReceiver, n: usize, what: &str) {
+    eventually(Duration::from_secs(20), what, || {
+        (receiver.requests().len() >= n).then_some(())
+    })
+    .await;
+}
+
+/// Fails with the agent's output when `n` requests do not come.
+async fn requests_from(agent: &AgentProcess, receiver: &OtlpReceiver, n: usize, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while receiver.requests().len() < n {
+        assert!(Instant::now() < deadline, "{what}:\n{}", agent.output());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn partial_success_is_counted_logged_and_the_rest_taken(protocol: &str) {
+    let mock = MockKafka::new(1);
+    let receiver = match protocol {
+        "grpc" => OtlpReceiver::start(0).await,
+        _ => OtlpReceiver::start_http().await,
+    };
+    let agent = agent(&mock, &receiver, protocol, "");
+    requests_after(&receiver, 2, "exports").await;
+    receiver.answer(Answer::PartlyRefuse {
+        rejected: 7,
+        message: "quota exceeded for this tenant".into(),
+    });
+    let refusing = receiver.requests().len();
+    requests_after(&receiver, refusing + 3, "exports partly refused").await;
+    receiver.answer(Answer::Accept);
+    let accepting = receiver.requests().len();
+    requests_after(&receiver, accepting + 2, "exports accepted again").await;
+    let rejected = own(
+        &receiver,
+        "cc_heartbeat.export.points.rejected",
+        &[("otel.signal", "metrics")],
+    );
+    let partly_refused = (accepting - refusing) as u64;
+    assert!(
+        rejected >= 7 * (partly_refused - 1) && rejected <= 7 * (partly_refused + 1),
+        "{protocol}: {rejected} points rejected over {partly_refused} partly refused exports"
+    );
+    // They were taken, not failed: every export so far counted as delivered.
+    let delivered = own(
+        &receiver,
+        "cc_heartbeat.export.batches",
+        &[("otel.signal", "metrics"), ("error.type", "!")],
+    );
+    assert!(delivered as usize >= accepting, "{protocol}: {delivered}");
+    let (_, log) = agent.terminate(Duration::from_secs(10)).await;
+    let warned: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") && l.contains("refused some points"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{protocol}: warned once:\n{log}");
+    assert!(
+        warned[0].contains("quota exceeded for this tenant")
+            && warned[0].contains("rejected_points=7"),
+        "{}",
+        warned[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_success_over_grpc_is_counted_and_logged() {
+    partial_success_is_counted_logged_and_the_rest_taken("grpc").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_success_over_http_is_counted_and_logged() {
+    partial_success_is_counted_logged_and_the_rest_taken("http/protobuf").await;
+}
+
+/// With delta temporality a failed export is held; one refused for good (a malformed request)
+/// is not: it is dropped and counted, and once the receiver accepts again no backlog follows.
+async fn a_permanent_refusal_is_dropped_not_held(protocol: &str) {
+    let mock = MockKafka::new(1);
+    let receiver = match protocol {
+        "grpc" => OtlpReceiver::start(0).await,
+        _ => OtlpReceiver::start_http().await,
+    };
+    let agent = agent(&mock, &receiver, protocol, ", temporality: delta");
+    requests_from(&agent, &receiver, 2, "exports").await;
+    receiver.answer(Answer::Refuse);
+    let refusing = receiver.requests().len();
+    requests_after(&receiver, refusing + 4, "exports refused").await;
+    receiver.answer(Answer::Accept);
+    let switched = Instant::now();
+    let accepting = receiver.requests().len();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let since: Vec<_> = receiver
+        .timed_requests()
+        .into_iter()
+        .skip(accepting)
+        .filter(|(t, _)| *t >= switched)
+        .collect();
+    assert!(
+        (1..=4).contains(&since.len()),
+        "{protocol}: one export per interval, no held backlog: {} in 2.5 s",
+        since.len()
+    );
+    requests_after(&receiver, receiver.requests().len() + 1, "one more").await;
+    // Delta: the counters of the requests since the switch add up.
+    let requests = receiver.requests();
+    let sum = |name: &str, filter: &[(&str, &str)]| -> u64 {
+        requests[accepting..]
+            .iter()
+            .map(|r| counter_value(r, name, filter))
+            .sum()
+    };
+    let failed = sum(
+        "cc_heartbeat.export.batches",
+        &[("otel.signal", "metrics"), ("error.type", "protocol")],
+    );
+    let rejected = sum(
+        "cc_heartbeat.export.points.rejected",
+        &[("otel.signal", "metrics")],
+    );
+    // In delta, the counts of the refusals travelled in the refused exports themselves and
+    // were dropped with them, all but the last refusal's, which the first accepted export
+    // carries.
+    println!("{protocol}: refused {failed} exports, {rejected} points");
+    assert!(failed >= 1, "{protocol}: {failed}");
+    assert!(
+        rejected >= 10,
+        "{protocol}: every point of the refused export: {rejected}"
+    );
+    let (_, log) = agent.terminate(Duration::from_secs(10)).await;
+    assert!(log.contains("refused an export for good"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_grpc_refusal_is_dropped_not_held() {
+    a_permanent_refusal_is_dropped_not_held("grpc").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_http_refusal_is_dropped_not_held() {
+    a_permanent_refusal_is_dropped_not_held("http/protobuf").await;
+}
+
+/// A receiver that asks for 3 s of quiet gets them: the next export comes no sooner, though
+/// the interval is 1 s.
+async fn a_requested_wait_is_honoured(protocol: &str) {
+    let mock = MockKafka::new(1);
+    let receiver = match protocol {
+        "grpc" => OtlpReceiver::start(0).await,
+        _ => OtlpReceiver::start_http().await,
+    };
+    let agent = agent(&mock, &receiver, protocol, "");
+    requests_after(&receiver, 2, "exports").await;
+    let before = receiver.requests().len();
+    receiver.answer(Answer::Throttle { seconds: 3 });
+    requests_after(&receiver, before + 1, "a throttled export").await;
+    receiver.answer(Answer::Accept);
+    let throttled_at = receiver.timed_requests()[before].0;
+    requests_after(&receiver, before + 3, "exports after the wait").await;
+    let requests = receiver.timed_requests();
+    let gap = requests[before + 1].0 - throttled_at;
+    println!("{protocol}: next export {gap:?} after the throttled one");
+    assert!(
+        gap >= Duration::from_millis(2900),
+        "{protocol}: waited only {gap:?}"
+    );
+    // Before and after, the interval as configured.
+    assert!(
+        longest_gap(&requests[before + 1..], requests[before + 1].0) < Duration::from_millis(2500)
+    );
+    agent.terminate(Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_retry_info_holds_the_next_export_back() {
+    a_requested_wait_is_honoured("grpc").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_retry_after_holds_the_next_export_back() {
+    a_requested_wait_is_honoured("http/protobuf").await;
+}
+
+fn temporality(request: &ExportMetricsServiceRequest, name: &str) -> i32 {
+    match &find(request, name).unwrap().data {
+        Some(metric::Data::Sum(sum)) => sum.aggregation_temporality,
+        Some(metric::Data::Histogram(h)) => h.aggregation_temporality,
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+/// `lowmemory`, as the specification defines it: counters and histograms delta, observable
+/// counters cumulative.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lowmemory_temporality_is_delta_for_counters_and_cumulative_for_observed_ones() {
+    let mock = MockKafka::new(1);
+    let receiver = OtlpReceiver::start(0).await;
+    let agent = agent(&mock, &receiver, "grpc", ", temporality: lowmemory");
+    eventually(
+        Duration::from_secs(20),
+        "an export with the heartbeat's metrics",
+        || {
+            receiver.requests().into_iter().rev().find(|r| {
+                find(r, "kafka.heartbeat.end_to_end.duration").is_some()
+                    && find(r, "cc_heartbeat.export.batches").is_some()
+            })
+        },
+    )
+    .await;
+    let last = receiver
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| {
+            find(r, "kafka.heartbeat.end_to_end.duration").is_some()
+                && find(r, "cc_heartbeat.export.batches").is_some()
+        })
+        .unwrap();
+    let delta = AggregationTemporality::Delta as i32;
+    let cumulative = AggregationTemporality::Cumulative as i32;
+    assert_eq!(temporality(&last, "kafka.heartbeat.messages.sent"), delta);
+    assert_eq!(
+        temporality(&last, "kafka.heartbeat.end_to_end.duration"),
+        delta
+    );
+    assert_eq!(
+        temporality(&last, "cc_heartbeat.export.batches"),
+        cumulative
+    );
+    let (status, _) = agent.terminate(Duration::from_secs(10)).await;
+    assert!(status.success());
+}
