@@ -107,12 +107,7 @@ fn run(path: Option<&Path>, log_level: Option<&str>) -> ExitCode {
     logging::init(log_level.unwrap_or(&config.log.level), config.log.format);
     let result = with_runtime(async {
         let identity = Identity::from_env();
-        let telemetry = Telemetry::build(
-            &identity,
-            &config.export.otlp,
-            config.http.prometheus,
-            |b| b,
-        )?;
+        let telemetry = Telemetry::build(&identity, &config.export, config.http.prometheus, |b| b)?;
         let options = app::RunOptions {
             health: true,
             prometheus: telemetry.prometheus.clone(),

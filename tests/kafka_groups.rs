@@ -306,3 +306,71 @@ async fn offsets_and_replication_match_kafkas_answers_and_include_selects_topics
     );
     agent.stop().await;
 }
+
+/// `granularity: topic`: per group and topic only (no per-partition series), with the lag in
+/// seconds of the topic's oldest unread record; a group that only commits reads `Empty`, as
+/// Kafka's own admin client describes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_granularity_reports_each_group_per_topic_only() {
+    let kafka = tokio::task::spawn_blocking(Kafka::shared).await.unwrap();
+    let bootstrap = kafka.bootstrap();
+    let topic = unique_topic("ledger");
+    let group = unique_topic("batch");
+    kafka.create_topic(&topic, 2, 3);
+    produce(&bootstrap, &topic, 0, 10).await;
+    produce(&bootstrap, &topic, 1, 10).await;
+    kafka.admin(&format!("commit {group} {topic} 0 4"));
+    kafka.admin(&format!("commit {group} {topic} 1 10"));
+    let described = kafka.admin(&format!("group {group}"));
+    let state = described.split_whitespace().next().unwrap().to_owned();
+    assert_eq!(state, "Empty", "{described}");
+
+    let agent = TestAgent::start(config(&format!(
+        "clusters:\n  - name: lag\n    bootstrap_servers: '{bootstrap}'\n    consumer_groups: {{include: ['^{group}$'], granularity: topic}}\n\
+         heartbeat: {{topic: {}, interval: 500ms}}\n\
+         checks: {{metadata: {{interval: 1s}}, consumer_groups: {{interval: 1s}}, offsets: {{enabled: false}}}}\n\
+         export: {{otlp: {{enabled: false}}}}\n",
+        unique_topic("hb")
+    )));
+    let by_topic = [("group", group.as_str()), ("topic", topic.as_str())];
+    let m = eventually(Duration::from_secs(30), "the group's lag", || {
+        let m = agent.try_metrics()?;
+        (gauge_one(&m, name::GROUP_LAG_SUM, &by_topic)? == 6).then_some(m)
+    })
+    .await;
+    assert_eq!(gauge_one(&m, name::GROUP_OFFSET_SUM, &by_topic), Some(14));
+    assert!(
+        attribute_sets(&m, name::GROUP_LAG).is_empty()
+            && attribute_sets(&m, name::GROUP_OFFSET).is_empty(),
+        "no per-partition series"
+    );
+    let seconds = gauge_f64(
+        &m,
+        name::GROUP_LAG_DURATION,
+        &[by_topic[0], by_topic[1], ("partition", "!")],
+    )
+    .expect("lag in seconds per topic");
+    let oldest_unread = record_time(&bootstrap, &topic, 0, 4);
+    let age = (now_ms() - oldest_unread) as f64 / 1000.0;
+    assert!(
+        seconds <= age + 0.1 && seconds >= age - 2.5,
+        "{seconds} against {age}"
+    );
+    assert_eq!(
+        gauge_one(
+            &m,
+            name::GROUP_STATE,
+            &[("group", group.as_str()), ("state", "Empty")]
+        ),
+        Some(1)
+    );
+    assert_eq!(
+        gauge_one(
+            &m,
+            name::GROUP_STATE,
+            &[("group", group.as_str()), ("state", "Stable")]
+        ),
+        Some(0)
+    );
+    agent.stop().await;
+}

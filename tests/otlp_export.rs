@@ -93,12 +93,29 @@ async fn the_binary_exports_the_metric_contract_over_otlp_grpc() {
     // Names, units, instrument kinds, attributes and boundaries, as the contract says.
     let cluster = [
         ("kafka.cluster.id", tansu.cluster_id.as_str()),
+        ("messaging.kafka.cluster.id", tansu.cluster_id.as_str()),
         ("kafka.cluster.name", "contract"),
     ];
+    let scope = request.resource_metrics[0].scope_metrics[0]
+        .scope
+        .as_ref()
+        .expect("scope");
+    assert_eq!(scope.name, "cc-heartbeat");
+    assert_eq!(
+        request.resource_metrics[0].scope_metrics[0].schema_url,
+        cc_heartbeat::telemetry::instruments::SCHEMA_URL
+    );
     for (metric_name, extra) in [
         (
             name::PRODUCE_DURATION,
-            &["messaging.destination.partition.id", "kafka.broker.id"][..],
+            &[
+                "messaging.destination.partition.id",
+                "kafka.broker.id",
+                "server.address",
+                "server.port",
+                "messaging.operation.name",
+                "messaging.operation.type",
+            ][..],
         ),
         (
             name::END_TO_END_DURATION,
@@ -559,5 +576,109 @@ async fn every_point_carries_its_own_clusters_labels_and_nothing_leaks_across() 
                 "{cluster} reports {expected}: {names:?}"
             );
         }
+    }
+}
+
+/// `OTEL_SEMCONV_STABILITY_OPT_IN=messaging` puts the heartbeat's sends and receives under
+/// the messaging conventions' names only, `messaging/dup` under both, with the same counts;
+/// the acking broker's address, and the operation, on the points.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_messaging_conventions_names_come_with_the_opt_in() {
+    let mock = support::MockKafka::new(1);
+    let topic = unique_topic("semconv");
+    mock.create_topic(&topic, 1);
+    let broker_port = mock.bootstrap().rsplit_once(':').unwrap().1.to_owned();
+    let mut runs = Vec::new();
+    for opt_in in ["messaging", "http,messaging/dup"] {
+        let receiver = OtlpReceiver::start(0).await;
+        let http_port = free_port();
+        let mut agent = AgentProcess::start(
+            &format!(
+                "clusters:\n  - name: semconv\n    bootstrap_servers: '{}'\n\
+                 heartbeat: {{topic: {topic}, interval: 200ms}}\n\
+                 export:\n  otlp: {{endpoint: '{}', interval: 1s}}\n\
+                 http: {{listen: '127.0.0.1:{http_port}'}}\n",
+                mock.bootstrap(),
+                receiver.endpoint()
+            ),
+            &[("OTEL_SEMCONV_STABILITY_OPT_IN", opt_in)],
+        );
+        agent.wait_ready(http_port, Duration::from_secs(30)).await;
+        runs.push((opt_in, receiver, agent));
+    }
+    for (opt_in, receiver, agent) in runs {
+        eventually(Duration::from_secs(15), "consumed messages", || {
+            let r = receiver.requests().pop()?;
+            (counter_value(&r, "messaging.client.consumed.messages", &[]) >= 3).then_some(())
+        })
+        .await;
+        let (status, _) = agent.terminate(Duration::from_secs(10)).await;
+        assert!(status.success());
+        let r = last(&receiver);
+        let send = [
+            ("messaging.operation.name", "send"),
+            ("messaging.operation.type", "send"),
+            ("messaging.system", "kafka"),
+            ("messaging.destination.name", topic.as_str()),
+        ];
+        let sent = counter_value(&r, "messaging.client.sent.messages", &send);
+        let consumed = counter_value(
+            &r,
+            "messaging.client.consumed.messages",
+            &[
+                ("messaging.operation.name", "poll"),
+                ("messaging.operation.type", "receive"),
+            ],
+        );
+        assert!(
+            sent >= consumed && consumed >= 3,
+            "{opt_in}: {sent} {consumed}"
+        );
+        let duration = find(&r, "messaging.client.operation.duration").expect("the duration");
+        let Some(metric::Data::Histogram(h)) = &duration.data else {
+            panic!("a histogram")
+        };
+        let acked = h
+            .data_points
+            .iter()
+            .find(|p| attr(&p.attributes, "error.type").is_none())
+            .expect("acked sends");
+        assert!(
+            matches_filter(&acked.attributes, &send),
+            "{:?}",
+            acked.attributes
+        );
+        assert_eq!(
+            attr(&acked.attributes, "server.address").as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(
+            attr(&acked.attributes, "server.port"),
+            Some(broker_port.clone())
+        );
+        assert_eq!(
+            acked.explicit_bounds.first(),
+            Some(&0.005),
+            "the conventions' buckets"
+        );
+        let agent_names = find(&r, name::MESSAGES_SENT).is_some();
+        match opt_in {
+            "messaging" => {
+                assert!(!agent_names, "the conventions' names only");
+                assert!(find(&r, name::PRODUCE_DURATION).is_none());
+                assert!(find(&r, name::MESSAGES_RECEIVED).is_none());
+            }
+            _ => {
+                assert_eq!(
+                    counter_value(&r, name::MESSAGES_SENT, &[]),
+                    sent,
+                    "the same count"
+                );
+                assert_eq!(counter_value(&r, name::MESSAGES_RECEIVED, &[]), consumed);
+            }
+        }
+        // What has no conventions' name keeps the agent's.
+        assert!(find(&r, name::END_TO_END_DURATION).is_some());
+        assert!(find(&r, name::MESSAGES_LOST).is_some());
     }
 }

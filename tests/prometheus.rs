@@ -431,7 +431,8 @@ async fn dashboard_and_alerts(route: Route) {
         .map(|p| p.to_string())
         .collect();
     assert!(
-        lost.iter().any(|a| a["metric"]["messaging_destination_partition_id"] == "0")
+        lost.iter()
+            .any(|a| a["metric"]["messaging_destination_partition_id"] == "0")
             && lost.iter().all(|a| may_lose
                 .iter()
                 .any(|p| a["metric"]["messaging_destination_partition_id"] == p.as_str())),

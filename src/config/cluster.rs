@@ -11,7 +11,7 @@ use super::sasl::read_sasl;
 use super::schema_registry::read_schema_registry;
 use super::types::{
     ClusterConfig, ConsumerGroupsConfig, DEFAULT_GROUP_EXCLUDE, DEFAULT_TOPIC_EXCLUDE,
-    LibrdkafkaValue, Secret, SecurityProtocol, TlsConfig,
+    LagGranularity, LibrdkafkaValue, Secret, SecurityProtocol, TlsConfig,
 };
 use super::yaml::{Field, Reader, Section};
 
@@ -192,6 +192,17 @@ fn read_cluster(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<ClusterConfig>
     let mut section = s.section(r, "consumer_groups");
     let groups = read_name_filter(r, &mut section, &[DEFAULT_GROUP_EXCLUDE]);
     let lag_duration = or_default(section.field("lag_duration"), true, |f| f.bool(r));
+    let granularity = match section.field("granularity") {
+        Some(f) => f.choice(
+            r,
+            &[
+                ("partition", LagGranularity::Partition),
+                ("topic", LagGranularity::Topic),
+            ],
+            true,
+        ),
+        None => Some(LagGranularity::Partition),
+    };
     section.finish(r);
     let registry_given = s.has("schema_registry");
     let section = s.section(r, "schema_registry");
@@ -258,6 +269,7 @@ fn read_cluster(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<ClusterConfig>
     let consumer_groups = ConsumerGroupsConfig {
         filter: groups?,
         lag_duration: lag_duration?,
+        granularity: granularity?,
     };
     Some(ClusterConfig {
         name: name?,

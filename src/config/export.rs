@@ -8,8 +8,8 @@ use std::time::Duration;
 use super::types::{
     Compression, DEFAULT_DELTA_BUFFER, DEFAULT_EXPORT_INTERVAL, DEFAULT_EXPORT_TIMEOUT,
     DEFAULT_OTLP_GRPC_ENDPOINT, DEFAULT_OTLP_HTTP_ENDPOINT, DELTA_BUFFER, EXPORT_INTERVAL,
-    EXPORT_TIMEOUT, ExportConfig, HistogramKind, OtlpConfig, OtlpProtocol, OtlpTls, Secret,
-    Temporality,
+    EXPORT_TIMEOUT, ExportConfig, HistogramKind, MessagingNames, OtlpConfig, OtlpProtocol, OtlpTls,
+    Secret, Temporality,
 };
 use super::yaml::{Field, Reader, Section};
 
@@ -73,6 +73,7 @@ pub(super) fn read_export(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<Expo
     };
     let tls = tls(r, &mut o);
     o.finish(r);
+    let messaging_names = messaging_names(r, s.field("messaging_names"));
     s.finish(r);
 
     let protocol = protocol?;
@@ -103,6 +104,31 @@ pub(super) fn read_export(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<Expo
             delta_buffer: delta_buffer?,
             tls,
         },
+        messaging_names: messaging_names?,
+    })
+}
+
+const MESSAGING_NAMES: [(&str, MessagingNames); 3] = [
+    ("agent", MessagingNames::Agent),
+    ("semconv", MessagingNames::Semconv),
+    ("both", MessagingNames::Both),
+];
+
+/// `messaging_names`, else `OTEL_SEMCONV_STABILITY_OPT_IN` (a comma-separated list shared with
+/// other instrumentations: `messaging` for the conventions' names only, `messaging/dup` for
+/// both; other entries are theirs), else the agent's names.
+fn messaging_names(r: &mut Reader<'_>, field: Option<Field<'_>>) -> Option<MessagingNames> {
+    if let Some(f) = field {
+        return f.choice(r, &MESSAGING_NAMES, true);
+    }
+    let opt_in = r.env("OTEL_SEMCONV_STABILITY_OPT_IN").unwrap_or_default();
+    let entries: Vec<&str> = opt_in.split(',').map(str::trim).collect();
+    Some(if entries.contains(&"messaging/dup") {
+        MessagingNames::Both
+    } else if entries.contains(&"messaging") {
+        MessagingNames::Semconv
+    } else {
+        MessagingNames::Agent
     })
 }
 

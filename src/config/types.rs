@@ -144,6 +144,20 @@ pub struct ConsumerGroupsConfig {
     pub filter: NameFilter,
     /// Also report lag in seconds (a bounded fetch per lagging partition).
     pub lag_duration: bool,
+    /// Per partition (the kafkametricsreceiver's series) or per topic only.
+    pub granularity: LagGranularity,
+}
+
+/// How finely consumer group lag is reported.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LagGranularity {
+    /// Lag, committed offset and lag in seconds per partition, and sums per topic.
+    #[default]
+    Partition,
+    /// Per group and topic only: lag and offsets summed, lag in seconds the oldest of the
+    /// topic's partitions. Fewer series where a backend charges by the series.
+    Topic,
 }
 
 /// Names matching an `include` pattern (any, when there is none) and no `exclude` pattern.
@@ -335,6 +349,32 @@ pub struct IntervalConfig {
 #[derive(Clone, Debug, Serialize)]
 pub struct ExportConfig {
     pub otlp: OtlpConfig,
+    /// Which names the heartbeat's send and receive metrics go by (`messaging_names`, else
+    /// `OTEL_SEMCONV_STABILITY_OPT_IN`).
+    pub messaging_names: MessagingNames,
+}
+
+/// The names of the heartbeat's send and receive metrics: the agent's own
+/// (`kafka.heartbeat.*`), the OpenTelemetry messaging conventions'
+/// (`messaging.client.*`), or both, as `OTEL_SEMCONV_STABILITY_OPT_IN=messaging` and
+/// `messaging/dup` choose in other instrumentations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessagingNames {
+    #[default]
+    Agent,
+    Semconv,
+    Both,
+}
+
+impl MessagingNames {
+    pub fn agent(self) -> bool {
+        self != Self::Semconv
+    }
+
+    pub fn semconv(self) -> bool {
+        self != Self::Agent
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -7,6 +7,7 @@ use opentelemetry::KeyValue;
 use serde::Serialize;
 use tracing::{info, warn};
 
+use crate::config::LagGranularity;
 use crate::telemetry::instruments::{
     ClusterLabels, GroupPartitionPoint, GroupRound, GroupTopicPoint, attr,
 };
@@ -79,6 +80,7 @@ pub struct GroupsRead<'a> {
     pub unreadable: &'a BTreeMap<String, String>,
     /// Some broker did not answer the group listing.
     pub partial: bool,
+    pub granularity: LagGranularity,
 }
 
 impl GroupsRead<'_> {
@@ -87,11 +89,18 @@ impl GroupsRead<'_> {
         let mut round = GroupRound::default();
         for (name, group) in self.groups {
             let group_attrs = attrs.with([KeyValue::new(attr::KMR_GROUP, name.clone())]);
-            let mut sums: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+            // Per topic: lag and offsets summed, and the oldest unread record's age.
+            let mut sums: BTreeMap<&str, (i64, i64, Option<f64>)> = BTreeMap::new();
             for ((topic, partition), p) in &group.partitions {
                 let sum = sums.entry(topic).or_default();
                 sum.0 += p.lag;
                 sum.1 += p.committed;
+                if let Some(seconds) = p.lag_seconds {
+                    sum.2 = Some(sum.2.map_or(seconds, |s: f64| s.max(seconds)));
+                }
+                if self.granularity == LagGranularity::Topic {
+                    continue;
+                }
                 let mut attrs = group_attrs.clone();
                 attrs.push(KeyValue::new(attr::KMR_TOPIC, topic.clone()));
                 attrs.push(KeyValue::new(attr::KMR_PARTITION, i64::from(*partition)));
@@ -104,9 +113,14 @@ impl GroupsRead<'_> {
                     lag: p.lag,
                 });
             }
-            for (topic, (lag_sum, offset_sum)) in sums {
+            for (topic, (lag_sum, offset_sum, lag_seconds)) in sums {
                 let mut attrs = group_attrs.clone();
                 attrs.push(KeyValue::new(attr::KMR_TOPIC, topic.to_owned()));
+                if self.granularity == LagGranularity::Topic
+                    && let Some(seconds) = lag_seconds
+                {
+                    round.lag_seconds.push((attrs.clone(), seconds));
+                }
                 round.topics.push(GroupTopicPoint {
                     attrs,
                     lag_sum,

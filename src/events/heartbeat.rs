@@ -12,6 +12,7 @@ use crate::error::{Chain, ErrorKind, broker_error_code};
 use crate::health::Latch;
 use opentelemetry::KeyValue;
 
+use crate::kafka::metadata::ClusterView;
 use crate::telemetry::instruments::{attr, broker_kv, error_kv, partition_kv, reason_kv};
 use crate::telemetry::{ClusterAttributes, Instruments, SkipReason};
 use crate::tracker::Lost;
@@ -55,6 +56,8 @@ pub type Tap = mpsc::Sender<Observation>;
 pub struct Recorder<'a> {
     pub instruments: &'a Instruments,
     pub attrs: &'a ClusterAttributes,
+    /// The latest cluster view: where the brokers are.
+    pub view: std::sync::Arc<ClusterView>,
     pub tap: Option<&'a Tap>,
 }
 
@@ -67,6 +70,21 @@ impl Recorder<'_> {
 
     fn partition(&self, partition: i32) -> Vec<opentelemetry::KeyValue> {
         self.attrs.with([partition_kv(partition)])
+    }
+
+    /// The broker a heartbeat went to: its id, and its rack and address where the metadata
+    /// knows them (`server.address` and `server.port`, as the messaging conventions name the
+    /// broker a client talked to).
+    fn broker(&self, id: i32) -> Vec<KeyValue> {
+        let mut attrs = vec![broker_kv(id)];
+        if let Some(b) = self.view.broker(id) {
+            if let Some(rack) = &b.rack {
+                attrs.push(KeyValue::new(attr::BROKER_RACK, rack.clone()));
+            }
+            attrs.push(KeyValue::new(attr::SERVER_ADDRESS, b.host.clone()));
+            attrs.push(KeyValue::new(attr::SERVER_PORT, i64::from(b.port)));
+        }
+        attrs
     }
 }
 
@@ -133,7 +151,7 @@ impl HeartbeatAcked {
         let mut attrs = r.partition(self.partition);
         r.instruments.count_sent(&attrs);
         if let Some(leader) = self.leader {
-            attrs.push(broker_kv(leader));
+            attrs.extend(r.broker(leader));
         }
         r.instruments.record_produce(self.latency, &attrs);
         r.observe(Observation::Acked {
@@ -170,7 +188,7 @@ impl HeartbeatSendFailed<'_> {
         r.instruments.count_sent(&attrs);
         if let Some(latency) = self.latency {
             if let Some(leader) = self.leader {
-                attrs.push(broker_kv(leader));
+                attrs.extend(r.broker(leader));
             }
             r.instruments.record_produce(latency, &attrs);
         }

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 
 use super::cap::{Capped, cap, room};
 use super::{Probe, Schedule};
-use crate::config::{ClusterConfig, SeriesCheckConfig};
+use crate::config::{ClusterConfig, LagGranularity, SeriesCheckConfig};
 use crate::events::cap::{CappedCheck, SeriesCapped};
 use crate::events::groups::{GroupState, GroupsRead, GroupsUnsupported, PartitionLag};
 use crate::kafka::ClientTiming;
@@ -130,10 +130,15 @@ impl GroupsProbe {
                 }
             }
             read.sort_by(|a, b| a.0.cmp(&b.0));
+            let granularity = self.parts.cluster.consumer_groups.granularity;
             let capped = cap(read, room(self.parts.check.max_series, used), |(_, o)| {
-                series_of(o)
+                series_of(o, granularity)
             });
-            used += capped.kept.iter().map(|(_, o)| series_of(o)).sum::<usize>();
+            used += capped
+                .kept
+                .iter()
+                .map(|(_, o)| series_of(o, granularity))
+                .sum::<usize>();
             out.capped.kept.extend(capped.kept);
             out.capped.left_out += capped.left_out;
             out.capped.series += capped.series;
@@ -177,11 +182,18 @@ struct Committed {
     unreadable: BTreeMap<String, String>,
 }
 
-/// The series a group costs: its members, a lag sum per topic, and per partition its lag,
-/// offset and lag in seconds.
-fn series_of(offsets: &[CommittedOffset]) -> usize {
+/// The series a group costs: its members and state, sums per topic, and per partition its
+/// lag, offset and lag in seconds (or, per topic only, lag in seconds per topic).
+fn series_of(offsets: &[CommittedOffset], granularity: LagGranularity) -> usize {
     let topics: BTreeSet<&str> = offsets.iter().map(|o| o.topic.as_str()).collect();
-    SERIES_PER_GROUP + SERIES_PER_TOPIC * topics.len() + SERIES_PER_PARTITION * offsets.len()
+    match granularity {
+        LagGranularity::Partition => {
+            SERIES_PER_GROUP
+                + SERIES_PER_TOPIC * topics.len()
+                + SERIES_PER_PARTITION * offsets.len()
+        }
+        LagGranularity::Topic => SERIES_PER_GROUP + (SERIES_PER_TOPIC + 1) * topics.len(),
+    }
 }
 
 impl Probe for GroupsProbe {
@@ -300,6 +312,7 @@ impl Probe for GroupsProbe {
             groups: &groups,
             unreadable: &unreadable,
             partial,
+            granularity: self.parts.cluster.consumer_groups.granularity,
         }
         .emit(&self.parts.instruments);
         SeriesCapped {
@@ -343,9 +356,12 @@ mod tests {
     #[test]
     fn a_group_costs_members_and_states_two_sums_per_topic_and_three_series_per_partition() {
         // (1 + 5) + 2 + 3·2 = 14 series; a second topic adds 2 + 3.
-        assert_eq!(series_of(&offsets("t", 2)), 14);
+        let partition = LagGranularity::Partition;
+        assert_eq!(series_of(&offsets("t", 2), partition), 14);
         let mut two = offsets("t", 2);
         two.extend(offsets("u", 1));
-        assert_eq!(series_of(&two), 19);
+        assert_eq!(series_of(&two, partition), 19);
+        // Per topic: (1 + 5) + 3 per topic, whatever the partitions.
+        assert_eq!(series_of(&two, LagGranularity::Topic), 12);
     }
 }

@@ -16,17 +16,20 @@ use super::gauges::{self, GaugeBoard};
 pub(crate) use super::gauges::{
     GroupPartitionPoint, GroupRound, GroupTopicPoint, PartitionPoint, TopicPoint,
 };
-use crate::config::DEFAULT_HISTOGRAM_BOUNDARIES;
+use crate::config::{DEFAULT_HISTOGRAM_BOUNDARIES, MessagingNames};
 
-pub use super::names::{SkipReason, attr, name};
+pub use super::names::{SCHEMA_URL, SkipReason, attr, name};
 
 /// Every instrument of the agent, created once and shared by all probes.
 #[derive(Clone, Debug)]
 pub struct Instruments {
-    produce_duration: Histogram<f64>,
+    /// Under the agent's names (`kafka.heartbeat.*`), unless only the conventions' are wanted.
+    produce_duration: Option<Histogram<f64>>,
+    messages_sent: Option<Counter<u64>>,
+    messages_received: Option<Counter<u64>>,
+    /// Under the messaging conventions' names, when asked for.
+    semconv: Option<SemconvMessaging>,
     end_to_end_duration: Histogram<f64>,
-    messages_sent: Counter<u64>,
-    messages_received: Counter<u64>,
     messages_lost: Counter<u64>,
     messages_duplicated: Counter<u64>,
     messages_out_of_order: Counter<u64>,
@@ -44,6 +47,37 @@ pub struct Instruments {
     _observable: Arc<Vec<ObservableGauge<i64>>>,
     _observable_seconds: Arc<ObservableGauge<f64>>,
     _own: Arc<OwnInstruments>,
+}
+
+/// The heartbeat's sends and receives under the OpenTelemetry messaging conventions' names.
+#[derive(Clone, Debug)]
+struct SemconvMessaging {
+    operation_duration: Histogram<f64>,
+    sent_messages: Counter<u64>,
+    consumed_messages: Counter<u64>,
+}
+
+/// The conventions' recommended boundaries for `messaging.client.operation.duration`.
+const SEMCONV_DURATION_BOUNDARIES: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// `messaging.operation.name` and `.type` of a heartbeat's send.
+fn send_operation(attrs: &[KeyValue]) -> Vec<KeyValue> {
+    with_operation(attrs, "send", "send")
+}
+
+/// The same of its receive: the consumer's poll.
+fn receive_operation(attrs: &[KeyValue]) -> Vec<KeyValue> {
+    with_operation(attrs, "poll", "receive")
+}
+
+fn with_operation(attrs: &[KeyValue], name: &'static str, kind: &'static str) -> Vec<KeyValue> {
+    let mut out = Vec::with_capacity(attrs.len() + 2);
+    out.extend_from_slice(attrs);
+    out.push(KeyValue::new(attr::MESSAGING_OPERATION_NAME, name));
+    out.push(KeyValue::new(attr::MESSAGING_OPERATION_TYPE, kind));
+    out
 }
 
 /// The agent's own instruments, kept registered: which build runs, and how its exports fare.
@@ -111,7 +145,7 @@ impl OwnInstruments {
 }
 
 impl Instruments {
-    pub(crate) fn new(meter: &Meter, stats: &Arc<ExportStats>) -> Self {
+    pub(crate) fn new(meter: &Meter, stats: &Arc<ExportStats>, names: MessagingNames) -> Self {
         let own = OwnInstruments::new(meter, stats);
         let gauges = Arc::new(GaugeBoard::default());
         let (observable_gauges, lag_seconds) = gauges::register(meter, &gauges);
@@ -130,20 +164,43 @@ impl Instruments {
                 .with_description(description)
                 .build()
         };
-        Self {
-            produce_duration: seconds(
-                name::PRODUCE_DURATION,
-                "Time from the send call until the broker acknowledged the heartbeat (acks=all).",
+        let semconv = names.semconv().then(|| SemconvMessaging {
+            operation_duration: meter
+                .f64_histogram(name::SEMCONV_OPERATION_DURATION)
+                .with_unit("s")
+                .with_description("Duration of the heartbeat's send: from the send call until the broker acknowledged it (acks=all).")
+                .with_boundaries(SEMCONV_DURATION_BOUNDARIES.to_vec())
+                .build(),
+            sent_messages: messages(
+                name::SEMCONV_SENT_MESSAGES,
+                "Heartbeats the producer attempted to send to the broker (error.type on failure).",
             ),
+            consumed_messages: messages(
+                name::SEMCONV_CONSUMED_MESSAGES,
+                "Own heartbeats delivered back by the consumer.",
+            ),
+        });
+        Self {
+            produce_duration: names.agent().then(|| {
+                seconds(
+                    name::PRODUCE_DURATION,
+                    "Time from the send call until the broker acknowledged the heartbeat (acks=all).",
+                )
+            }),
+            semconv,
             end_to_end_duration: seconds(
                 name::END_TO_END_DURATION,
                 "Time from the send call until this agent consumed its own heartbeat back.",
             ),
-            messages_sent: messages(
-                name::MESSAGES_SENT,
-                "Heartbeats handed to the producer, by outcome (error.type on failure).",
-            ),
-            messages_received: messages(name::MESSAGES_RECEIVED, "Own heartbeats consumed back."),
+            messages_sent: names.agent().then(|| {
+                messages(
+                    name::MESSAGES_SENT,
+                    "Heartbeats handed to the producer, by outcome (error.type on failure).",
+                )
+            }),
+            messages_received: names
+                .agent()
+                .then(|| messages(name::MESSAGES_RECEIVED, "Own heartbeats consumed back.")),
             messages_lost: messages(
                 name::MESSAGES_LOST,
                 "Acknowledged heartbeats not consumed back within the loss timeout.",
@@ -212,21 +269,40 @@ impl Instruments {
         Self::new(
             &provider.meter(crate::telemetry::SERVICE_NAME),
             &Arc::default(),
+            MessagingNames::Agent,
         )
     }
 
     // === heartbeat ===
 
     pub(crate) fn count_sent(&self, attrs: &[KeyValue]) {
-        self.messages_sent.add(1, attrs);
+        let attrs = send_operation(attrs);
+        if let Some(c) = &self.messages_sent {
+            c.add(1, &attrs);
+        }
+        if let Some(s) = &self.semconv {
+            s.sent_messages.add(1, &attrs);
+        }
     }
 
     pub(crate) fn record_produce(&self, latency: Duration, attrs: &[KeyValue]) {
-        self.produce_duration.record(latency.as_secs_f64(), attrs);
+        let attrs = send_operation(attrs);
+        if let Some(h) = &self.produce_duration {
+            h.record(latency.as_secs_f64(), &attrs);
+        }
+        if let Some(s) = &self.semconv {
+            s.operation_duration.record(latency.as_secs_f64(), &attrs);
+        }
     }
 
     pub(crate) fn count_received(&self, end_to_end: Duration, attrs: &[KeyValue]) {
-        self.messages_received.add(1, attrs);
+        let received = receive_operation(attrs);
+        if let Some(c) = &self.messages_received {
+            c.add(1, &received);
+        }
+        if let Some(s) = &self.semconv {
+            s.consumed_messages.add(1, &received);
+        }
         self.end_to_end_duration
             .record(end_to_end.as_secs_f64(), attrs);
     }
@@ -259,9 +335,19 @@ impl Instruments {
     /// Starts a partition's counters at 0, so "nothing lost" is a series at 0 rather than no
     /// data, and rates and alerts work from the first export.
     pub(crate) fn zero_partition(&self, partition: &[KeyValue]) {
+        let (sent, received) = (send_operation(partition), receive_operation(partition));
+        let semconv = self.semconv.as_ref();
+        for (counter, attrs) in [
+            (self.messages_sent.as_ref(), &sent),
+            (semconv.map(|s| &s.sent_messages), &sent),
+            (self.messages_received.as_ref(), &received),
+            (semconv.map(|s| &s.consumed_messages), &received),
+        ] {
+            if let Some(counter) = counter {
+                counter.add(0, attrs);
+            }
+        }
         for counter in [
-            &self.messages_sent,
-            &self.messages_received,
             &self.messages_lost,
             &self.messages_duplicated,
             &self.messages_out_of_order,
@@ -442,8 +528,12 @@ pub struct ClusterAttributes {
 
 impl ClusterAttributes {
     pub fn new(cluster_id: &str, cluster: &ClusterLabels) -> Self {
-        let mut base = Vec::with_capacity(1 + cluster.attrs.len());
+        let mut base = Vec::with_capacity(2 + cluster.attrs.len());
         base.push(KeyValue::new(attr::CLUSTER_ID, cluster_id.to_owned()));
+        base.push(KeyValue::new(
+            attr::MESSAGING_CLUSTER_ID,
+            cluster_id.to_owned(),
+        ));
         base.extend(cluster.attrs.iter().cloned());
         Self {
             cluster_id: cluster_id.to_owned(),

@@ -20,7 +20,7 @@ use opentelemetry_sdk::metrics::{
 pub use export::TransportError;
 pub use instruments::{ClusterAttributes, Instruments, SkipReason};
 
-use crate::config::{HistogramKind, OtlpConfig};
+use crate::config::{ExportConfig, HistogramKind, MessagingNames};
 use crate::error::BuildError;
 
 pub const SERVICE_NAME: &str = "cc-heartbeat";
@@ -124,10 +124,11 @@ impl Telemetry {
     /// readers (tests, the Prometheus endpoint). Must run inside the tokio runtime.
     pub fn build(
         identity: &Identity,
-        otlp: &OtlpConfig,
+        export: &ExportConfig,
         prometheus: bool,
         configure: impl FnOnce(MeterProviderBuilder) -> MeterProviderBuilder,
     ) -> Result<Self, BuildError> {
+        let otlp = &export.otlp;
         let mut builder = SdkMeterProvider::builder().with_resource(identity.resource.clone());
         if otlp.histogram == HistogramKind::Exponential {
             builder = builder.with_view(|instrument: &opentelemetry_sdk::metrics::Instrument| {
@@ -165,26 +166,29 @@ impl Telemetry {
         } else {
             None
         };
-        let mut telemetry = Self::with_stats(configure(builder).build(), &stats);
+        let mut telemetry =
+            Self::with_stats(configure(builder).build(), &stats, export.messaging_names);
         telemetry.prometheus = registry;
         Ok(telemetry)
     }
 
     /// Wraps an existing provider (tests build one with an in-memory reader).
     pub fn from_provider(provider: SdkMeterProvider) -> Self {
-        Self::with_stats(provider, &std::sync::Arc::default())
+        Self::with_stats(provider, &std::sync::Arc::default(), MessagingNames::Agent)
     }
 
     fn with_stats(
         provider: SdkMeterProvider,
         stats: &std::sync::Arc<export::stats::ExportStats>,
+        names: MessagingNames,
     ) -> Self {
         let meter = provider.meter_with_scope(
             opentelemetry::InstrumentationScope::builder(SERVICE_NAME)
                 .with_version(SERVICE_VERSION)
+                .with_schema_url(names::SCHEMA_URL)
                 .build(),
         );
-        let instruments = Instruments::new(&meter, stats);
+        let instruments = Instruments::new(&meter, stats, names);
         Self {
             provider,
             instruments,

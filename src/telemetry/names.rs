@@ -48,7 +48,16 @@ pub mod name {
     pub const EXPORT_BATCHES: &str = "cc_heartbeat.export.batches";
     pub const EXPORT_POINTS_REJECTED: &str = "cc_heartbeat.export.points.rejected";
     pub const EXPORT_BATCHES_HELD: &str = "cc_heartbeat.export.batches.held";
+    // The OpenTelemetry messaging conventions' names for the heartbeat's sends and receives
+    // (`export.messaging_names`, `OTEL_SEMCONV_STABILITY_OPT_IN`).
+    pub const SEMCONV_OPERATION_DURATION: &str = "messaging.client.operation.duration";
+    pub const SEMCONV_SENT_MESSAGES: &str = "messaging.client.sent.messages";
+    pub const SEMCONV_CONSUMED_MESSAGES: &str = "messaging.client.consumed.messages";
 }
+
+/// The version of the OpenTelemetry semantic conventions the names and attributes follow:
+/// the instrumentation scope's schema URL.
+pub const SCHEMA_URL: &str = "https://opentelemetry.io/schemas/1.36.0";
 
 /// Attribute keys.
 pub mod attr {
@@ -81,6 +90,10 @@ pub mod attr {
     pub const SERVICE_VERSION: &str = "service.version";
     pub const VCS_REVISION: &str = "vcs.revision";
     pub const OTEL_SIGNAL: &str = "otel.signal";
+    pub const MESSAGING_OPERATION_NAME: &str = "messaging.operation.name";
+    pub const MESSAGING_OPERATION_TYPE: &str = "messaging.operation.type";
+    /// The conventions' key for the cluster id, beside the kafkametricsreceiver's.
+    pub const MESSAGING_CLUSTER_ID: &str = "messaging.kafka.cluster.id";
 }
 
 /// Why a consumed message was not counted as one of this agent's heartbeats.

@@ -192,12 +192,9 @@ impl TestAgent {
         let reader = PeriodicReader::builder(exporter.clone())
             .with_interval(Duration::from_secs(3600))
             .build();
-        let telemetry = Telemetry::build(
-            &identity,
-            &config.export.otlp,
-            config.http.prometheus,
-            |b| b.with_reader(reader),
-        )
+        let telemetry = Telemetry::build(&identity, &config.export, config.http.prometheus, |b| {
+            b.with_reader(reader)
+        })
         .expect("telemetry");
         let provider = telemetry.provider().clone();
         let (tap, mut rx) = mpsc::channel(65_536);

@@ -166,6 +166,15 @@ fn bad_configs_report_every_problem_with_its_key() {
             ],
         ),
         (
+            "unknown choices of the metric names and the lag granularity",
+            "clusters:\n  - name: a\n    bootstrap_servers: 'x:1'\n    consumer_groups: {granularity: row}\nexport: {messaging_names: otel}\n",
+            &[],
+            &[
+                "clusters[0].consumer_groups.granularity (line 4): \"row\" is not valid; expected one of: partition, topic",
+                "export.messaging_names (line 5): \"otel\" is not valid; expected one of: agent, semconv, both",
+            ],
+        ),
+        (
             "TLS files to the collector that are not there",
             "clusters: [{name: a, bootstrap_servers: 'x:1'}]\nexport:\n  otlp:\n    endpoint: 'https://collector:4317'\n    tls: {ca_file: /nonexistent/ca.pem, cert_file: /nonexistent/agent.pem, key_file: Cargo.toml}\n",
             &[],

@@ -200,7 +200,7 @@ fn config_without_defaults() -> (Config, tempfile::NamedTempFile) {
     librdkafka: {{socket.keepalive.enable: 'true'}}
     labels: {{env: prod, cost.center: '42'}}
     topics: {{include: ['^orders-'], exclude: ['-dlq$']}}
-    consumer_groups: {{include: ['^billing'], exclude: [], lag_duration: false}}
+    consumer_groups: {{include: ['^billing'], exclude: [], lag_duration: false, granularity: topic}}
     schema_registry: {{url: 'https://sr.example:8443/base', basic_auth: {{username: key, password: registry-secret}}, tls: {{ca_file: {p}, verify: false}}}}
   - name: oauth
     bootstrap_servers: c.example:9095

@@ -226,6 +226,7 @@ impl HeartbeatReceiver {
         Recorder {
             instruments: &self.instruments,
             attrs: &self.attrs,
+            view: Arc::clone(&self.view.borrow()),
             tap: self.tap.as_ref(),
         }
     }
