@@ -52,6 +52,7 @@ pub async fn run(
             cluster,
             timing,
             &identity.instance_id,
+            config.heartbeat.read_back,
         )?);
     }
     let health = if options.health {
@@ -98,8 +99,10 @@ pub async fn run(
             instruments: instruments.clone(),
             tap: options.tap.clone(),
             metadata_ready: readiness.latch(format!("{} metadata", cluster.name)),
-            heartbeat_ready: readiness
-                .latch(format!("{} first heartbeat round trip", cluster.name)),
+            heartbeat_ready: readiness.latch(match config.heartbeat.read_back {
+                true => format!("{} first heartbeat round trip", cluster.name),
+                false => format!("{} first heartbeat acknowledged", cluster.name),
+            }),
             topic_ready: readiness.condition(),
             cluster_usable: readiness.condition(),
         };

@@ -228,11 +228,58 @@ fn env_value<'a>(container: &'a Value, name: &str) -> &'a str {
 
 #[test]
 fn the_daemonset_overlay_renders_with_probes_limits_and_a_locked_down_pod() {
-    check_overlay(
-        "deploy/kubernetes/overlays/daemonset",
-        "DaemonSet",
-        "http://$(K8S_NODE_IP):4317",
-    );
+    let overlay = "deploy/kubernetes/overlays/daemonset";
+    check_overlay(overlay, "DaemonSet", "http://$(K8S_NODE_IP):4317");
+    // The round-trip agents beside it, exporting to their node's collector too.
+    check_overlay(overlay, "Deployment", "http://$(K8S_NODE_IP):4317");
+    let objects = render(overlay);
+    let container = |kind: &str| {
+        find(&objects, kind, "cc-heartbeat")["spec"]["template"]["spec"]["containers"][0].clone()
+    };
+    // The per-node agents produce only, to a topic of their own; the round-trip agents read
+    // back the config's default topic.
+    let node = container("DaemonSet");
+    assert_eq!(env_value(&node, "CC_HEARTBEAT_READ_BACK"), "false");
+    assert_eq!(env_value(&node, "CC_HEARTBEAT_TOPIC"), "cc-heartbeat-nodes");
+    let round_trip = container("Deployment");
+    for name in ["CC_HEARTBEAT_READ_BACK", "CC_HEARTBEAT_TOPIC"] {
+        assert!(
+            round_trip["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|e| e["name"] != name),
+            "the round-trip agents take the config's {name} default"
+        );
+    }
+    let config_map = find(&objects, "ConfigMap", "cc-heartbeat-config");
+    let text = config_map["data"]["config.yaml"].as_str().unwrap();
+    let secret: BTreeMap<String, String> = [
+        ("CC_BOOTSTRAP_SERVERS", "pkc-1.example:9092"),
+        ("CC_API_KEY", "key"),
+        ("CC_API_SECRET", "secret"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let config_with = |extra: &[(&str, &str)]| {
+        let mut env = secret.clone();
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        cc_heartbeat::config::from_str("config.yaml", text, &|k| env.get(k).cloned()).unwrap()
+    };
+    let per_node = config_with(&[
+        ("CC_HEARTBEAT_READ_BACK", "false"),
+        ("CC_HEARTBEAT_TOPIC", "cc-heartbeat-nodes"),
+    ]);
+    assert!(!per_node.heartbeat.read_back);
+    assert_eq!(per_node.heartbeat.topic, "cc-heartbeat-nodes");
+    let complete = config_with(&[]);
+    assert!(complete.heartbeat.read_back);
+    assert_eq!(complete.heartbeat.topic, "cc-heartbeat");
 }
 
 #[test]
@@ -291,7 +338,12 @@ fn every_selector_of_every_overlay_selects_exactly_one_workloads_pods() {
     for overlay in ["daemonset", "deployment", "prometheus-operator"] {
         let objects = render(&format!("deploy/kubernetes/overlays/{overlay}"));
         let pods = pod_labels(&objects);
-        assert_eq!(pods.len(), 2, "{overlay}: the agent and the collector");
+        let workloads = if overlay == "daemonset" { 3 } else { 2 };
+        assert_eq!(
+            pods.len(),
+            workloads,
+            "{overlay}: the agents (per node and round trip, or round trip) and the collector"
+        );
         let mut selectors = Vec::new();
         for o in &objects {
             let kind = o["kind"].as_str().unwrap();

@@ -322,6 +322,31 @@ async fn dashboard_and_alerts(route: Route) {
         &[],
     );
     agent.wait_ready(http_port, Duration::from_secs(30)).await;
+    // Through the collector, a per-node agent as the DaemonSet overlay runs it beside the
+    // round-trip agent: it only produces, to a topic of its own. Every query and alert must
+    // work with its series among the others.
+    let node_agent = match &collector {
+        Some(c) => {
+            let node_topic = unique_topic("prom-nodes");
+            prod.create_topic(&node_topic, 3);
+            let node_port = free_port();
+            let mut node = AgentProcess::start(
+                &format!(
+                    "clusters:\n  - {{name: prod, bootstrap_servers: '{}'}}\n\
+                     heartbeat: {{topic: {node_topic}, interval: 250ms, message_timeout: 1s, read_back: false}}\n\
+                     checks: {{connectivity: {{interval: 1s, timeout: 500ms}}, metadata: {{interval: 1s}}, offsets: {{enabled: false}}, consumer_groups: {{enabled: false}}}}\n\
+                     export: {{otlp: {{endpoint: 'http://127.0.0.1:{}', interval: 1s}}}}\n\
+                     http: {{listen: '127.0.0.1:{node_port}'}}\n",
+                    prod.bootstrap(),
+                    c.otlp_grpc
+                ),
+                &[("OTEL_RESOURCE_ATTRIBUTES", "service.instance.id=node-agent")],
+            );
+            node.wait_ready(node_port, Duration::from_secs(30)).await;
+            Some(node)
+        }
+        None => None,
+    };
     let scraped = match &collector {
         Some(c) => format!("127.0.0.1:{}", c.prometheus),
         None => format!("127.0.0.1:{http_port}"),
@@ -486,7 +511,11 @@ async fn dashboard_and_alerts(route: Route) {
     );
     drop(app);
 
-    // The agent goes away: both absence alerts fire once its series go stale.
+    // The agents go away: both absence alerts fire once their series go stale.
+    if let Some(node) = node_agent {
+        let (status, _) = node.terminate(Duration::from_secs(15)).await;
+        assert!(status.success());
+    }
     let stopping = std::time::Instant::now();
     let (status, output) = agent.terminate(Duration::from_secs(15)).await;
     let took = stopping.elapsed();

@@ -137,7 +137,12 @@ async fn check_cluster(
         name: cluster.name.clone(),
         ..ClusterReport::default()
     };
-    let clients = match HeartbeatClients::new(&cluster, ClientTiming::of(config), instance_id) {
+    let clients = match HeartbeatClients::new(
+        &cluster,
+        ClientTiming::of(config),
+        instance_id,
+        config.heartbeat.read_back,
+    ) {
         Ok(c) => c,
         Err(e) => {
             report
@@ -346,10 +351,12 @@ async fn heartbeat_round(
     let deadline = tokio::time::Instant::now() + config.heartbeat.message_timeout + CONSUME_WAIT;
     // Both the ack and the round trip: the consumer may see a heartbeat before the producer
     // hears of its ack.
+    // Without reading back (heartbeat.read_back: false), the ack is all there is.
+    let read_back = config.heartbeat.read_back;
     let done = |reports: &BTreeMap<i32, PartitionReport>| {
-        reports
-            .values()
-            .all(|r| (r.end_to_end_ms.is_some() && r.ack_ms.is_some()) || r.error.is_some())
+        reports.values().all(|r| {
+            (r.ack_ms.is_some() && (r.end_to_end_ms.is_some() || !read_back)) || r.error.is_some()
+        })
     };
     while !done(&reports) {
         let Ok(Some(observation)) = tokio::time::timeout_at(deadline, observations.recv()).await
@@ -384,7 +391,7 @@ async fn heartbeat_round(
     }
     probe.stop().await;
     for r in reports.values_mut() {
-        if r.error.is_none() && r.end_to_end_ms.is_none() {
+        if r.error.is_none() && r.end_to_end_ms.is_none() && (read_back || r.ack_ms.is_none()) {
             r.error = Some(match r.ack_ms {
                 Some(_) => format!(
                     "acked but not consumed back within {}",

@@ -199,6 +199,7 @@ fn read_heartbeat(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<HeartbeatCon
         f.duration(r, &FAST_INTERVAL)
     });
     let create_topic = or_default(s.field("create_topic"), true, |f| f.bool(r));
+    let read_back = or_default(s.field("read_back"), true, |f| f.bool(r));
     let partitions = match s.field("partitions") {
         Some(f) => f.integer(r, 1, 10_000).map(|n| Some(n as i32)),
         None => Some(None),
@@ -248,6 +249,7 @@ fn read_heartbeat(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<HeartbeatCon
         loss_timeout,
         message_timeout,
         create_topic: create_topic?,
+        read_back: read_back?,
         partitions: partitions?,
         replication_factor: replication_factor?,
         retention: retention?,

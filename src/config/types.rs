@@ -303,6 +303,10 @@ pub struct HeartbeatConfig {
     pub loss_timeout: Duration,
     #[serde(serialize_with = "render::duration")]
     pub message_timeout: Duration,
+    /// Consume the heartbeats back (end-to-end latency, loss). Off, the agent only produces
+    /// them (ack latency and failures), as the DaemonSet's per-node agents do so that a
+    /// fleet's cost on the cluster grows with its size, not its square.
+    pub read_back: bool,
     pub create_topic: bool,
     /// Partitions of a created topic; `None` means one per broker.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -97,17 +97,20 @@ fn leader_name(leader: Option<i32>) -> String {
 pub struct PartitionsAssigned<'a> {
     pub partitions: &'a [i32],
     pub cluster_counters: bool,
+    /// The heartbeats are read back: their receive-side counters start too.
+    pub read_back: bool,
 }
 
 impl PartitionsAssigned<'_> {
     pub fn emit(self, r: &Recorder<'_>) {
         for p in self.partitions {
-            r.instruments.zero_partition(&r.partition(*p));
+            r.instruments
+                .zero_partition(&r.partition(*p), self.read_back);
         }
-        if self.cluster_counters {
+        if self.cluster_counters && self.read_back {
             r.instruments.count_recreation(r.attrs.base(), false);
         }
-        debug!(partitions = ?self.partitions, "Consumer assigned.");
+        debug!(partitions = ?self.partitions, "Partitions in use.");
     }
 }
 
@@ -368,6 +371,27 @@ pub struct FirstRoundTrip {
     pub partition: i32,
     pub end_to_end: Duration,
     pub ready: Option<Latch>,
+}
+
+/// The first heartbeat was acknowledged, for an agent that does not read its heartbeats back
+/// (`heartbeat.read_back: false`): what makes it ready.
+pub struct FirstAck {
+    pub partition: i32,
+    pub latency: Duration,
+    pub ready: Option<Latch>,
+}
+
+impl FirstAck {
+    pub fn emit(self) {
+        info!(
+            partition = self.partition,
+            produce = ?self.latency,
+            "First heartbeat acknowledged (heartbeat.read_back: false, so no round trip is measured).",
+        );
+        if let Some(latch) = self.ready {
+            latch.release();
+        }
+    }
 }
 
 impl FirstRoundTrip {

@@ -334,12 +334,24 @@ impl Instruments {
 
     /// Starts a partition's counters at 0, so "nothing lost" is a series at 0 rather than no
     /// data, and rates and alerts work from the first export.
-    pub(crate) fn zero_partition(&self, partition: &[KeyValue]) {
+    /// Only the send side when the heartbeats are not read back: an agent that does not read
+    /// exports no receive-side series at all, rather than zeros that would read as "nothing
+    /// lost".
+    pub(crate) fn zero_partition(&self, partition: &[KeyValue], read_back: bool) {
         let (sent, received) = (send_operation(partition), receive_operation(partition));
         let semconv = self.semconv.as_ref();
         for (counter, attrs) in [
             (self.messages_sent.as_ref(), &sent),
             (semconv.map(|s| &s.sent_messages), &sent),
+        ] {
+            if let Some(counter) = counter {
+                counter.add(0, attrs);
+            }
+        }
+        if !read_back {
+            return;
+        }
+        for (counter, attrs) in [
             (self.messages_received.as_ref(), &received),
             (semconv.map(|s| &s.consumed_messages), &received),
         ] {

@@ -53,7 +53,7 @@ fn bad_configs_report_every_problem_with_its_key() {
                 "clusters[0].bootstrap_servers (line 3): environment variable BOOTSTRAP is not set (referenced as ${BOOTSTRAP})",
                 "clusters[0].colour (line 4): unknown key; expected one of: bootstrap_servers, consumer_groups, labels, librdkafka, name, sasl, schema_registry, security_protocol, tls, topics",
                 "heartbeat.interval (line 6): \"5\" has no unit; expected a duration like 500ms, 5s, 1m or 1h",
-                "heartbeat.intervall (line 7): unknown key; expected one of: create_topic, interval, loss_timeout, message_timeout, partitions, replication_factor, retention, topic",
+                "heartbeat.intervall (line 7): unknown key; expected one of: create_topic, interval, loss_timeout, message_timeout, partitions, read_back, replication_factor, retention, topic",
                 "export.otlp.protocol (line 9): \"carrier-pigeon\" is not valid; expected one of: grpc, http/protobuf, http",
                 "logging (line 10): unknown key; expected one of: checks, clusters, export, heartbeat, http, log",
             ],

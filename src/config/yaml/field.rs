@@ -70,12 +70,8 @@ impl<'n> Field<'n> {
 
     /// A boolean: `true` or `false`.
     pub(crate) fn bool(&self, r: &mut Reader<'_>) -> Option<bool> {
-        let (text, plain) = self.raw_scalar(r, "true or false")?;
-        let text = if plain {
-            text.to_owned()
-        } else {
-            r.interpolate(&self.path, self.line, text)?
-        };
+        // `${VAR:-true}` works unquoted as well, like every other value.
+        let text = self.string(r)?;
         match text.as_str() {
             "true" | "True" | "TRUE" => Some(true),
             "false" | "False" | "FALSE" => Some(false),

@@ -96,7 +96,9 @@ pub struct HeartbeatClients {
     /// The cluster's name, for the clients' task spans.
     cluster: String,
     pub(super) producer: Producer,
-    pub(super) consumer: Consumer,
+    /// `None` when the heartbeat is not read back (`heartbeat.read_back: false`): no consumer
+    /// connects at all.
+    pub(super) consumer: Option<Consumer>,
     pub(super) origin: Origin,
     pub(super) positions: Arc<Positions>,
     pub(super) events_tx: Events,
@@ -111,6 +113,7 @@ impl HeartbeatClients {
         cluster: &ClusterConfig,
         timing: ClientTiming,
         instance_id: &str,
+        read_back: bool,
     ) -> Result<Self, BuildError> {
         let (events_tx, events) = mpsc::unbounded_channel();
         // The producer outlives the heartbeat (the cluster-level requests share it), so its
@@ -133,18 +136,23 @@ impl HeartbeatClients {
         // librdkafka needs a group id to assign partitions at all. This one is unique to the
         // run and only ever used with assign(): the consumer never joins, rebalances or
         // commits.
-        let consumer: BaseConsumer<AgentContext> = client_config(cluster, Role::Consumer, timing)
-            .set("group.id", format!("cc-heartbeat-{}", origin.run))
-            .create_with_context(AgentContext::new(cluster, Role::Consumer))
-            .map_err(|source| BuildError::KafkaClient {
-                cluster: cluster.name.clone(),
-                role: Role::Consumer.as_str(),
-                source,
-            })?;
+        let consumer = read_back
+            .then(|| {
+                client_config(cluster, Role::Consumer, timing)
+                    .set("group.id", format!("cc-heartbeat-{}", origin.run))
+                    .create_with_context(AgentContext::new(cluster, Role::Consumer))
+                    .map(|c: BaseConsumer<AgentContext>| Arc::new(Driven::new(c)))
+                    .map_err(|source| BuildError::KafkaClient {
+                        cluster: cluster.name.clone(),
+                        role: Role::Consumer.as_str(),
+                        source,
+                    })
+            })
+            .transpose()?;
         Ok(Self {
             cluster: cluster.name.clone(),
             producer,
-            consumer: Arc::new(Driven::new(consumer)),
+            consumer,
             origin,
             positions: Arc::default(),
             events_tx,
@@ -168,16 +176,18 @@ impl HeartbeatClients {
                 .serve(cancel.clone())
                 .instrument(span(Role::Producer)),
         );
-        tasks.spawn(
-            consume(
-                Arc::clone(&self.consumer),
-                self.origin.clone(),
-                self.events_tx.clone(),
-                Arc::clone(&self.positions),
-                cancel.clone(),
-            )
-            .instrument(span(Role::Consumer)),
-        );
+        if let Some(consumer) = &self.consumer {
+            tasks.spawn(
+                consume(
+                    Arc::clone(consumer),
+                    self.origin.clone(),
+                    self.events_tx.clone(),
+                    Arc::clone(&self.positions),
+                    cancel.clone(),
+                )
+                .instrument(span(Role::Consumer)),
+            );
+        }
     }
 }
 

@@ -103,7 +103,8 @@ pub struct HeartbeatProbe {
     message_timeout: Duration,
     origin: Origin,
     producer: Producer,
-    consumer: Consumer,
+    /// `None` when the heartbeat is not read back.
+    consumer: Option<Consumer>,
     /// Where the partitions' ends are looked up (on the producer's handle).
     admin: Admin,
     events: Events,
@@ -158,7 +159,12 @@ pub fn start(
         ClusterAttributes::new(&view.borrow().cluster_id, &labels).for_heartbeat(&heartbeat.topic);
     let receiver = HeartbeatReceiver {
         producer_log: producer.log().clone(),
-        consumer_log: consumer.context().log().clone(),
+        // Without a consumer nothing refuses reads: a log that never reports a refusal.
+        consumer_log: consumer.as_ref().map_or_else(
+            || crate::kafka::LibrdkafkaLog::new(&cluster.name, crate::kafka::Role::Consumer),
+            |c| c.context().log().clone(),
+        ),
+        read_back: heartbeat.read_back,
         events,
         positions: Arc::clone(&positions),
         tracker: Tracker::new(heartbeat.interval, heartbeat.loss_timeout),
@@ -209,6 +215,24 @@ impl HeartbeatProbe {
         if wanted.is_empty() {
             return Vec::new();
         }
+        let Some(consumer) = self.consumer.clone() else {
+            // Not read back: a partition is in use once the producer knows it.
+            let known = self.refresh_client_metadata(&wanted).await;
+            let (added, unknown): (Vec<i32>, Vec<i32>) =
+                wanted.into_iter().partition(|p| known.contains(p));
+            PartitionsUnknownToProducer {
+                partitions: &unknown,
+            }
+            .emit();
+            if !added.is_empty() {
+                self.assigned.extend(&added);
+                let _ = self.events.send(Event::Assigned { partitions: added });
+            }
+            return unknown
+                .into_iter()
+                .map(|p| (p, NotSent::UnknownToProducer))
+                .collect();
+        };
         // New partitions (at start, or added to the topic): the clients read the metadata now
         // rather than at their own next refresh, and only partitions the producer knows are
         // used, so no send fails for want of the client's metadata.
@@ -260,7 +284,7 @@ impl HeartbeatProbe {
         if added.is_empty() {
             return unassigned;
         }
-        match self.consumer.incremental_assign(&list) {
+        match consumer.incremental_assign(&list) {
             Ok(()) => {
                 self.assigned.extend(&added);
                 let _ = self.events.send(Event::Assigned { partitions: added });
@@ -316,7 +340,7 @@ impl HeartbeatProbe {
     async fn refresh_client_metadata(&self, wanted: &[i32]) -> BTreeSet<i32> {
         const TRIES: usize = 5;
         const BETWEEN: Duration = Duration::from_millis(100);
-        let (producer, consumer) = (self.producer.clone(), Arc::clone(&self.consumer));
+        let (producer, consumer) = (self.producer.clone(), self.consumer.clone());
         let topic = self.topic.clone();
         let wanted: BTreeSet<i32> = wanted.iter().copied().collect();
         tokio::task::spawn_blocking(move || {
@@ -340,9 +364,11 @@ impl HeartbeatProbe {
                     break;
                 }
             }
-            let _ = consumer
-                .client()
-                .fetch_metadata(Some(&topic), WATERMARK_TIMEOUT);
+            if let Some(consumer) = consumer {
+                let _ = consumer
+                    .client()
+                    .fetch_metadata(Some(&topic), WATERMARK_TIMEOUT);
+            }
             known
         })
         .await
@@ -357,7 +383,9 @@ impl HeartbeatProbe {
             self.assigned.remove(p);
             self.positions.forget(*p);
         }
-        if let Err(error) = self.consumer.incremental_unassign(&list) {
+        if let Some(consumer) = &self.consumer
+            && let Err(error) = consumer.incremental_unassign(&list)
+        {
             AssignmentFailed { error: &error }.emit();
         }
     }
@@ -515,10 +543,16 @@ impl Probe for HeartbeatProbe {
     }
 
     fn describe(&self) -> String {
-        format!(
-            "Heartbeat probe started: a message to every partition of {} each interval, consumed back by assignment.",
-            self.topic
-        )
+        match self.consumer {
+            Some(_) => format!(
+                "Heartbeat probe started: a message to every partition of {} each interval, consumed back by assignment.",
+                self.topic
+            ),
+            None => format!(
+                "Heartbeat probe started: a message to every partition of {} each interval, produced only (heartbeat.read_back: false): ack latency and failures, no end-to-end latency or loss.",
+                self.topic
+            ),
+        }
     }
 
     /// Cancel-safe: state changes follow the awaits (assignments are made and recorded

@@ -21,10 +21,10 @@ use crate::error::ErrorKind;
 use crate::events::Episode;
 use crate::events::cluster::ClusterRequests;
 use crate::events::heartbeat::{
-    FirstRoundTrip, HeartbeatAcked, HeartbeatDuplicated, HeartbeatOutOfOrder, HeartbeatReadRefused,
-    HeartbeatReceived, HeartbeatSendFailed, HeartbeatSendsRecovered, HeartbeatWriteRefused,
-    HeartbeatsFlowAgain, HeartbeatsLost, LeaderMoved, MessageSkipped, PartitionsAssigned,
-    PendingVoided, Recorder, Tap, TopicRecreated, WrittenAfterAll,
+    FirstAck, FirstRoundTrip, HeartbeatAcked, HeartbeatDuplicated, HeartbeatOutOfOrder,
+    HeartbeatReadRefused, HeartbeatReceived, HeartbeatSendFailed, HeartbeatSendsRecovered,
+    HeartbeatWriteRefused, HeartbeatsFlowAgain, HeartbeatsLost, LeaderMoved, MessageSkipped,
+    PartitionsAssigned, PendingVoided, Recorder, Tap, TopicRecreated, WrittenAfterAll,
 };
 use crate::health::Latch;
 use crate::kafka::admin::Request;
@@ -74,6 +74,8 @@ pub struct HeartbeatReceiver {
     pub(super) first_round_trip: Option<Latch>,
     /// Counts the consumer's failed fetches among the cluster's requests.
     pub(super) requests: ClusterRequests,
+    /// The heartbeats are consumed back; otherwise only their acks are measured.
+    pub(super) read_back: bool,
     pub(super) state: ReceiverState,
 }
 
@@ -140,14 +142,17 @@ impl HeartbeatReceiver {
                 PartitionsAssigned {
                     partitions: &partitions,
                     cluster_counters: !std::mem::replace(&mut self.state.counters_started, true),
+                    read_back: self.read_back,
                 }
                 .emit(&self.recorder());
             }
+            // Only what is read back can be lost, and is tracked.
             Event::Sent {
                 partition,
                 seq,
                 sent_at,
-            } => self.tracker.register(partition, seq, sent_at),
+            } if self.read_back => self.tracker.register(partition, seq, sent_at),
+            Event::Sent { .. } => {}
             Event::Refused {
                 partition,
                 seq,
@@ -280,6 +285,14 @@ impl HeartbeatReceiver {
                     latency,
                 }
                 .emit(&self.recorder());
+                if !self.read_back && self.first_round_trip.is_some() {
+                    FirstAck {
+                        partition,
+                        latency,
+                        ready: self.first_round_trip.take(),
+                    }
+                    .emit();
+                }
                 let recovered = self
                     .state
                     .failing
