@@ -25,7 +25,8 @@ impl HttpAcceptFailed<'_> {
     }
 }
 
-/// Connections over the cap are closed at once; said at the 1st, 2nd, 4th, 8th… of them.
+/// Every connection is answering a request: a newcomer is closed at once; said at the 1st,
+/// 2nd, 4th, 8th… of them.
 pub struct HttpOverLimit {
     /// Connections refused so far.
     pub refused: u64,
@@ -38,7 +39,27 @@ impl HttpOverLimit {
             warn!(
                 refused = self.refused,
                 limit = self.limit,
-                "HTTP connections over the limit are closed at once."
+                "HTTP connections over the limit while every one is answering a request: closed at once."
+            );
+        }
+    }
+}
+
+/// At the cap, the connection idle the longest was closed to make room for a newcomer; said at
+/// the 1st, 2nd, 4th, 8th… of them.
+pub struct HttpIdleShed {
+    /// Connections closed so far.
+    pub shed: u64,
+    pub limit: usize,
+}
+
+impl HttpIdleShed {
+    pub fn emit(self) {
+        if self.shed.is_power_of_two() {
+            warn!(
+                shed = self.shed,
+                limit = self.limit,
+                "HTTP connections at the limit: the one idle the longest is closed to make room for a new one."
             );
         }
     }

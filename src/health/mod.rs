@@ -10,11 +10,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::events::http::{HttpAcceptFailed, HttpListening, HttpOverLimit};
+mod connections;
+
+use crate::events::http::{HttpAcceptFailed, HttpIdleShed, HttpListening, HttpOverLimit};
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use connections::{Activity, Admission, Connections, SharedStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::BuildError;
@@ -144,8 +147,8 @@ pub async fn serve(
     Ok(HealthServer { local, task })
 }
 
-/// At most this many HTTP connections at once; more are closed at once, so idle or slow
-/// clients cannot take the file descriptors the probes need.
+/// At most this many HTTP connections at once: more would take the file descriptors the
+/// probes need. Over it, a newcomer takes the place of the connection idle the longest.
 const MAX_CONNECTIONS: usize = 64;
 /// A client must send its request head within this long.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -154,8 +157,8 @@ const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
 /// Accepts connections until `cancel`, each served under the cap and the timeouts.
 async fn accept(listener: tokio::net::TcpListener, app: Router, cancel: CancellationToken) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let mut refused = 0u64;
+    let connections = Connections::new(MAX_CONNECTIONS);
+    let (mut refused, mut shed) = (0u64, 0u64);
     loop {
         let (stream, _) = tokio::select! {
             () = cancel.cancelled() => return,
@@ -169,29 +172,70 @@ async fn accept(listener: tokio::net::TcpListener, app: Router, cancel: Cancella
                 }
             },
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            refused += 1;
-            HttpOverLimit {
-                refused,
-                limit: MAX_CONNECTIONS,
+        let stream = Arc::new(stream);
+        let slot = match connections.admit(Arc::clone(&stream)) {
+            Admission::Admitted { slot, made_room } => {
+                if made_room {
+                    shed += 1;
+                    HttpIdleShed {
+                        shed,
+                        limit: connections.limit(),
+                    }
+                    .emit();
+                }
+                slot
             }
-            .emit();
-            continue;
+            Admission::Full => {
+                refused += 1;
+                HttpOverLimit {
+                    refused,
+                    limit: connections.limit(),
+                }
+                .emit();
+                continue;
+            }
         };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let service = request_service(app.clone(), slot.activity());
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            let _slot = slot;
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT);
-            let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let io = hyper_util::rt::TokioIo::new(SharedStream(stream));
+            let connection = http.serve_connection(io, service);
             tokio::select! {
                 () = cancel.cancelled() => {}
+                () = slot.closed() => {}
                 _ = tokio::time::timeout(CONNECTION_LIFETIME, connection) => {}
             }
         });
+        // Let the connection read its request head before the next newcomer may push it out.
+        tokio::task::yield_now().await;
     }
+}
+
+/// The routes, marking the connection busy from a request's head to its response.
+fn request_service(
+    app: Router,
+    activity: Activity,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send,
+> + Clone {
+    use hyper::service::Service as _;
+    let routes = hyper_util::service::TowerToHyperService::new(app);
+    hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+        activity.busy();
+        let activity = activity.clone();
+        let response = routes.call(request);
+        async move {
+            let response = response.await;
+            activity.idle();
+            response
+        }
+    })
 }
 
 /// A running health listener.
