@@ -157,7 +157,9 @@ pub fn client_config(cluster: &ClusterConfig, role: Role, timing: ClientTiming) 
         Role::Consumer => {
             c.set("enable.auto.commit", "false");
             c.set("enable.auto.offset.store", "false");
-            c.set("enable.partition.eof", "false");
+            // The end of a partition says its fetch is under way: the heartbeat waits for it
+            // before a partition's first send.
+            c.set("enable.partition.eof", "true");
             // A position outside a partition's log (the topic was recreated, or retention
             // passed it) is reported to the agent, which reads the partition again from its
             // start, instead of jumping to the end and skipping what is there.
@@ -324,6 +326,12 @@ impl LibrdkafkaLog {
     /// Client-level errors (broker down, auth failed). The probes measure and report these,
     /// so this is a WARN, not an ERROR that pages someone.
     pub fn error(&self, error: &KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF)
+            || matches!(error, KafkaError::PartitionEOF(_))
+        {
+            // The heartbeat consumer asks for these (enable.partition.eof): not a failure.
+            return;
+        }
         let (cluster, client) = (self.cluster.as_str(), self.role.as_str());
         let reason = &*self.redacted(reason);
         if self.role == Role::Consumer

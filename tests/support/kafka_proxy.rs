@@ -3,11 +3,13 @@
 //! clients learn of partitions only through the metadata they are shown (librdkafka's mock
 //! cannot add partitions; Apache Kafka's CreatePartitions is tested without a proxy).
 //! Everything else passes through untouched; Metadata answers point the clients at the
-//! proxy's listeners.
+//! proxy's listeners. It can also hold each new connection for a while before connecting it
+//! upstream, as a remote cluster's TLS and SASL handshakes would.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -20,6 +22,8 @@ pub struct KafkaProxy {
     ports: Arc<HashMap<u16, u16>>,
     /// Partitions of the topic with an index below this are shown.
     visible: Arc<AtomicI32>,
+    /// Milliseconds each new connection waits before it is connected upstream.
+    connect_delay: Arc<AtomicU64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -37,11 +41,13 @@ impl KafkaProxy {
         }
         let ports = Arc::new(ports);
         let visible = Arc::new(AtomicI32::new(visible));
+        let connect_delay = Arc::new(AtomicU64::new(0));
         let topic = Arc::new(topic.to_owned());
         let tasks = listeners
             .into_iter()
             .map(|(listener, upstream)| {
                 let (ports, visible, topic) = (ports.clone(), visible.clone(), topic.clone());
+                let connect_delay = connect_delay.clone();
                 tokio::spawn(async move {
                     while let Ok((client, _)) = listener.accept().await {
                         let rewrite = Rewrite {
@@ -49,7 +55,11 @@ impl KafkaProxy {
                             visible: visible.clone(),
                             topic: topic.clone(),
                         };
-                        tokio::spawn(serve(client, upstream, rewrite));
+                        let delay = Duration::from_millis(connect_delay.load(Ordering::SeqCst));
+                        tokio::spawn(async move {
+                            tokio::time::sleep(delay).await;
+                            serve(client, upstream, rewrite).await;
+                        });
                     }
                 })
             })
@@ -57,8 +67,15 @@ impl KafkaProxy {
         Self {
             ports,
             visible,
+            connect_delay,
             tasks,
         }
+    }
+
+    /// Holds every connection made from now on for `delay` before relaying it.
+    pub fn delay_new_connections(&self, delay: Duration) {
+        let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.connect_delay.store(millis, Ordering::SeqCst);
     }
 
     /// The proxy's addresses, as bootstrap servers.
@@ -98,6 +115,7 @@ async fn serve(client: TcpStream, upstream: u16, rewrite: Rewrite) {
     let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
         return;
     };
+    let _ = (client.set_nodelay(true), server.set_nodelay(true));
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     // Correlation id → (api key, api version) of requests in flight.
@@ -150,9 +168,12 @@ async fn write_frame(
     stream: &mut (impl AsyncWriteExt + Unpin),
     frame: &[u8],
 ) -> std::io::Result<()> {
+    // One write: the length and the frame in two would wait on Nagle and a delayed ACK.
     let size = i32::try_from(frame.len()).unwrap();
-    stream.write_all(&size.to_be_bytes()).await?;
-    stream.write_all(frame).await
+    let mut out = Vec::with_capacity(4 + frame.len());
+    out.extend_from_slice(&size.to_be_bytes());
+    out.extend_from_slice(frame);
+    stream.write_all(&out).await
 }
 
 impl Rewrite {
@@ -184,12 +205,13 @@ impl Rewrite {
         out
     }
 
-    /// A Metadata answer (versions 9 to 12, the flexible ones librdkafka and its mock speak):
+    /// A Metadata answer (versions 9 to 13, the flexible ones librdkafka, its mock and Kafka 4
+    /// speak):
     /// brokers point at the proxy, and the topic shows only its visible partitions.
     fn metadata(&self, frame: &[u8], version: i16) -> Vec<u8> {
         assert!(
-            (9..=12).contains(&version),
-            "the proxy rewrites Metadata v9 to v12, not v{version}"
+            (9..=13).contains(&version),
+            "the proxy rewrites Metadata v9 to v13, not v{version}"
         );
         let mut r = Reader { buf: frame, at: 0 };
         let mut w = Vec::with_capacity(frame.len());
@@ -252,7 +274,8 @@ impl Rewrite {
             w.extend_from_slice(r.take(4)); // topic authorized operations
             r.tags(&mut w);
         }
-        // The rest (cluster authorized operations up to v10, tags) passes through.
+        // The rest (cluster authorized operations up to v10, the error code from v13, tags)
+        // passes through.
         w.extend_from_slice(&frame[r.at..]);
         w
     }

@@ -2,7 +2,7 @@
 //! and the consumer's task stamp their times where things happen and forward them as
 //! [`Event`]s to the [`Receiver`](super::receiver::HeartbeatReceiver).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -203,6 +203,12 @@ pub(super) struct Positions {
     check_requested: AtomicBool,
     /// Position checks done.
     checks: AtomicU64,
+    /// Partitions whose fetch reached the end of the log since they were assigned: the
+    /// consumer's next fetch is waiting at the leader, so a heartbeat sent now is read the
+    /// moment it lands.
+    fetching: Mutex<BTreeSet<i32>>,
+    /// Woken when a partition joins `fetching`.
+    reached_end: tokio::sync::Notify,
 }
 
 impl Positions {
@@ -222,12 +228,54 @@ impl Positions {
         if let Ok(mut next) = self.next.lock() {
             next.insert(partition, offset);
         }
+        self.not_fetching(partition);
     }
 
     /// Forgets `partition` (it is assigned afresh).
     pub(super) fn forget(&self, partition: i32) {
         if let Ok(mut next) = self.next.lock() {
             next.remove(&partition);
+        }
+        self.not_fetching(partition);
+    }
+
+    fn not_fetching(&self, partition: i32) {
+        if let Ok(mut fetching) = self.fetching.lock() {
+            fetching.remove(&partition);
+        }
+    }
+
+    /// The consumer's fetch of `partition` reached the end of its log.
+    fn reached_end(&self, partition: i32) {
+        let new = self
+            .fetching
+            .lock()
+            .is_ok_and(|mut fetching| fetching.insert(partition));
+        if new {
+            self.reached_end.notify_waiters();
+        }
+    }
+
+    /// Waits until the consumer is fetching every one of `partitions` at the end of its log,
+    /// or until `deadline`. The first fetch after an assignment waits for the consumer's
+    /// connection to the leader (and, on some brokers, is answered late): a heartbeat sent
+    /// before would measure that, once, at every start.
+    pub(super) async fn until_fetching(&self, partitions: &[i32], deadline: tokio::time::Instant) {
+        loop {
+            let woken = self.reached_end.notified();
+            tokio::pin!(woken);
+            // Registered before the check, so an end reached in between still wakes it.
+            woken.as_mut().enable();
+            let all = self.fetching.lock().map_or(true, |fetching| {
+                partitions.iter().all(|p| fetching.contains(p))
+            });
+            if all {
+                return;
+            }
+            tokio::select! {
+                () = woken => {}
+                () = tokio::time::sleep_until(deadline) => return,
+            }
         }
     }
 
@@ -287,6 +335,11 @@ async fn consume(
                     if events.send(consumed(&message, at, &origin)).is_err() {
                         return;
                     }
+                }
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    // Also a fetch that went through.
+                    consumer.context().log().accepted();
+                    positions.reached_end(partition);
                 }
                 Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
                     positions.out_of_range.store(true, Ordering::Release);

@@ -45,6 +45,9 @@ pub use receiver::HeartbeatReceiver;
 
 /// How long one watermark lookup may take before the partition is retried later.
 const WATERMARK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the first send to a newly assigned partition waits for the consumer to fetch it:
+/// its first (long-polled) fetch answered, with time to connect to the leader.
+const FIRST_FETCH_WAIT: Duration = crate::kafka::FETCH_WAIT.saturating_mul(4);
 /// Longest wait at shutdown for the acks of heartbeats in flight.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 
@@ -202,8 +205,9 @@ pub fn start(
 impl HeartbeatProbe {
     /// Assigns partitions not yet consumed, each at the high watermark it has now, so every
     /// heartbeat sent from here on is read back and nothing older triggers a reset. Returns
-    /// the partitions that could not be assigned, with why.
-    async fn sync_assignment(&mut self) -> Vec<(i32, NotSent)> {
+    /// the partitions that could not be assigned, with why, and those the consumer was just
+    /// assigned.
+    async fn sync_assignment(&mut self) -> (Vec<(i32, NotSent)>, Vec<i32>) {
         let wanted: Vec<i32> = self
             .view
             .borrow()
@@ -213,7 +217,7 @@ impl HeartbeatProbe {
             .filter(|id| !self.assigned.contains(id))
             .collect();
         if wanted.is_empty() {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
         let Some(consumer) = self.consumer.clone() else {
             // Not read back: a partition is in use once the producer knows it.
@@ -228,10 +232,11 @@ impl HeartbeatProbe {
                 self.assigned.extend(&added);
                 let _ = self.events.send(Event::Assigned { partitions: added });
             }
-            return unknown
+            let unknown = unknown
                 .into_iter()
                 .map(|p| (p, NotSent::UnknownToProducer))
                 .collect();
+            return (unknown, Vec::new());
         };
         // New partitions (at start, or added to the topic): the clients read the metadata now
         // rather than at their own next refresh, and only partitions the producer knows are
@@ -282,12 +287,14 @@ impl HeartbeatProbe {
             }
         }
         if added.is_empty() {
-            return unassigned;
+            return (unassigned, Vec::new());
         }
         match consumer.incremental_assign(&list) {
             Ok(()) => {
                 self.assigned.extend(&added);
-                let _ = self.events.send(Event::Assigned { partitions: added });
+                let _ = self.events.send(Event::Assigned {
+                    partitions: added.clone(),
+                });
                 if self.assigned.len() >= self.view.borrow().partitions().len() {
                     self.from_start = false;
                 }
@@ -297,12 +304,12 @@ impl HeartbeatProbe {
                 let kind = ErrorKind::of(&error);
                 unassigned.extend(
                     added
-                        .into_iter()
+                        .drain(..)
                         .map(|p| (p, NotSent::AssignmentFailed(kind))),
                 );
             }
         }
-        unassigned
+        (unassigned, added)
     }
 
     /// Each partition's (low, high) watermarks: one ListOffsets request per end and leader.
@@ -558,13 +565,24 @@ impl Probe for HeartbeatProbe {
     /// Cancel-safe: state changes follow the awaits (assignments are made and recorded
     /// together, after the lookups), and a position check cut short is asked for again.
     async fn probe_once(&mut self) -> Result<Round, Infallible> {
+        let started = tokio::time::Instant::now();
         self.follow_topic().await;
         let _ = self.events.send(Event::Sweep {
             at: Instant::now(),
             checked: self.positions.checks(),
         });
         let unassigned = if self.assigned.len() < self.view.borrow().partitions().len() {
-            self.sync_assignment().await
+            let (unassigned, just_assigned) = self.sync_assignment().await;
+            if !just_assigned.is_empty() {
+                // Sent before the consumer fetches them, the first heartbeats would measure
+                // its connecting to the leaders, not the path: wait (bounded) until it does.
+                let deadline = (tokio::time::Instant::now() + FIRST_FETCH_WAIT)
+                    .min(started + WATERMARK_TIMEOUT);
+                self.positions
+                    .until_fetching(&just_assigned, deadline)
+                    .await;
+            }
+            unassigned
         } else {
             Vec::new()
         };
