@@ -73,7 +73,7 @@ fn validate_lists_every_problem_and_exits_2() {
     assert!(stderr.contains(": 5 problems"), "{stderr}");
     for expected in [
         "clusters[0].bootstrap_servers (line 3): \"nope\" is not host:port",
-        "clusters[0].sasl: required with security_protocol SASL_SSL",
+        "clusters[0].sasl (line 2): required with security_protocol SASL_SSL",
         "heartbeat.interval (line 5): \"soon\" is not a duration",
         "export.otlp.endpoint (line 6): environment variable MISSING_ENDPOINT is not set",
         "surprise (line 7): unknown key",

@@ -76,8 +76,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             meta.len()
         )));
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| fail(format!("cannot read the config file: {e}")))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| fail(format!("cannot read the config file: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|e| ConfigErrors {
+        source_name: name.clone(),
+        errors: vec![yaml::not_utf8(e.as_bytes(), &e.utf8_error())],
+    })?;
     from_str(&name, &text, &|var| std::env::var(var).ok())
 }
 
@@ -125,7 +129,11 @@ pub fn from_str(
         );
     }
 
-    let errors = r.into_errors();
+    let mut errors = r.into_errors();
+    // Checks across fields name a key path; the line is the key's, or its nearest ancestor's.
+    for error in errors.iter_mut().filter(|e| e.line.is_none()) {
+        error.line = yaml::line_of_path(&root, &error.path);
+    }
     match (clusters, heartbeat, checks, export, http, log) {
         (Some(clusters), Some(heartbeat), Some(checks), Some(export), Some(http), Some(log))
             if errors.is_empty() =>

@@ -73,7 +73,7 @@ fn bad_configs_report_every_problem_with_its_key() {
             "clusters:\n  - name: cc\n    bootstrap_servers: x:9092\n    security_protocol: SASL_SSL\n",
             &[],
             &[
-                "clusters[0].sasl: required with security_protocol SASL_SSL; expected mechanism and credentials",
+                "clusters[0].sasl (line 2): required with security_protocol SASL_SSL; expected mechanism and credentials",
             ],
         ),
         (
@@ -81,7 +81,7 @@ fn bad_configs_report_every_problem_with_its_key() {
             "clusters:\n  - name: cc\n    bootstrap_servers: x:9092\n    security_protocol: SASL_SSL\n    sasl: {mechanism: PLAIN, username: key}\n",
             &[],
             &[
-                "clusters[0].sasl.password: required with mechanism PLAIN; expected password (or password_file) holding the secret",
+                "clusters[0].sasl.password (line 5): required with mechanism PLAIN; expected password (or password_file) holding the secret",
             ],
         ),
         (
@@ -97,8 +97,8 @@ fn bad_configs_report_every_problem_with_its_key() {
             "clusters:\n  - name: cc\n    bootstrap_servers: x:9092\n    security_protocol: SASL_SSL\n    sasl:\n      mechanism: OAUTHBEARER\n      oauthbearer: {client_id: id}\n",
             &[],
             &[
-                "clusters[0].sasl.oauthbearer.token_endpoint_url: required; expected the OIDC token endpoint URL",
-                "clusters[0].sasl.oauthbearer.client_secret: required; expected client_secret (or client_secret_file)",
+                "clusters[0].sasl.oauthbearer.token_endpoint_url (line 7): required; expected the OIDC token endpoint URL",
+                "clusters[0].sasl.oauthbearer.client_secret (line 7): required; expected client_secret (or client_secret_file)",
             ],
         ),
         (
@@ -106,7 +106,7 @@ fn bad_configs_report_every_problem_with_its_key() {
             "clusters:\n  - name: cc\n    bootstrap_servers: x:9092\n    sasl: {mechanism: PLAIN, username: a, password: b}\n",
             &[],
             &[
-                "clusters[0].sasl: not used with security_protocol PLAINTEXT; use SASL_SSL or SASL_PLAINTEXT, or remove sasl",
+                "clusters[0].sasl (line 4): not used with security_protocol PLAINTEXT; use SASL_SSL or SASL_PLAINTEXT, or remove sasl",
             ],
         ),
         (
@@ -139,7 +139,7 @@ fn bad_configs_report_every_problem_with_its_key() {
             "clusters:\n  - {name: a, bootstrap_servers: 'x:1'}\n  - {name: a, bootstrap_servers: 'y:1'}\n",
             &[],
             &[
-                "clusters[1].name: \"a\" is used by another cluster; names label the metrics and must be unique",
+                "clusters[1].name (line 3): \"a\" is used by another cluster; names label the metrics and must be unique",
             ],
         ),
         (
@@ -147,8 +147,8 @@ fn bad_configs_report_every_problem_with_its_key() {
             "clusters: [{name: a, bootstrap_servers: 'x:1'}]\nheartbeat: {loss_timeout: 2s, message_timeout: 5s}\nchecks: {connectivity: {interval: 1s, timeout: 2s}}\n",
             &[],
             &[
-                "heartbeat.loss_timeout: 2s must be longer than heartbeat.message_timeout (5s), or an unacked heartbeat would count as lost",
-                "checks.connectivity.timeout: 2s must be shorter than checks.connectivity.interval (1s)",
+                "heartbeat.loss_timeout (line 2): 2s must be longer than heartbeat.message_timeout (5s), or an unacked heartbeat would count as lost",
+                "checks.connectivity.timeout (line 3): 2s must be shorter than checks.connectivity.interval (1s)",
             ],
         ),
         (
@@ -159,7 +159,7 @@ fn bad_configs_report_every_problem_with_its_key() {
                 "export.otlp.compression (line 3): \"zip\" is not valid; expected one of: gzip, none",
                 "export.otlp.temporality (line 3): \"sometimes\" is not valid; expected one of: cumulative, delta, lowmemory",
                 "export.otlp.histogram (line 3): \"log\" is not valid; expected one of: explicit, exponential, explicit_bucket_histogram, base2_exponential_bucket_histogram",
-                "export.otlp.endpoint: \"localhost:4317\" is not an OTLP endpoint; expected a URL like http://collector:4317",
+                "export.otlp.endpoint (line 3): \"localhost:4317\" is not an OTLP endpoint; expected a URL like http://collector:4317",
                 "http.listen (line 4): \"everywhere\" is not an address; expected ip:port like 0.0.0.0:8080",
                 "log.level (line 5): \"loud\" is not a log level; expected error, warn, info, debug, trace or off, or directives like info,librdkafka=debug",
                 "log.format (line 5): \"xml\" is not valid; expected one of: text, json",
@@ -188,14 +188,14 @@ fn bad_configs_report_every_problem_with_its_key() {
             "clusters: [{name: a, bootstrap_servers: 'x:1'}]\nexport:\n  otlp:\n    endpoint: 'https://collector:4317'\n    tls: {cert_file: Cargo.toml}\n",
             &[],
             &[
-                "export.otlp.tls.key_file: mTLS to the collector needs both cert_file and key_file (or OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY)",
+                "export.otlp.tls.key_file (line 5): mTLS to the collector needs both cert_file and key_file (or OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY)",
             ],
         ),
         (
             "TLS settings on a plain-text endpoint",
             "clusters: [{name: a, bootstrap_servers: 'x:1'}]\nexport:\n  otlp:\n    endpoint: 'http://collector:4317'\n    tls: {ca_file: Cargo.toml}\n",
             &[],
-            &["export.otlp.tls: TLS settings need an https:// endpoint"],
+            &["export.otlp.tls (line 5): TLS settings need an https:// endpoint"],
         ),
         (
             "OTEL TLS variables naming files that are not there",
@@ -263,7 +263,7 @@ fn bad_configs_report_every_problem_with_its_key() {
             "clusters: [{name: a, bootstrap_servers: 'x:1'}]\nexport: {otlp: {histogram: exponential}}\nhttp: {prometheus: true}\n",
             &[],
             &[
-                "http.prometheus: the Prometheus endpoint cannot expose exponential histograms; set export.otlp.histogram: explicit, or scrape them through a collector",
+                "http.prometheus (line 3): the Prometheus endpoint cannot expose exponential histograms; set export.otlp.histogram: explicit, or scrape them through a collector",
             ],
         ),
         (
@@ -302,7 +302,7 @@ fn bad_configs_report_every_problem_with_its_key() {
             &[
                 "clusters[0].schema_registry.url (line 4): the URL holds credentials; put them under basic_auth; expected e.g. https://psrc-xxxxx.us-east-2.aws.confluent.cloud",
                 "clusters[1].schema_registry.url (line 7): scheme \"ftp\" is not http or https; expected e.g. https://psrc-xxxxx.us-east-2.aws.confluent.cloud",
-                "clusters[1].schema_registry.basic_auth: expected username and password (or password_file): the registry's API key and secret",
+                "clusters[1].schema_registry.basic_auth (line 7): expected username and password (or password_file): the registry's API key and secret",
             ],
         ),
         (
@@ -322,8 +322,8 @@ fn bad_configs_report_every_problem_with_its_key() {
             "clusters:\n  - name: a\n    bootstrap_servers: x:1\n    security_protocol: SASL_SSL\n    sasl: {mechanism: OAUTHBEARER, oauthbearer: {token_endpoint_url: 'https://id:hunter2@idp/token', client_id: i, client_secret: s}}\n  - name: b\n    bootstrap_servers: x:1\n    security_protocol: SASL_SSL\n    sasl: {mechanism: OAUTHBEARER, oauthbearer: {token_endpoint_url: 'idp/token', client_id: i, client_secret: s}}\n",
             &[],
             &[
-                "clusters[0].sasl.oauthbearer.token_endpoint_url: the URL holds credentials; put them under client_id and client_secret; expected e.g. https://idp.example.com/oauth2/token",
-                "clusters[1].sasl.oauthbearer.token_endpoint_url: not a URL (relative URL without a base); expected e.g. https://idp.example.com/oauth2/token",
+                "clusters[0].sasl.oauthbearer.token_endpoint_url (line 5): the URL holds credentials; put them under client_id and client_secret; expected e.g. https://idp.example.com/oauth2/token",
+                "clusters[1].sasl.oauthbearer.token_endpoint_url (line 9): not a URL (relative URL without a base); expected e.g. https://idp.example.com/oauth2/token",
             ],
         ),
         (
@@ -331,7 +331,27 @@ fn bad_configs_report_every_problem_with_its_key() {
             "clusters:\n  - name: a\n   bootstrap_servers: x\n",
             &[],
             &[
-                "line 3: not valid YAML: while parsing a block collection, did not find expected '-' indicator",
+                "clusters[0] (line 3): not valid YAML: while parsing a block collection, did not find expected '-' indicator",
+            ],
+        ),
+        (
+            "a key twice",
+            "clusters: [{name: a, bootstrap_servers: 'x:1'}]\nheartbeat:\n  topic: a\n  topic: b\n",
+            &[],
+            &["heartbeat.topic (line 4): not valid YAML: duplicated key in mapping"],
+        ),
+        (
+            "a key twice in a flow mapping in a list",
+            "clusters:\n  - {name: a, bootstrap_servers: 'x:1'}\n  - {name: b, name: c, bootstrap_servers: 'x:1'}\n",
+            &[],
+            &["clusters[1].name (line 3): not valid YAML: duplicated key in mapping"],
+        ),
+        (
+            "an escaped surrogate",
+            "clusters: [{name: a, bootstrap_servers: 'x:1'}]\nheartbeat:\n  topic: \"\\ud800\"\n",
+            &[],
+            &[
+                "heartbeat.topic (line 3): not valid YAML: while parsing a quoted scalar, found invalid Unicode character escape code",
             ],
         ),
     ];

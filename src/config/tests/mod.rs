@@ -387,3 +387,20 @@ fn collector_tls_and_a_scheme_less_endpoint_come_from_the_standard_variables() {
     assert_eq!(file.tls.ca_file, Some("Cargo.lock".into()));
     assert_eq!(file.temporality, Temporality::LowMemory);
 }
+
+#[test]
+fn a_file_that_is_not_utf8_is_refused_at_its_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("latin1.yaml");
+    std::fs::write(
+        &path,
+        b"clusters: [{name: a, bootstrap_servers: 'x:1'}]\nheartbeat:\n  topic: caf\xe9\n",
+    )
+    .unwrap();
+    let errors = load(&path).unwrap_err().errors;
+    let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        errors,
+        ["heartbeat.topic (line 3): not UTF-8; expected a YAML file in UTF-8"]
+    );
+}

@@ -8,8 +8,10 @@
 use saphyr::{MarkedYamlOwned, ScalarStyle, YamlDataOwned, YamlLoader};
 
 mod field;
+mod locate;
 
 pub(crate) use field::Field;
+pub(crate) use locate::line_of_path;
 
 use super::ConfigError;
 
@@ -119,7 +121,7 @@ pub(crate) fn parse_document(text: &str) -> Result<Option<MarkedYamlOwned>, Conf
     loader.early_parse(false);
     let mut parser = saphyr_parser::Parser::new_from_str(text);
     let syntax_error = |e: saphyr::ScanError| ConfigError {
-        path: String::new(),
+        path: locate::path_at(text, e.marker().index()),
         line: Some(e.marker().line()),
         message: format!("not valid YAML: {}", e.info()),
     };
@@ -136,6 +138,20 @@ pub(crate) fn parse_document(text: &str) -> Result<Option<MarkedYamlOwned>, Conf
         });
     }
     Ok(docs.pop())
+}
+
+/// The error for a file that is not UTF-8: the line and key of its first bad byte (not the
+/// byte: it may belong to a secret).
+pub(crate) fn not_utf8(bytes: &[u8], error: &std::str::Utf8Error) -> ConfigError {
+    let valid = &bytes[..error.valid_up_to()];
+    let line = 1 + valid.iter().filter(|b| **b == b'\n').count();
+    let lossy = String::from_utf8_lossy(bytes);
+    let at = String::from_utf8_lossy(valid).chars().count();
+    ConfigError {
+        path: locate::path_at(&lossy, at),
+        line: Some(line),
+        message: "not UTF-8; expected a YAML file in UTF-8".to_owned(),
+    }
 }
 
 fn line_of(node: &MarkedYamlOwned) -> Option<usize> {
