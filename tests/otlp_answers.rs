@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, metric};
+use prost::Message as _;
 use support::otlp::{Answer, OtlpReceiver, counter_value, find, longest_gap};
 use support::process::AgentProcess;
 use support::{MockKafka, eventually, free_port, unique_topic};
@@ -273,4 +274,93 @@ async fn lowmemory_temporality_is_delta_for_counters_and_cumulative_for_observed
     );
     let (status, _) = agent.terminate(Duration::from_secs(10)).await;
     assert!(status.success());
+}
+
+/// With delta temporality the exports held while the receiver fails are bounded in bytes
+/// (`delta_buffer_size`): the held bytes never pass the bound, what the bound drops is
+/// counted as rejected points, and once the receiver takes them again the buffer empties
+/// (held requests and bytes back to 0), delivered oldest first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_delta_buffer_is_bounded_in_bytes_and_empties_after_the_outage() {
+    const BOUND: u64 = 128 * 1024;
+    let mock = MockKafka::new(1);
+    let receiver = OtlpReceiver::start(0).await;
+    let agent = agent(
+        &mock,
+        &receiver,
+        "grpc",
+        ", temporality: delta, delta_buffer: 1h, delta_buffer_size: 128KiB",
+    );
+    requests_from(&agent, &receiver, 2, "exports").await;
+    let one = receiver.requests().last().unwrap().encoded_len() as u64;
+    println!(
+        "one request: {one} bytes encoded; the bound holds {} of them",
+        BOUND / one
+    );
+    assert!(
+        one * 4 < BOUND && BOUND < one * 60,
+        "the bound is a few requests: {one}"
+    );
+    receiver.answer(Answer::Unavailable);
+    let failing = receiver.requests().len();
+    // Far more failed exports than the bound holds (each sends the oldest held request).
+    let want = (BOUND / one) as usize + 4;
+    eventually(
+        Duration::from_secs(60),
+        "exports fail past the bound",
+        || (receiver.requests().len() >= failing + want).then_some(()),
+    )
+    .await;
+    receiver.answer(Answer::Accept);
+    let accepting = receiver.requests().len();
+    requests_after(&receiver, accepting + 3, "exports accepted again").await;
+    eventually(Duration::from_secs(20), "the buffer empties", || {
+        let last = receiver.requests().last().cloned()?;
+        let gauge = |name| {
+            find(&last, name).and_then(|m| match &m.data {
+                Some(metric::Data::Gauge(g)) => g.data_points.first().map(|p| match p.value {
+                    Some(
+                        opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(v),
+                    ) => v,
+                    _ => -1,
+                }),
+                _ => None,
+            })
+        };
+        (gauge("cc_heartbeat.export.batches.held") == Some(0)
+            && gauge("cc_heartbeat.export.buffer.size") == Some(0))
+        .then_some(())
+    })
+    .await;
+    // The held bytes filled the bound and never passed it: every request made since the
+    // outage began carries the gauge as it was then (the first one delivered after it, the
+    // buffer at its fullest).
+    let held_bytes: Vec<i64> = receiver.requests()[failing..]
+        .iter()
+        .filter_map(|r| {
+            find(r, "cc_heartbeat.export.buffer.size").and_then(|m| match &m.data {
+                Some(metric::Data::Gauge(g)) => g.data_points.first().and_then(|p| match p.value {
+                    Some(
+                        opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(v),
+                    ) => Some(v),
+                    _ => None,
+                }),
+                _ => None,
+            })
+        })
+        .collect();
+    let most = held_bytes.iter().copied().max().unwrap_or_default();
+    println!("held at most {most} bytes against a bound of {BOUND}");
+    assert!(
+        most as u64 > BOUND / 2 && most as u64 <= BOUND,
+        "{held_bytes:?}"
+    );
+    let dropped = own(
+        &receiver,
+        "cc_heartbeat.export.points.rejected",
+        &[("otel.signal", "metrics")],
+    );
+    assert!(dropped > 0, "what the bound dropped is counted");
+    let (_, log) = agent.terminate(Duration::from_secs(10)).await;
+    assert!(log.contains("The delta export buffer is full"), "{log}");
 }

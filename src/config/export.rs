@@ -6,10 +6,10 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use super::types::{
-    Compression, DEFAULT_DELTA_BUFFER, DEFAULT_EXPORT_INTERVAL, DEFAULT_EXPORT_TIMEOUT,
-    DEFAULT_OTLP_GRPC_ENDPOINT, DEFAULT_OTLP_HTTP_ENDPOINT, DELTA_BUFFER, EXPORT_INTERVAL,
-    EXPORT_TIMEOUT, ExportConfig, HistogramKind, MessagingNames, OtlpConfig, OtlpProtocol, OtlpTls,
-    Secret, Temporality,
+    Compression, DEFAULT_DELTA_BUFFER, DEFAULT_DELTA_BUFFER_SIZE, DEFAULT_EXPORT_INTERVAL,
+    DEFAULT_EXPORT_TIMEOUT, DEFAULT_OTLP_GRPC_ENDPOINT, DEFAULT_OTLP_HTTP_ENDPOINT, DELTA_BUFFER,
+    DELTA_BUFFER_SIZE, EXPORT_INTERVAL, EXPORT_TIMEOUT, ExportConfig, HistogramKind,
+    MessagingNames, OtlpConfig, OtlpProtocol, OtlpTls, Secret, Temporality,
 };
 use super::yaml::{Field, Reader, Section};
 
@@ -71,6 +71,10 @@ pub(super) fn read_export(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<Expo
         Some(f) => f.duration(r, &DELTA_BUFFER),
         None => Some(DEFAULT_DELTA_BUFFER),
     };
+    let delta_buffer_size = match o.field("delta_buffer_size") {
+        Some(f) => f.bytes(r, &DELTA_BUFFER_SIZE),
+        None => Some(DEFAULT_DELTA_BUFFER_SIZE),
+    };
     let tls = tls(r, &mut o);
     o.finish(r);
     let messaging_names = messaging_names(r, s.field("messaging_names"));
@@ -102,6 +106,7 @@ pub(super) fn read_export(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<Expo
             temporality: temporality?,
             histogram: histogram?,
             delta_buffer: delta_buffer?,
+            delta_buffer_size: delta_buffer_size?,
             tls,
         },
         messaging_names: messaging_names?,

@@ -14,6 +14,10 @@ pub(super) fn duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok
     s.serialize_str(&humantime::format_duration(*d).to_string())
 }
 
+pub(super) fn bytes<S: serde::Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&super::yaml::format_bytes(*n))
+}
+
 pub(super) fn url<S: serde::Serializer>(u: &url::Url, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(u.as_str())
 }

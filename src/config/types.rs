@@ -52,6 +52,9 @@ pub const DEFAULT_EXPORT_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 /// With delta temporality, how much of a collector outage is held and delivered afterwards.
 pub const DEFAULT_DELTA_BUFFER: Duration = Duration::from_secs(3600);
+/// At most this many bytes of encoded delta requests are held (`export.otlp.delta_buffer_size`).
+pub const DEFAULT_DELTA_BUFFER_SIZE: u64 = 16 * MIB;
+pub(super) const MIB: u64 = 1024 * 1024;
 /// Health listener address (the original app's port).
 pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8080";
 /// Default explicit histogram boundaries, in seconds (design contract).
@@ -84,6 +87,8 @@ pub(super) const EXPORT_TIMEOUT: RangeInclusive<Duration> =
     Duration::from_millis(100)..=Duration::from_secs(300);
 /// `export.otlp.delta_buffer`.
 pub(super) const DELTA_BUFFER: RangeInclusive<Duration> = Duration::ZERO..=DAY;
+/// `export.otlp.delta_buffer_size`.
+pub(super) const DELTA_BUFFER_SIZE: RangeInclusive<u64> = 0..=1024 * MIB;
 
 /// A validated configuration.
 #[derive(Clone, Debug, Serialize)]
@@ -401,6 +406,9 @@ pub struct OtlpConfig {
     /// intervals) and sent in order when the collector is back.
     #[serde(serialize_with = "render::duration")]
     pub delta_buffer: Duration,
+    /// ... and at most this many bytes of them, encoded.
+    #[serde(serialize_with = "render::bytes")]
+    pub delta_buffer_size: u64,
     /// A private CA and a client certificate for an https endpoint.
     #[serde(skip_serializing_if = "OtlpTls::is_empty")]
     pub tls: OtlpTls,

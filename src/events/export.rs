@@ -62,6 +62,7 @@ impl ExportFailed<'_> {
 pub struct ExportBufferFull<'a> {
     pub endpoint: &'a str,
     pub capacity: usize,
+    pub capacity_bytes: usize,
 }
 
 impl ExportBufferFull<'_> {
@@ -69,7 +70,8 @@ impl ExportBufferFull<'_> {
         warn!(
             endpoint = %self.endpoint,
             held_exports = self.capacity,
-            "The delta export buffer is full: the oldest held exports are dropped (export.otlp.delta_buffer).",
+            held_bytes = self.capacity_bytes,
+            "The delta export buffer is full: the oldest held exports are dropped (export.otlp.delta_buffer, delta_buffer_size).",
         );
     }
 }

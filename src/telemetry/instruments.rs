@@ -87,6 +87,7 @@ struct OwnInstruments {
     _batches: ObservableCounter<u64>,
     _rejected: ObservableCounter<u64>,
     _held: ObservableGauge<i64>,
+    _held_bytes: ObservableGauge<i64>,
 }
 
 impl OwnInstruments {
@@ -98,6 +99,7 @@ impl OwnInstruments {
         let batches = Arc::clone(stats);
         let rejected = Arc::clone(stats);
         let held = Arc::clone(stats);
+        let held_bytes = Arc::clone(stats);
         Self {
             _build_info: meter
                 .i64_observable_gauge(name::BUILD_INFO)
@@ -136,6 +138,17 @@ impl OwnInstruments {
                 .with_callback(move |observer| {
                     observer.observe(
                         held.held(),
+                        &[KeyValue::new(attr::OTEL_SIGNAL, super::export::stats::Signal::Metrics.as_str())],
+                    );
+                })
+                .build(),
+            _held_bytes: meter
+                .i64_observable_gauge(name::EXPORT_BUFFER_SIZE)
+                .with_unit("By")
+                .with_description("Bytes of the delta export requests held, encoded (export.otlp.delta_buffer_size).")
+                .with_callback(move |observer| {
+                    observer.observe(
+                        held_bytes.held_bytes(),
                         &[KeyValue::new(attr::OTEL_SIGNAL, super::export::stats::Signal::Metrics.as_str())],
                     );
                 })

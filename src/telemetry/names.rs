@@ -48,6 +48,7 @@ pub mod name {
     pub const EXPORT_BATCHES: &str = "cc_heartbeat.export.batches";
     pub const EXPORT_POINTS_REJECTED: &str = "cc_heartbeat.export.points.rejected";
     pub const EXPORT_BATCHES_HELD: &str = "cc_heartbeat.export.batches.held";
+    pub const EXPORT_BUFFER_SIZE: &str = "cc_heartbeat.export.buffer.size";
     // The OpenTelemetry messaging conventions' names for the heartbeat's sends and receives
     // (`export.messaging_names`, `OTEL_SEMCONV_STABILITY_OPT_IN`).
     pub const SEMCONV_OPERATION_DURATION: &str = "messaging.client.operation.duration";

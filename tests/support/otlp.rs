@@ -35,6 +35,8 @@ pub enum Answer {
     Throttle {
         seconds: u64,
     },
+    /// Fails it for now, to be sent again: gRPC UNAVAILABLE, HTTP 503 without Retry-After.
+    Unavailable,
 }
 
 #[derive(Clone)]
@@ -116,6 +118,7 @@ impl MetricsService for Recorder {
                 Ok(tonic::Response::new(partial(rejected, &message)))
             }
             Answer::Refuse => Err(tonic::Status::invalid_argument("malformed")),
+            Answer::Unavailable => Err(tonic::Status::unavailable("away")),
             Answer::Throttle { seconds } => Err(tonic::Status::with_details(
                 tonic::Code::ResourceExhausted,
                 "slow down",
@@ -155,6 +158,9 @@ async fn http_export(
             (protobuf, partial(rejected, &message).encode_to_vec()).into_response()
         }
         Answer::Refuse => (axum::http::StatusCode::BAD_REQUEST, "malformed").into_response(),
+        Answer::Unavailable => {
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, "away").into_response()
+        }
         Answer::Throttle { seconds } => (
             axum::http::StatusCode::TOO_MANY_REQUESTS,
             [("retry-after", seconds.to_string())],

@@ -335,6 +335,22 @@ fn bad_configs_report_every_problem_with_its_key() {
             ],
         ),
         (
+            "a delta buffer too large",
+            "clusters: [{name: a, bootstrap_servers: 'x:1'}]\nexport:\n  otlp: {delta_buffer_size: 2GiB}\n",
+            &[],
+            &[
+                "export.otlp.delta_buffer_size (line 3): 2GiB is too large; expected from 0B to 1GiB",
+            ],
+        ),
+        (
+            "a delta buffer size without a unit",
+            "clusters: [{name: a, bootstrap_servers: 'x:1'}]\nexport:\n  otlp: {delta_buffer_size: 16777216}\n",
+            &[],
+            &[
+                "export.otlp.delta_buffer_size (line 3): \"16777216\" is not a size; expected a number with a unit, like 512KiB, 16MiB or 1GiB",
+            ],
+        ),
+        (
             "a key twice",
             "clusters: [{name: a, bootstrap_servers: 'x:1'}]\nheartbeat:\n  topic: a\n  topic: b\n",
             &[],

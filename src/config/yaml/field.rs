@@ -148,6 +148,37 @@ impl<'n> Field<'n> {
         None
     }
 
+    /// A size in bytes with a unit: `512KiB`, `16MiB`, `1GiB` (or `kB`, `MB`, `GB`, `B`).
+    pub(crate) fn bytes(&self, r: &mut Reader<'_>, bounds: &RangeInclusive<u64>) -> Option<u64> {
+        let text = self.string(r)?;
+        let trimmed = text.trim();
+        let Some(n) = parse_bytes(trimmed) else {
+            self.error(
+                r,
+                format!("{trimmed:?} is not a size; expected a number with a unit, like 512KiB, 16MiB or 1GiB"),
+            );
+            return None;
+        };
+        if bounds.contains(&n) {
+            return Some(n);
+        }
+        self.error(
+            r,
+            format!(
+                "{} is too {}; expected from {} to {}",
+                format_bytes(n),
+                if n < *bounds.start() {
+                    "small"
+                } else {
+                    "large"
+                },
+                format_bytes(*bounds.start()),
+                format_bytes(*bounds.end())
+            ),
+        );
+        None
+    }
+
     /// One of `choices`, compared as written (case-sensitive unless `fold_case`).
     pub(crate) fn choice<T: Copy>(
         &self,
@@ -268,4 +299,34 @@ impl<'n> Field<'n> {
                 .collect(),
         )
     }
+}
+
+/// `16MiB` → 16 777 216; `None` without a known unit or past `u64`.
+fn parse_bytes(text: &str) -> Option<u64> {
+    const UNITS: [(&str, u64); 7] = [
+        ("KiB", 1 << 10),
+        ("MiB", 1 << 20),
+        ("GiB", 1 << 30),
+        ("kB", 1_000),
+        ("MB", 1_000_000),
+        ("GB", 1_000_000_000),
+        ("B", 1),
+    ];
+    let (number, scale) = UNITS
+        .iter()
+        .find_map(|(unit, scale)| Some((text.strip_suffix(unit)?.trim_end(), *scale)))?;
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    number.parse::<u64>().ok()?.checked_mul(scale)
+}
+
+/// A size as the config would write it: the largest binary unit that divides it.
+pub(crate) fn format_bytes(n: u64) -> String {
+    for (unit, scale) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if n >= scale && n.is_multiple_of(scale) {
+            return format!("{}{unit}", n / scale);
+        }
+    }
+    format!("{n}B")
 }

@@ -10,7 +10,7 @@ use saphyr::{MarkedYamlOwned, ScalarStyle, YamlDataOwned, YamlLoader};
 mod field;
 mod locate;
 
-pub(crate) use field::Field;
+pub(crate) use field::{Field, format_bytes};
 pub(crate) use locate::line_of_path;
 
 use super::ConfigError;

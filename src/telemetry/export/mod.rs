@@ -3,9 +3,10 @@
 //!
 //! With cumulative temporality the latest request carries the whole run's totals, so after an
 //! outage the next one that goes through catches up. With delta temporality every request
-//! matters: a request that fails is kept (up to `export.otlp.delta_buffer` of them) and sent,
-//! in order, once the collector answers again; what the buffer had to drop is counted and
-//! logged. Delta requests also carry a 0 for every counter series seen before and idle now,
+//! matters: a request that fails is kept, encoded (up to `export.otlp.delta_buffer` of them
+//! and `export.otlp.delta_buffer_size` bytes), and sent, in order, once the collector answers
+//! again; what the buffer had to drop is counted and logged, and its memory is given back
+//! once it is empty. Delta requests also carry a 0 for every counter series seen before and idle now,
 //! so a series at 0 stays a series rather than a gap.
 //!
 //! Failures are logged once, then reminded of every few minutes, and the recovery says what
@@ -14,11 +15,11 @@
 //! request it refuses for good (a 400, an authentication failure) is dropped and counted, not
 //! held and sent again forever; a `Retry-After` or `RetryInfo` holds the next export back.
 
+mod buffer;
 mod series;
 pub(crate) mod stats;
 mod transport;
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,7 @@ use crate::events::export::{
     ExportBufferFull, ExportDeferred, ExportFailed, ExportPartlyRefused, ExportRecovered,
     ExportRefused, ExportStarted,
 };
+use buffer::{Held, Pending};
 use series::KeepAlive;
 use stats::{ExportStats, Signal};
 use transport::Transport;
@@ -51,8 +53,10 @@ pub(crate) struct OtlpExporter {
     transport: Transport,
     endpoint: String,
     temporality: Temporality,
-    /// Delta requests kept while the collector is away.
+    /// Delta requests kept while the collector is away, at most.
     capacity: usize,
+    /// ... and their encoded bytes, at most.
+    capacity_bytes: usize,
     state: Mutex<State>,
     stats: Arc<ExportStats>,
 }
@@ -60,7 +64,7 @@ pub(crate) struct OtlpExporter {
 #[derive(Debug, Default)]
 struct State {
     /// Delta requests not sent yet, oldest first.
-    pending: VecDeque<ExportMetricsServiceRequest>,
+    pending: Pending,
     keep_alive: KeepAlive,
     succeeded_once: bool,
     outage: Option<Outage>,
@@ -92,6 +96,7 @@ impl OtlpExporter {
             endpoint: crate::config::redact_url(&config.endpoint),
             temporality: config.temporality,
             capacity: intervals.ceil() as usize,
+            capacity_bytes: usize::try_from(config.delta_buffer_size).unwrap_or(usize::MAX),
             state: Mutex::default(),
             stats,
         })
@@ -106,10 +111,7 @@ impl OtlpExporter {
     /// What to send now, oldest first: the latest request alone (cumulative), or the held
     /// ones followed by the latest (delta). Nothing while the receiver asked to wait: a delta
     /// request is held meanwhile, a cumulative one left to the next export's totals.
-    fn queue(
-        &self,
-        mut request: ExportMetricsServiceRequest,
-    ) -> Option<Vec<ExportMetricsServiceRequest>> {
+    fn queue(&self, mut request: ExportMetricsServiceRequest) -> Option<Vec<Outgoing>> {
         let mut state = self.lock();
         let wait = state
             .not_before
@@ -126,32 +128,37 @@ impl OtlpExporter {
                 .emit();
                 return None;
             }
-            return Some(vec![request]);
+            return Some(vec![Outgoing::Latest(request)]);
         }
         state.keep_alive.fill(&mut request);
-        state.pending.push_back(request);
+        // Sent at once (the common case), it is never encoded to be held.
+        let latest = if state.pending.len() == 0 && wait.is_none() {
+            Some(request)
+        } else {
+            state.pending.push_back(Held::new(&request));
+            None
+        };
         // The newest request is kept even with no buffer: it is the one being sent.
-        let mut dropped = 0;
-        while state.pending.len() > self.capacity.max(1) {
-            if let Some(request) = state.pending.pop_front() {
-                self.stats
-                    .count_rejected(Signal::Metrics, points_in(&request));
-            }
-            dropped += 1;
-        }
+        let (points, dropped) = state.pending.trim(
+            self.capacity.saturating_sub(usize::from(latest.is_some())),
+            self.capacity_bytes,
+        );
         if dropped > 0 {
+            self.stats.count_rejected(Signal::Metrics, points);
             let outage = state.outage.get_or_insert_with(Outage::new);
             if outage.dropped == 0 {
                 ExportBufferFull {
                     endpoint: &self.endpoint,
                     capacity: self.capacity,
+                    capacity_bytes: self.capacity_bytes,
                 }
                 .emit();
             }
             outage.dropped += dropped;
         }
         if let Some(wait) = wait {
-            self.stats.set_held(state.pending.len());
+            self.stats
+                .set_held(state.pending.len(), state.pending.bytes);
             ExportDeferred {
                 endpoint: &self.endpoint,
                 wait,
@@ -160,7 +167,12 @@ impl OtlpExporter {
             return None;
         }
         let n = state.pending.len().min(CATCH_UP_PER_EXPORT);
-        Some(state.pending.drain(..n).collect())
+        let mut out: Vec<Outgoing> = (0..n)
+            .filter_map(|_| state.pending.pop_front())
+            .map(Outgoing::Held)
+            .collect();
+        out.extend(latest.map(Outgoing::Latest));
+        Some(out)
     }
 
     /// Whether a refusal is due at WARN (the first, then one every few minutes).
@@ -210,14 +222,21 @@ impl OtlpExporter {
     /// Puts back what was not sent, and logs the outcome.
     fn settle(
         &self,
-        mut unsent: Vec<ExportMetricsServiceRequest>,
+        mut unsent: Vec<Outgoing>,
         delivered: usize,
         error: Option<transport::SendError>,
     ) -> OTelSdkResult {
         let mut state = self.lock();
         if self.temporality.has_delta() {
-            while let Some(request) = unsent.pop() {
-                state.pending.push_front(request);
+            while let Some(outgoing) = unsent.pop() {
+                state.pending.push_front(outgoing.into_held());
+            }
+            // Put back, the latest may push the oldest past the bound.
+            let (points, dropped) = state.pending.trim(self.capacity, self.capacity_bytes);
+            if dropped > 0 {
+                self.stats.count_rejected(Signal::Metrics, points);
+                let outage = state.outage.get_or_insert_with(Outage::new);
+                outage.dropped += dropped;
             }
         }
         let now = Instant::now();
@@ -231,7 +250,8 @@ impl OtlpExporter {
             self.stats
                 .count_batch(Signal::Metrics, Some(error.kind().as_str()));
         }
-        self.stats.set_held(state.pending.len());
+        self.stats
+            .set_held(state.pending.len(), state.pending.bytes);
         match error {
             None => {
                 if let Some(outage) = state.outage.take() {
@@ -292,7 +312,7 @@ impl Outage {
 }
 
 /// The data points a request carries.
-fn points_in(request: &ExportMetricsServiceRequest) -> u64 {
+pub(super) fn points_in(request: &ExportMetricsServiceRequest) -> u64 {
     use opentelemetry_proto::tonic::metrics::v1::metric::Data;
     let mut points = 0;
     for resource in &request.resource_metrics {
@@ -312,6 +332,29 @@ fn points_in(request: &ExportMetricsServiceRequest) -> u64 {
     points as u64
 }
 
+/// A request on its way out: the latest, as the SDK made it, or one held since an outage.
+#[derive(Debug)]
+enum Outgoing {
+    Latest(ExportMetricsServiceRequest),
+    Held(Held),
+}
+
+impl Outgoing {
+    fn into_held(self) -> Held {
+        match self {
+            Self::Latest(request) => Held::new(&request),
+            Self::Held(held) => held,
+        }
+    }
+
+    fn points(&self) -> u64 {
+        match self {
+            Self::Latest(request) => points_in(request),
+            Self::Held(held) => held.points,
+        }
+    }
+}
+
 impl PushMetricExporter for OtlpExporter {
     async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
         let Some(batch) = self.queue(ExportMetricsServiceRequest::from(metrics)) else {
@@ -321,14 +364,24 @@ impl PushMetricExporter for OtlpExporter {
         // The first request not done with: it failed and is to be sent again.
         let mut failed_at = batch.len();
         let mut error = None;
-        for (i, request) in batch.iter().enumerate() {
-            match self.transport.send(request.clone()).await {
+        for (i, outgoing) in batch.iter().enumerate() {
+            let request = match outgoing {
+                Outgoing::Latest(request) => request.clone(),
+                Outgoing::Held(held) => match held.request() {
+                    Some(request) => request,
+                    None => {
+                        self.stats.count_rejected(Signal::Metrics, held.points);
+                        continue;
+                    }
+                },
+            };
+            match self.transport.send(request).await {
                 Ok(accepted) => {
                     delivered += 1;
                     self.partly_refused(&accepted);
                 }
                 // Sending it again cannot help: dropped, counted, and the rest goes on.
-                Err(e) if e.is_permanent() => self.refused(&e, points_in(request)),
+                Err(e) if e.is_permanent() => self.refused(&e, outgoing.points()),
                 Err(e) => {
                     error = Some(e);
                     failed_at = i;

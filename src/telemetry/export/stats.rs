@@ -27,8 +27,9 @@ pub(crate) struct ExportStats {
     batches: Mutex<BTreeMap<(Signal, Option<&'static str>), u64>>,
     /// Points refused (partial success, a permanent error) or dropped (full buffer).
     rejected: Mutex<BTreeMap<Signal, u64>>,
-    /// Delta requests held for the collector.
+    /// Delta requests held for the collector, and their encoded bytes.
     held: AtomicI64,
+    held_bytes: AtomicI64,
 }
 
 impl ExportStats {
@@ -44,9 +45,11 @@ impl ExportStats {
         }
     }
 
-    pub(crate) fn set_held(&self, held: usize) {
+    pub(crate) fn set_held(&self, held: usize, bytes: usize) {
         self.held
             .store(i64::try_from(held).unwrap_or(i64::MAX), Ordering::Relaxed);
+        self.held_bytes
+            .store(i64::try_from(bytes).unwrap_or(i64::MAX), Ordering::Relaxed);
     }
 
     /// Every (signal, outcome, count) so far.
@@ -73,5 +76,9 @@ impl ExportStats {
 
     pub(crate) fn held(&self) -> i64 {
         self.held.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn held_bytes(&self) -> i64 {
+        self.held_bytes.load(Ordering::Relaxed)
     }
 }
