@@ -314,7 +314,7 @@ async fn credentials_in_the_otlp_endpoint_are_never_shown() {
 }
 
 /// What is not a config file is refused at once: a FIFO (would block), a device that never
-/// ends, a file over 16 MiB.
+/// ends, a file over 1 MiB.
 #[test]
 fn only_a_regular_file_of_sensible_size_is_read_as_config() {
     let dir = tempfile::tempdir().unwrap();
@@ -327,13 +327,13 @@ fn only_a_regular_file_of_sensible_size_is_read_as_config() {
             .success()
     );
     let big = dir.path().join("big.yaml");
-    std::fs::write(&big, "#".repeat(17 * 1024 * 1024)).unwrap();
+    std::fs::write(&big, "#".repeat(1024 * 1024 + 1)).unwrap();
     let cases = [
         (fifo.to_str().unwrap().to_owned(), "is not a regular file"),
         ("/dev/zero".to_owned(), "is not a regular file"),
         (
             big.to_str().unwrap().to_owned(),
-            "expected at most 16777216 (16 MiB)",
+            "expected at most 1048576 (1 MiB)",
         ),
     ];
     for (path, expected) in cases {

@@ -15,6 +15,9 @@ use super::types::{
 };
 use super::yaml::{Field, Reader, Section};
 
+/// Most clusters one agent runs: each has clients of its own, with a thread per broker.
+pub(super) const MAX_CLUSTERS: usize = 1000;
+
 pub(super) fn read_clusters(
     r: &mut Reader<'_>,
     top: &mut Section<'_>,
@@ -30,6 +33,17 @@ pub(super) fn read_clusters(
     let sections = field.sections(r)?;
     if sections.is_empty() {
         field.error(r, "expected at least one cluster");
+        return None;
+    }
+    if sections.len() > MAX_CLUSTERS {
+        // Refused before any is read: each costs a few KiB here and clients when running.
+        field.error(
+            r,
+            format!(
+                "{} clusters; expected at most {MAX_CLUSTERS} in one agent (run several agents, each with a share)",
+                sections.len()
+            ),
+        );
         return None;
     }
     let mut clusters = Vec::new();

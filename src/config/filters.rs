@@ -20,6 +20,14 @@ fn default_pattern(text: &'static str) -> Option<Pattern> {
     Some(Pattern(re))
 }
 
+/// At most this many patterns in one `include` or `exclude` list.
+const MAX_PATTERNS: usize = 64;
+/// Different patterns in one config, at most: each compiled one takes about 10 KiB.
+const MAX_DISTINCT_PATTERNS: usize = 1024;
+/// Compiled size of one pattern, at most: a name pattern needs a few KiB; `\w{1000}` would
+/// take megabytes.
+const PATTERN_SIZE_LIMIT: usize = 64 * 1024;
+
 /// `include` and `exclude` lists of regular expressions; `exclude` defaults to
 /// `default_exclude`.
 pub(super) fn read_name_filter(
@@ -32,11 +40,40 @@ pub(super) fn read_name_filter(
             return Some(default.iter().filter_map(|p| default_pattern(p)).collect());
         };
         let list = f.string_list(r)?;
+        if list.len() > MAX_PATTERNS {
+            f.error(
+                r,
+                format!(
+                    "{} patterns; expected at most {MAX_PATTERNS} (join alternatives in one: '^(orders|payments)-')",
+                    list.len()
+                ),
+            );
+            return None;
+        }
         let mut out = Vec::with_capacity(list.len());
         let mut ok = true;
         for text in list {
-            match regex::RegexBuilder::new(&text).size_limit(1 << 20).build() {
-                Ok(re) => out.push(Pattern(re)),
+            if let Some(re) = r.regexes.get(&text) {
+                out.push(Pattern(re.clone()));
+                continue;
+            }
+            if r.regexes.len() >= MAX_DISTINCT_PATTERNS {
+                f.error(
+                    r,
+                    format!(
+                        "more than {MAX_DISTINCT_PATTERNS} different patterns in the config; expected fewer (the same pattern in several clusters counts once)"
+                    ),
+                );
+                return None;
+            }
+            match regex::RegexBuilder::new(&text)
+                .size_limit(PATTERN_SIZE_LIMIT)
+                .build()
+            {
+                Ok(re) => {
+                    r.regexes.insert(text, re.clone());
+                    out.push(Pattern(re));
+                }
                 Err(e) => {
                     let why = match e {
                         regex::Error::CompiledTooBig(_) => "too large".to_owned(),

@@ -404,3 +404,63 @@ fn a_file_that_is_not_utf8_is_refused_at_its_line_and_key() {
         ["heartbeat.topic (line 3): not UTF-8; expected a YAML file in UTF-8"]
     );
 }
+
+#[test]
+fn inputs_past_the_memory_budget_are_refused_with_their_limit() {
+    let clusters: String = (0..1001)
+        .map(|i| format!("  - {{name: c{i}, bootstrap_servers: 'b:1'}}\n"))
+        .collect();
+    assert_eq!(
+        errors_of(&format!("clusters:\n{clusters}"), &[]),
+        [
+            "clusters (line 2): 1001 clusters; expected at most 1000 in one agent (run several agents, each with a share)"
+        ]
+    );
+    let patterns: Vec<String> = (0..65).map(|i| format!("'^t{i}'")).collect();
+    assert_eq!(
+        errors_of(
+            &format!(
+                "clusters: [{{name: a, bootstrap_servers: 'b:1', topics: {{include: [{}]}}}}]\n",
+                patterns.join(", ")
+            ),
+            &[]
+        ),
+        [
+            "clusters[0].topics.include (line 1): 65 patterns; expected at most 64 (join alternatives in one: '^(orders|payments)-')"
+        ]
+    );
+    // 17 clusters of 64 different patterns each: the 1,025th is refused; the same pattern
+    // in every cluster counts once.
+    let distinct: String = (0..17)
+        .map(|c| {
+            let list: Vec<String> = (0..64).map(|p| format!("'^c{c}p{p}'")).collect();
+            format!(
+                "  - {{name: c{c}, bootstrap_servers: 'b:1', topics: {{include: [{}]}}}}\n",
+                list.join(", ")
+            )
+        })
+        .collect();
+    let errors = errors_of(&format!("clusters:\n{distinct}"), &[]);
+    assert_eq!(
+        errors,
+        [
+            "clusters[16].topics.include (line 18): more than 1024 different patterns in the config; expected fewer (the same pattern in several clusters counts once)"
+        ]
+    );
+    let shared: String = (0..500)
+        .map(|c| {
+            format!(
+                "  - {{name: c{c}, bootstrap_servers: 'b:1', topics: {{include: ['^orders-']}}}}\n"
+            )
+        })
+        .collect();
+    assert!(errors_of(&format!("clusters:\n{shared}"), &[]).is_empty());
+    let blown =
+        "clusters: [{name: a, bootstrap_servers: 'b:1', topics: {include: ['\\w{1000}']}}]\n";
+    assert_eq!(
+        errors_of(blown, &[]),
+        [
+            "clusters[0].topics.include (line 1): \"\\\\w{1000}\" is not a regular expression (too large); expected e.g. '^orders-'"
+        ]
+    );
+}

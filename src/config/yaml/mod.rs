@@ -18,10 +18,13 @@ use super::ConfigError;
 /// Looks up an environment variable; injected so tests need not touch the process environment.
 pub(crate) type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-/// Shared state of one config read: the error list and the environment.
+/// Shared state of one config read: the error list, the environment, and the regular
+/// expressions compiled so far (one compiled pattern per distinct text, shared by every
+/// cluster that lists it).
 pub(crate) struct Reader<'a> {
     errors: Vec<ConfigError>,
     env: EnvLookup<'a>,
+    pub(crate) regexes: std::collections::HashMap<String, regex::Regex>,
 }
 
 impl<'a> Reader<'a> {
@@ -29,6 +32,7 @@ impl<'a> Reader<'a> {
         Self {
             errors: Vec::new(),
             env,
+            regexes: std::collections::HashMap::new(),
         }
     }
 
