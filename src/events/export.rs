@@ -235,3 +235,22 @@ impl FinalExport<'_> {
         }
     }
 }
+
+/// The wall clock stepped (an NTP step, a VM resumed): exported points follow it, and every
+/// series restarts (its start time moves with the clock). Said once per step.
+pub struct ClockStepped {
+    /// By how much, in ns; negative: backwards.
+    pub step_nanos: i128,
+}
+
+impl ClockStepped {
+    pub fn emit(self) {
+        let by =
+            Duration::from_nanos(u64::try_from(self.step_nanos.unsigned_abs()).unwrap_or(u64::MAX));
+        warn!(
+            step = %humantime::format_duration(Duration::from_millis(u64::try_from(by.as_millis()).unwrap_or(u64::MAX))),
+            direction = if self.step_nanos < 0 { "backwards" } else { "forwards" },
+            "The wall clock stepped: exported points follow it, and their series restart (start times move with the clock, as after a reset). Latencies are unaffected (they use the monotonic clock).",
+        );
+    }
+}

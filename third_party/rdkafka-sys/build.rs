@@ -108,6 +108,13 @@ fn needs_curl() -> bool {
 fn build_librdkafka() {
     let mut configure_flags: Vec<String> = Vec::new();
 
+    // glibc's C11 threads time condition variables on the wall clock only (cnd_timedwait
+    // takes a TIME_UTC deadline): librdkafka's own pthread-based tinycthread, patched to
+    // time them on CLOCK_MONOTONIC, is used instead.
+    if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        configure_flags.push("--disable-c11threads".into());
+    }
+
     let mut cflags = Vec::new();
     if let Ok(var) = env::var("CFLAGS") {
         cflags.push(var);

@@ -18,6 +18,7 @@
 mod buffer;
 mod series;
 pub(crate) mod stats;
+mod timeline;
 mod transport;
 
 use std::sync::{Arc, Mutex};
@@ -31,8 +32,8 @@ use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use crate::config::{OtlpConfig, Temporality};
 use crate::error::BuildError;
 use crate::events::export::{
-    ExportBufferFull, ExportDeferred, ExportFailed, ExportPartlyRefused, ExportRecovered,
-    ExportRefused, ExportStarted,
+    ClockStepped, ExportBufferFull, ExportDeferred, ExportFailed, ExportPartlyRefused,
+    ExportRecovered, ExportRefused, ExportStarted,
 };
 use buffer::{Held, Pending};
 use series::KeepAlive;
@@ -66,6 +67,7 @@ struct State {
     /// Delta requests not sent yet, oldest first.
     pending: Pending,
     keep_alive: KeepAlive,
+    timeline: timeline::Timeline,
     succeeded_once: bool,
     outage: Option<Outage>,
     /// The receiver asked to wait until then.
@@ -113,6 +115,9 @@ impl OtlpExporter {
     /// request is held meanwhile, a cumulative one left to the next export's totals.
     fn queue(&self, mut request: ExportMetricsServiceRequest) -> Option<Vec<Outgoing>> {
         let mut state = self.lock();
+        if let Some(step) = state.timeline.stamp(&mut request) {
+            ClockStepped { step_nanos: step }.emit();
+        }
         let wait = state
             .not_before
             .and_then(|until| until.checked_duration_since(Instant::now()));

@@ -314,6 +314,22 @@ int cnd_init(cnd_t *cond)
   }
 
   return thrd_success;
+#elif defined(__linux__)
+  /* Waits time out on the monotonic clock, which a step of the wall clock (NTP, a VM
+   * resumed, `date -s`) does not move: on CLOCK_REALTIME a backward step of N seconds
+   * extended every pending wait, timers included, by N seconds. cnd_timedwait_ms() builds
+   * its deadlines on the same clock. */
+  pthread_condattr_t attr;
+  int r;
+  if (pthread_condattr_init(&attr) != 0)
+    return thrd_error;
+  if (pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) != 0) {
+    pthread_condattr_destroy(&attr);
+    return thrd_error;
+  }
+  r = pthread_cond_init(cond, &attr);
+  pthread_condattr_destroy(&attr);
+  return r == 0 ? thrd_success : thrd_error;
 #else
   return pthread_cond_init(cond, NULL) == 0 ? thrd_success : thrd_error;
 #endif

@@ -90,12 +90,17 @@ int cnd_timedwait_ms(cnd_t *cnd, mtx_t *mtx, int timeout_ms) {
 #else
         abs_timeout = rd_timeout_init(timeout_ms);
         do {
-                struct timeval tv;
                 struct timespec ts;
+#if defined(__linux__)
+                /* The clock cnd_init() gives every condition variable. */
+                clock_gettime(CLOCK_MONOTONIC, &ts);
+#else
+                struct timeval tv;
 
                 gettimeofday(&tv, NULL);
                 ts.tv_sec  = tv.tv_sec;
                 ts.tv_nsec = tv.tv_usec * 1000;
+#endif
 
                 ts.tv_sec += timeout_ms / 1000;
                 ts.tv_nsec += (timeout_ms % 1000) * 1000000;
