@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use support::yaml::{document, documents, uncommented};
+use support::yaml::{document, uncommented};
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -30,29 +30,11 @@ fn assert_valid_config(name: &str, text: &str, env: &BTreeMap<String, String>) {
 }
 
 fn render(overlay: &str) -> Vec<Value> {
-    let out = Command::new("kubectl")
-        .args(["kustomize", repo(overlay).to_str().unwrap()])
-        .output()
-        .expect("kubectl (./scripts/test checks it is installed)");
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {overlay}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    documents(&String::from_utf8(out.stdout).unwrap())
+    support::yaml::kustomize(overlay)
 }
 
 fn find<'a>(objects: &'a [Value], kind: &str, name_prefix: &str) -> &'a Value {
-    objects
-        .iter()
-        .find(|o| {
-            o["kind"] == kind
-                && o["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or("")
-                    .starts_with(name_prefix)
-        })
-        .unwrap_or_else(|| panic!("no {kind} named {name_prefix}*"))
+    support::yaml::object(objects, kind, name_prefix)
 }
 
 fn check_overlay(overlay: &str, kind: &str, otlp_endpoint: &str) {

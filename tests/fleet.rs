@@ -10,48 +10,17 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 use support::free_port;
 use support::kafka::Kafka;
 use support::process::{AgentProcess, http_get, sum_matching, sum_with};
-use support::yaml::documents;
 
 const NODES: usize = 8;
 
-/// The rendered DaemonSet overlay's objects.
-fn overlay() -> Vec<Value> {
-    let out = Command::new("kubectl")
-        .args([
-            "kustomize",
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/deploy/kubernetes/overlays/daemonset"
-            ),
-        ])
-        .output()
-        .expect("kubectl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    documents(&String::from_utf8(out.stdout).unwrap())
-}
-
 fn object<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
-    objects
-        .iter()
-        .find(|o| {
-            o["kind"] == kind
-                && o["metadata"]["name"]
-                    .as_str()
-                    .unwrap()
-                    .starts_with("cc-heartbeat")
-        })
-        .unwrap_or_else(|| panic!("a {kind}"))
+    support::yaml::object(objects, kind, "cc-heartbeat")
 }
 
 /// A workload's literal environment values (those without `valueFrom`).
@@ -72,7 +41,7 @@ fn literal_env(workload: &Value) -> BTreeMap<String, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemonset_fleet_fetches_what_it_sends_not_the_square_of_it() {
     let kafka = tokio::task::spawn_blocking(Kafka::shared).await.unwrap();
-    let objects = overlay();
+    let objects = support::yaml::kustomize("deploy/kubernetes/overlays/daemonset");
     let shipped = object(&objects, "ConfigMap")["data"]["config.yaml"]
         .as_str()
         .unwrap()

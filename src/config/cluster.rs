@@ -381,17 +381,13 @@ pub(super) fn read_tls(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<TlsConf
         // An error was already recorded for each value that did not read.
         return None;
     }
-    if cert_file.is_some() != key_file.is_some() {
-        let missing = if cert_file.is_some() {
-            "key_file"
-        } else {
-            "cert_file"
-        };
-        r.error(
-            format!("{path}.{missing}"),
-            None,
-            "mTLS needs both cert_file and key_file",
-        );
+    if !client_pair_complete(
+        r,
+        &path,
+        cert_file.is_some(),
+        key_file.is_some(),
+        "mTLS needs both cert_file and key_file",
+    ) {
         return None;
     }
     Some(TlsConfig {
@@ -452,4 +448,21 @@ fn read_librdkafka(r: &mut Reader<'_>, f: &Field<'_>) -> Option<BTreeMap<String,
             })
             .collect()
     })
+}
+
+/// Whether a client certificate and its key are both given or both absent; otherwise says
+/// which one is missing, under `path`.
+pub(super) fn client_pair_complete(
+    r: &mut Reader<'_>,
+    path: &str,
+    cert_file: bool,
+    key_file: bool,
+    message: &str,
+) -> bool {
+    if cert_file == key_file {
+        return true;
+    }
+    let missing = if cert_file { "key_file" } else { "cert_file" };
+    r.error(format!("{path}.{missing}"), None, message);
+    false
 }

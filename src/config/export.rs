@@ -312,17 +312,13 @@ fn tls(r: &mut Reader<'_>, o: &mut Section<'_>) -> Option<(OtlpTls, bool)> {
     if !ok {
         return None;
     }
-    if cert_file.is_some() != key_file.is_some() {
-        let missing = if cert_file.is_some() {
-            "key_file"
-        } else {
-            "cert_file"
-        };
-        r.error(
-            format!("{path}.{missing}"),
-            None,
-            "mTLS to the collector needs both cert_file and key_file (or OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY)",
-        );
+    if !super::cluster::client_pair_complete(
+        r,
+        &path,
+        cert_file.is_some(),
+        key_file.is_some(),
+        "mTLS to the collector needs both cert_file and key_file (or OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY)",
+    ) {
         return None;
     }
     Some((

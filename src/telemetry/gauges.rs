@@ -54,21 +54,13 @@ pub(super) fn register(
             name::CLUSTER_BROKERS,
             "{broker}",
             "Brokers in the latest metadata.",
-            |c, observe| {
-                if let Some(n) = c.brokers {
-                    observe(n, &c.attrs);
-                }
-            },
+            brokers,
         ),
         observable(
             name::BROKERS,
             "{broker}",
             "Brokers in the latest metadata (the kafkametricsreceiver's name for kafka.cluster.brokers).",
-            |c, observe| {
-                if let Some(n) = c.brokers {
-                    observe(n, &c.attrs);
-                }
-            },
+            brokers,
         ),
         observable(
             name::CLUSTER_UP,
@@ -302,6 +294,13 @@ pub(crate) struct GroupRound {
     pub states: Vec<(Vec<KeyValue>, i64)>,
     /// Lag in seconds per group partition, where measured.
     pub lag_seconds: Vec<(Vec<KeyValue>, f64)>,
+}
+
+/// Brokers in the latest metadata, under both names (kafka.cluster.brokers, kafka.brokers).
+fn brokers(c: &ClusterGauges, observe: &mut dyn FnMut(i64, &[KeyValue])) {
+    if let Some(n) = c.brokers {
+        observe(n, &c.attrs);
+    }
 }
 
 /// The gauge values of one cluster.

@@ -69,3 +69,32 @@ fn looks_like_config(line: &str) -> bool {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-./".contains(c))
             && line[key_end + 1..].chars().next().is_none_or(|c| c == ' '))
 }
+
+/// The objects `kubectl kustomize` renders from `dir` (a path under the repository).
+pub fn kustomize(dir: &str) -> Vec<Value> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let out = std::process::Command::new("kubectl")
+        .args(["kustomize", path.to_str().unwrap()])
+        .output()
+        .expect("kubectl (./scripts/test checks it is installed)");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {dir}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    documents(&String::from_utf8(out.stdout).unwrap())
+}
+
+/// The first of `objects` of `kind` whose name starts with `name_prefix`.
+pub fn object<'a>(objects: &'a [Value], kind: &str, name_prefix: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| {
+            o["kind"] == kind
+                && o["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with(name_prefix)
+        })
+        .unwrap_or_else(|| panic!("no {kind} named {name_prefix}*"))
+}

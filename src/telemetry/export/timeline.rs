@@ -99,41 +99,37 @@ impl Timeline {
 fn stamp_metric(data: Option<&mut Data>, window: impl Fn(bool) -> u64, time: u64) {
     let delta = |t: i32| t == AggregationTemporality::Delta as i32;
     // A point without a start time (a gauge's) keeps none.
-    let start = |old: u64, delta: bool| if old == 0 { 0 } else { window(delta) };
-    match data {
-        Some(Data::Gauge(g)) => {
-            for p in &mut g.data_points {
-                (p.start_time_unix_nano, p.time_unix_nano) =
-                    (start(p.start_time_unix_nano, false), time);
-            }
+    let stamp = |start: &mut u64, at: &mut u64, delta: bool| {
+        if *start != 0 {
+            *start = window(delta);
         }
+        *at = time;
+    };
+    match data {
+        Some(Data::Gauge(g)) => g.data_points.iter_mut().for_each(|p| {
+            stamp(&mut p.start_time_unix_nano, &mut p.time_unix_nano, false);
+        }),
         Some(Data::Sum(s)) => {
             let d = delta(s.aggregation_temporality);
-            for p in &mut s.data_points {
-                (p.start_time_unix_nano, p.time_unix_nano) =
-                    (start(p.start_time_unix_nano, d), time);
-            }
+            s.data_points.iter_mut().for_each(|p| {
+                stamp(&mut p.start_time_unix_nano, &mut p.time_unix_nano, d);
+            });
         }
         Some(Data::Histogram(h)) => {
             let d = delta(h.aggregation_temporality);
-            for p in &mut h.data_points {
-                (p.start_time_unix_nano, p.time_unix_nano) =
-                    (start(p.start_time_unix_nano, d), time);
-            }
+            h.data_points.iter_mut().for_each(|p| {
+                stamp(&mut p.start_time_unix_nano, &mut p.time_unix_nano, d);
+            });
         }
         Some(Data::ExponentialHistogram(h)) => {
             let d = delta(h.aggregation_temporality);
-            for p in &mut h.data_points {
-                (p.start_time_unix_nano, p.time_unix_nano) =
-                    (start(p.start_time_unix_nano, d), time);
-            }
+            h.data_points.iter_mut().for_each(|p| {
+                stamp(&mut p.start_time_unix_nano, &mut p.time_unix_nano, d);
+            });
         }
-        Some(Data::Summary(s)) => {
-            for p in &mut s.data_points {
-                (p.start_time_unix_nano, p.time_unix_nano) =
-                    (start(p.start_time_unix_nano, false), time);
-            }
-        }
+        Some(Data::Summary(s)) => s.data_points.iter_mut().for_each(|p| {
+            stamp(&mut p.start_time_unix_nano, &mut p.time_unix_nano, false);
+        }),
         None => {}
     }
 }
