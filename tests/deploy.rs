@@ -861,3 +861,38 @@ fn the_binary_needs_only_what_the_distroless_image_has() {
         );
     }
 }
+
+/// The Prometheus Operator overlay keeps each agent's own labels through the collector
+/// (`honorLabels`), and ships the alerts as a PrometheusRule: the same groups as
+/// deploy/prometheus/alerts.yaml, and the committed file exactly what
+/// scripts/generate-prometheus-rule writes from it.
+#[test]
+fn the_operator_overlay_keeps_the_agents_labels_and_ships_the_alerts() {
+    let objects = render("deploy/kubernetes/overlays/prometheus-operator");
+    let monitor = find(&objects, "PodMonitor", "otel-collector");
+    let endpoints = monitor["spec"]["podMetricsEndpoints"].as_array().unwrap();
+    assert!(!endpoints.is_empty());
+    for endpoint in endpoints {
+        assert_eq!(endpoint["honorLabels"], Value::Bool(true), "{endpoint}");
+    }
+    let rule = find(&objects, "PrometheusRule", "cc-heartbeat");
+    let alerts = document(&read("deploy/prometheus/alerts.yaml"));
+    assert_eq!(rule["spec"]["groups"], alerts["groups"]);
+    assert!(
+        !alerts["groups"][0]["rules"].as_array().unwrap().is_empty(),
+        "alerts.yaml has rules"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let generated = dir.path().join("prometheusrule.yaml");
+    let status = Command::new(repo("scripts/generate-prometheus-rule"))
+        .arg(&generated)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        std::fs::read_to_string(&generated).unwrap()
+            == read("deploy/kubernetes/overlays/prometheus-operator/prometheusrule.yaml"),
+        "prometheusrule.yaml is not what alerts.yaml makes: run scripts/generate-prometheus-rule"
+    );
+}

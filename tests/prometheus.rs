@@ -190,23 +190,25 @@ fn url_encode(s: &str) -> String {
         .collect()
 }
 
-/// The alert rules with every `for:` set to zero: the expressions are what is tested here,
-/// the durations are tested by promtool's unit tests.
+/// The alert rules as the Prometheus Operator overlay ships them (its PrometheusRule, which
+/// tests/deploy.rs checks is alerts.yaml), with every `for:` set to zero: the expressions are
+/// what is tested here, the durations are tested by promtool's unit tests. Written as JSON,
+/// which Prometheus reads as YAML.
 fn rules_without_delays(dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(repo("deploy/prometheus/alerts.yaml")).unwrap();
-    let text: String = text
-        .lines()
-        .map(|l| {
-            if l.trim_start().starts_with("for: ") {
-                "        for: 0s"
-            } else {
-                l
+    let objects = support::yaml::kustomize("deploy/kubernetes/overlays/prometheus-operator");
+    let rule = support::yaml::object(&objects, "PrometheusRule", "cc-heartbeat");
+    let mut spec = rule["spec"].clone();
+    for group in spec["groups"].as_array_mut().unwrap() {
+        for rule in group["rules"].as_array_mut().unwrap() {
+            if rule.get("for").is_some() {
+                rule["for"] = serde_json::Value::from("0s");
             }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    let path = dir.join("alerts.yaml");
-    std::fs::write(&path, text).unwrap();
+        }
+    }
+    let path = dir.join("alerts.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&spec).unwrap()).unwrap();
+    let (ok, out) = promtool(&["check", "rules", path.to_str().unwrap()], None);
+    assert!(ok, "the PrometheusRule's rules load: {out}");
     path
 }
 
