@@ -278,6 +278,8 @@ fn the_deployment_overlay_renders_with_probes_limits_and_a_locked_down_pod() {
     // The disruption budget keeps an agent through drains, and selects exactly its pods.
     let pdb = find(&objects, "PodDisruptionBudget", "cc-heartbeat");
     assert_eq!(pdb["spec"]["minAvailable"], 1);
+    // Agents not ready (a Kafka outage makes them so) do not hold a node drain.
+    assert_eq!(pdb["spec"]["unhealthyPodEvictionPolicy"], "AlwaysAllow");
     let pods =
         &find(&objects, "Deployment", "cc-heartbeat")["spec"]["template"]["metadata"]["labels"];
     let selects = pdb["spec"]["selector"]["matchLabels"].as_object().unwrap();
