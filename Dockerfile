@@ -28,5 +28,9 @@ COPY --from=build /cc-heartbeat /usr/local/bin/cc-heartbeat
 ENV CC_HEARTBEAT_CONFIG=/etc/cc-heartbeat/config.yaml
 EXPOSE 8080
 USER nonroot:nonroot
+# The image has no shell or curl: the agent asks its own /healthz (at the config's
+# http.listen) and exits 0 or 1.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["/usr/local/bin/cc-heartbeat", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/cc-heartbeat"]
 CMD ["run"]

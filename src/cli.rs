@@ -1,4 +1,4 @@
-//! Command line: `run` (the default), `check`, `validate`, `demo`.
+//! Command line: `run` (the default), `check`, `validate`, `healthcheck`, `demo`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -44,6 +44,17 @@ pub enum Command {
     },
     /// Check the config and print it with every secret redacted; exit 2 when it is invalid.
     Validate,
+    /// Ask a running agent's /healthz (for a container HEALTHCHECK): exit 0 when it answers
+    /// 200, 1 otherwise. The address is http.listen from the config (0.0.0.0 asked on
+    /// 127.0.0.1), or --address.
+    Healthcheck {
+        /// host:port of the agent's HTTP listener, instead of the config's http.listen.
+        #[arg(long, value_name = "ADDR")]
+        address: Option<std::net::SocketAddr>,
+        /// How long the answer may take.
+        #[arg(long, default_value = "3s", value_parser = duration, value_name = "DURATION")]
+        timeout: Duration,
+    },
     /// Run the agent against an embedded mock cluster of 3 brokers and show what it measures.
     Demo(DemoArgs),
 }

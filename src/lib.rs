@@ -14,6 +14,7 @@ pub mod demo;
 pub mod error;
 pub mod events;
 pub mod health;
+pub mod healthcheck;
 pub mod kafka;
 pub mod output;
 pub mod probe;

@@ -25,6 +25,9 @@ fn main() -> ExitCode {
             check(cli.config.as_deref(), cli.log_level.as_deref(), json)
         }
         Some(Command::Validate) => validate(cli.config.as_deref()),
+        Some(Command::Healthcheck { address, timeout }) => {
+            healthcheck(cli.config.as_deref(), address, timeout)
+        }
         Some(Command::Demo(ref args)) => demo(args, cli.log_level.as_deref()),
     }
 }
@@ -59,6 +62,30 @@ fn validate(path: Option<&Path>) -> ExitCode {
         config::render_redacted(&config)
     ));
     ExitCode::SUCCESS
+}
+
+/// Asks the agent's /healthz: at `address`, else at the config's http.listen.
+fn healthcheck(
+    path: Option<&Path>,
+    address: Option<std::net::SocketAddr>,
+    timeout: Duration,
+) -> ExitCode {
+    let addr = match address {
+        Some(addr) => addr,
+        None => {
+            let Some((_, config)) = load_config(path) else {
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            cc_heartbeat::healthcheck::target(config.http.listen)
+        }
+    };
+    match cc_heartbeat::healthcheck::check(addr, timeout) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(unhealthy) => {
+            output::error(&format!("unhealthy: {unhealthy}"));
+            ExitCode::from(EXIT_UNHEALTHY)
+        }
+    }
 }
 
 /// Raises the soft open-file limit to the hard one (at most 2^20): every broker connection,

@@ -422,3 +422,96 @@ async fn librdkafka_debug_output_reaches_the_log_or_the_agent_says_how() {
         assert!(!output.contains(absent), "{level}: {output}");
     }
 }
+
+/// `healthcheck` asks a running agent's /healthz at the config's http.listen (0.0.0.0 asked
+/// on loopback): exit 0; a listener that answers 503, exit 1 naming the status; nothing
+/// listening, exit 1 saying so; an agent that accepts but never answers, exit 1 within the
+/// timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_exits_0_only_when_healthz_answers_200() {
+    let tansu = Tansu::start();
+    let port = free_port();
+    let text = format!(
+        "clusters: [{{name: hc, bootstrap_servers: '{}'}}]\n\
+         heartbeat: {{topic: {}}}\n\
+         export: {{otlp: {{enabled: false}}}}\n\
+         http: {{listen: '0.0.0.0:{port}'}}\n",
+        tansu.bootstrap(),
+        unique_topic("hc")
+    );
+    let config = config_file(&text);
+    let config_path = config.path().to_str().unwrap().to_owned();
+    let mut agent = AgentProcess::start(&text, &[]);
+    agent.wait_ready(port, Duration::from_secs(30)).await;
+    let healthcheck = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_to_end(&args, &[], Duration::from_secs(20))
+        })
+    };
+    let out = healthcheck(vec![
+        "healthcheck".into(),
+        "--config".into(),
+        config_path.clone(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text_of(&out));
+    drop(agent);
+
+    // Nothing listening any more.
+    let out = healthcheck(vec!["healthcheck".into(), "--config".into(), config_path])
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text_of(&out).contains(&format!("nothing answers at 127.0.0.1:{port}")),
+        "{}",
+        text_of(&out)
+    );
+
+    // A listener whose /healthz says 503.
+    let sick = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sick_addr = sick.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        while let Ok((mut s, _)) = sick.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    let out = healthcheck(vec![
+        "healthcheck".into(),
+        "--address".into(),
+        sick_addr.to_string(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text_of(&out).contains("answered 503"), "{}", text_of(&out));
+
+    // A listener that accepts and never answers: unhealthy within the timeout.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let started = std::time::Instant::now();
+    let out = healthcheck(vec![
+        "healthcheck".into(),
+        "--address".into(),
+        silent_addr.to_string(),
+        "--timeout".into(),
+        "1s".into(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text_of(&out).contains("no answer"), "{}", text_of(&out));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    drop(silent);
+}
+
+fn text_of(out: &std::process::Output) -> String {
+    format!("{}{}", text(&out.stdout), text(&out.stderr))
+}

@@ -511,6 +511,11 @@ fn the_compose_file_references_files_images_and_ports_that_exist() {
             );
         }
     }
+    assert_eq!(
+        services["cc-heartbeat"]["healthcheck"]["test"],
+        serde_json::json!(["CMD", "/usr/local/bin/cc-heartbeat", "healthcheck"]),
+        "compose checks the agent with its own subcommand"
+    );
     let build = &services["cc-heartbeat"]["build"];
     let context = repo("deploy").join(build["context"].as_str().unwrap());
     assert!(
@@ -764,6 +769,21 @@ fn the_dockerfile_builds_a_release_and_runs_it_non_root_without_a_shell() {
     let exec_form: Vec<String> =
         serde_json::from_str(entrypoint.trim_start_matches("ENTRYPOINT ")).expect("exec form");
     assert_eq!(exec_form, ["/usr/local/bin/cc-heartbeat"]);
+    // No shell or curl in the image: the HEALTHCHECK is the binary's own subcommand
+    // (tests/cli.rs tests it).
+    let healthcheck = final_stage
+        .split("HEALTHCHECK ")
+        .nth(1)
+        .expect("a HEALTHCHECK");
+    let command = healthcheck
+        .split("CMD ")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap();
+    let exec_form: Vec<String> = serde_json::from_str(command).expect("exec form");
+    assert_eq!(exec_form, ["/usr/local/bin/cc-heartbeat", "healthcheck"]);
     // Everything the build stage copies from the repository exists and gets past
     // .dockerignore (which lets in only what is named).
     let ignore = read(".dockerignore");
