@@ -133,7 +133,7 @@ fn run(path: Option<&Path>, log_level: Option<&str>) -> ExitCode {
     raise_open_file_limit();
     logging::init(log_level.unwrap_or(&config.log.level), config.log.format);
     let result = with_runtime(async {
-        let identity = Identity::from_env();
+        let identity = Identity::from_env().with_zone(config.agent.zone.as_deref());
         let telemetry = Telemetry::build(&identity, &config.export, config.http.prometheus, |b| b)?;
         let options = app::RunOptions {
             health: true,

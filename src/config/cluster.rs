@@ -293,6 +293,7 @@ fn read_cluster(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<ClusterConfig>
         tls,
         librdkafka: librdkafka.unwrap_or_default(),
         labels,
+        client_zone: None,
         topics,
         consumer_groups,
         schema_registry,

@@ -108,6 +108,8 @@ pub fn from_str(
     };
     let mut r = Reader::new(env);
     let mut top = Section::from_node(&mut r, "", &root);
+    let section = top.section(&mut r, "agent");
+    let agent = read_agent(&mut r, section);
     let clusters = cluster::read_clusters(&mut r, &mut top);
     let section = top.section(&mut r, "heartbeat");
     let heartbeat = read_heartbeat(&mut r, section);
@@ -136,11 +138,21 @@ pub fn from_str(
     for error in errors.iter_mut().filter(|e| e.line.is_none()) {
         error.line = yaml::line_of_path(&root, &error.path);
     }
-    match (clusters, heartbeat, checks, export, http, log) {
-        (Some(clusters), Some(heartbeat), Some(checks), Some(export), Some(http), Some(log))
-            if errors.is_empty() =>
-        {
+    match (agent, clusters, heartbeat, checks, export, http, log) {
+        (
+            Some(agent),
+            Some(mut clusters),
+            Some(heartbeat),
+            Some(checks),
+            Some(export),
+            Some(http),
+            Some(log),
+        ) if errors.is_empty() => {
+            for cluster in &mut clusters {
+                cluster.client_zone.clone_from(&agent.zone);
+            }
             Ok(Config {
+                agent,
                 clusters,
                 heartbeat,
                 checks,
@@ -347,6 +359,29 @@ fn read_series_check(
         interval: interval?,
         max_series: usize::try_from(max_series?).ok()?,
     })
+}
+
+/// Environment variable for the agent's zone when `agent.zone` is not set.
+pub const ZONE_VAR: &str = "CC_HEARTBEAT_ZONE";
+
+fn read_agent(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<AgentConfig> {
+    let zone = match s.field("zone") {
+        Some(f) => f.non_empty_string(r).map(Some),
+        None => Some(r.env(ZONE_VAR).filter(|z| !z.trim().is_empty())),
+    };
+    s.finish(r);
+    let zone = zone?;
+    if let Some(zone) = &zone
+        && (zone.len() > 128 || zone.chars().any(char::is_control))
+    {
+        r.error(
+            "agent.zone",
+            None,
+            "expected a zone name of at most 128 characters (e.g. us-east-1a)",
+        );
+        return None;
+    }
+    Some(AgentConfig { zone })
 }
 
 fn read_http(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<HttpConfig> {

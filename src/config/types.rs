@@ -93,12 +93,23 @@ pub(super) const DELTA_BUFFER_SIZE: RangeInclusive<u64> = 0..=1024 * MIB;
 /// A validated configuration.
 #[derive(Clone, Debug, Serialize)]
 pub struct Config {
+    pub agent: AgentConfig,
     pub clusters: Vec<ClusterConfig>,
     pub heartbeat: HeartbeatConfig,
     pub checks: ChecksConfig,
     pub export: ExportConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
+}
+
+/// Where the agent itself runs.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AgentConfig {
+    /// The agent's availability zone (`agent.zone`, else `CC_HEARTBEAT_ZONE`): the resource's
+    /// `cloud.availability_zone` and `kafka.client.zone` on every point, the client side of a
+    /// zone x rack view.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -114,6 +125,9 @@ pub struct ClusterConfig {
     pub librdkafka: BTreeMap<String, LibrdkafkaValue>,
     /// Attributes on every point of this cluster (e.g. `env: prod`).
     pub labels: BTreeMap<String, String>,
+    /// The agent's zone (`agent.zone`), carried here for the cluster's points.
+    #[serde(skip)]
+    pub client_zone: Option<String>,
     /// Topics whose partition offsets and replication are reported.
     pub topics: NameFilter,
     /// Consumer groups whose lag is reported.

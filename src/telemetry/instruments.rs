@@ -523,8 +523,15 @@ impl ClusterLabels {
         }
     }
 
+    /// The cluster's name and labels, and the agent's zone (`kafka.client.zone`) when known.
     pub fn of(cluster: &crate::config::ClusterConfig) -> Self {
-        Self::new(&cluster.name, &cluster.labels)
+        let mut labels = Self::new(&cluster.name, &cluster.labels);
+        if let Some(zone) = &cluster.client_zone {
+            let mut attrs = labels.attrs.to_vec();
+            attrs.push(KeyValue::new(attr::CLIENT_ZONE, zone.clone()));
+            labels.attrs = Arc::from(attrs);
+        }
+        labels
     }
 
     /// `kafka.cluster.name` and the configured labels.

@@ -74,7 +74,28 @@ impl Identity {
             resource: builder.build(),
         }
     }
+
+    /// The agent's zone (`agent.zone`) as the resource's `cloud.availability_zone`, over
+    /// any that `OTEL_RESOURCE_ATTRIBUTES` gave.
+    #[must_use]
+    pub fn with_zone(mut self, zone: Option<&str>) -> Self {
+        if let Some(zone) = zone {
+            self.resource = Resource::builder_empty()
+                .with_attributes(
+                    self.resource
+                        .iter()
+                        .filter(|(k, _)| k.as_str() != CLOUD_AVAILABILITY_ZONE)
+                        .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+                )
+                .with_attribute(KeyValue::new(CLOUD_AVAILABILITY_ZONE, zone.to_owned()))
+                .build();
+        }
+        self
+    }
 }
+
+/// The resource attribute of the agent's zone.
+const CLOUD_AVAILABILITY_ZONE: &str = "cloud.availability_zone";
 
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -240,6 +261,29 @@ mod tests {
         assert_eq!(get(&a, "service.version").as_deref(), Some(SERVICE_VERSION));
         assert_ne!(a.instance_id, b.instance_id);
         assert_eq!(get(&a, "service.instance.id"), Some(a.instance_id.clone()));
+    }
+
+    #[test]
+    fn the_agents_zone_is_the_resources_availability_zone() {
+        let env = |name: &str| {
+            (name == "OTEL_RESOURCE_ATTRIBUTES")
+                .then(|| "cloud.availability_zone=from-env,k8s.node.name=n1".to_owned())
+        };
+        let id = Identity::resolve(&env).with_zone(Some("us-east-1a"));
+        assert_eq!(
+            get(&id, "cloud.availability_zone").as_deref(),
+            Some("us-east-1a")
+        );
+        assert_eq!(
+            get(&id, "k8s.node.name").as_deref(),
+            Some("n1"),
+            "the rest kept"
+        );
+        let id = Identity::resolve(&env).with_zone(None);
+        assert_eq!(
+            get(&id, "cloud.availability_zone").as_deref(),
+            Some("from-env")
+        );
     }
 
     #[test]

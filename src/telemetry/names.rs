@@ -69,6 +69,8 @@ pub mod attr {
     pub const DESTINATION_NAME: &str = "messaging.destination.name";
     pub const BROKER_ID: &str = "kafka.broker.id";
     pub const BROKER_RACK: &str = "kafka.broker.rack";
+    /// The agent's zone, the client side of a path to a broker's rack.
+    pub const CLIENT_ZONE: &str = "kafka.client.zone";
     pub const SERVER_ADDRESS: &str = "server.address";
     pub const SERVER_PORT: &str = "server.port";
     pub const CONNECTION_STAGE: &str = "kafka.connection.stage";

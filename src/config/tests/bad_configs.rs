@@ -55,7 +55,7 @@ fn bad_configs_report_every_problem_with_its_key() {
                 "heartbeat.interval (line 6): \"5\" has no unit; expected a duration like 500ms, 5s, 1m or 1h",
                 "heartbeat.intervall (line 7): unknown key; expected one of: create_topic, interval, loss_timeout, message_timeout, partitions, read_back, replication_factor, retention, topic",
                 "export.otlp.protocol (line 9): \"carrier-pigeon\" is not valid; expected one of: grpc, http/protobuf, http",
-                "logging (line 10): unknown key; expected one of: checks, clusters, export, heartbeat, http, log",
+                "logging (line 10): unknown key; expected one of: agent, checks, clusters, export, heartbeat, http, log",
             ],
         ),
         (
@@ -283,7 +283,7 @@ fn bad_configs_report_every_problem_with_its_key() {
             &[],
             &[
                 "clusters[0].name (line 2): 132 characters; expected a name of at most 128 (it labels every metric)",
-                "<a key of 30 characters, not shown> (line 4): unknown key; expected one of: checks, clusters, export, heartbeat, http, log",
+                "<a key of 30 characters, not shown> (line 4): unknown key; expected one of: agent, checks, clusters, export, heartbeat, http, log",
             ],
         ),
         (
@@ -348,6 +348,15 @@ fn bad_configs_report_every_problem_with_its_key() {
             &[],
             &[
                 "export.otlp.delta_buffer_size (line 3): \"16777216\" is not a size; expected a number with a unit, like 512KiB, 16MiB or 1GiB",
+            ],
+        ),
+        (
+            "an agent zone empty, or with a control character, and an unknown agent key",
+            "agent: {zone: '', region: x}\nclusters: [{name: a, bootstrap_servers: 'x:1'}]\n",
+            &[],
+            &[
+                "agent.zone (line 1): must not be empty",
+                "agent.region (line 1): unknown key; expected one of: zone",
             ],
         ),
         (

@@ -464,3 +464,30 @@ fn inputs_past_the_memory_budget_are_refused_with_their_limit() {
         ]
     );
 }
+
+#[test]
+fn the_agents_zone_comes_from_the_config_else_the_environment_and_reaches_every_cluster() {
+    let two =
+        "clusters: [{name: a, bootstrap_servers: 'x:1'}, {name: b, bootstrap_servers: 'x:1'}]\n";
+    let env = |name: &str| (name == "CC_HEARTBEAT_ZONE").then(|| "from-env".to_owned());
+    let c = from_str("t", two, &env).unwrap();
+    assert_eq!(c.agent.zone.as_deref(), Some("from-env"));
+    assert!(
+        c.clusters
+            .iter()
+            .all(|c| c.client_zone.as_deref() == Some("from-env"))
+    );
+    let c = from_str("t", &format!("agent: {{zone: eu-west-1b}}\n{two}"), &env).unwrap();
+    assert_eq!(
+        c.agent.zone.as_deref(),
+        Some("eu-west-1b"),
+        "the config over the variable"
+    );
+    assert!(
+        c.clusters
+            .iter()
+            .all(|c| c.client_zone.as_deref() == Some("eu-west-1b"))
+    );
+    let c = from_str("t", two, &|_| None).unwrap();
+    assert_eq!(c.agent.zone, None);
+}
