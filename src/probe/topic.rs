@@ -19,6 +19,9 @@ use crate::kafka::metadata::{ClusterView, TopicState};
 
 /// How long a created topic may take to appear in metadata.
 const TOPIC_APPEAR_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long after creating the topic a metadata answer without it is taken for a broker that
+/// has not learnt of it yet rather than the topic gone.
+const NEW_TOPIC_GRACE: Duration = Duration::from_secs(2);
 /// How often the metadata is read while waiting for a created topic to appear.
 const TOPIC_APPEAR_POLL: Duration = Duration::from_millis(200);
 /// First wait before retrying a failed check (then doubling, up to the metadata interval).
@@ -71,17 +74,35 @@ pub struct TopicProbe {
     parts: TopicParts,
     /// The topic was seen (or created) in this run.
     seen: bool,
+    /// When this agent last created the topic.
+    created_at: Option<tokio::time::Instant>,
 }
 
 impl TopicProbe {
     pub fn new(parts: TopicParts) -> Self {
-        Self { parts, seen: false }
+        Self {
+            parts,
+            seen: false,
+            created_at: None,
+        }
+    }
+
+    /// Right after this agent created the topic, a metadata answer without it may come from a
+    /// broker that has not learnt of it yet (on Kafka one broker may answer without a new
+    /// topic right after another answered with it): until [`NEW_TOPIC_GRACE`] has passed,
+    /// wait for it to show rather than take it for gone. The partitions, if it shows.
+    async fn settle_new_topic(&self) -> Option<usize> {
+        let until = self.created_at? + NEW_TOPIC_GRACE;
+        if tokio::time::Instant::now() >= until {
+            return None;
+        }
+        self.parts.refresh.now();
+        self.wait_for_topic(until).await
     }
 
     /// Reads metadata (without publishing it) until the created topic shows with a leader on
     /// every partition.
-    async fn wait_for_topic(&self) -> Option<usize> {
-        let deadline = tokio::time::Instant::now() + TOPIC_APPEAR_TIMEOUT;
+    async fn wait_for_topic(&self, deadline: tokio::time::Instant) -> Option<usize> {
         while tokio::time::Instant::now() < deadline {
             if let Ok(view) = self
                 .parts
@@ -134,6 +155,14 @@ impl Probe for TopicProbe {
             return Err(TopicError::NoMetadata);
         }
         let plan = TopicPlan::new(&self.parts.config, view.brokers.len());
+        if matches!(view.topic, TopicState::Missing)
+            && let Some(partitions) = self.settle_new_topic().await
+        {
+            return Ok(TopicReady {
+                partitions,
+                created: false,
+            });
+        }
         match &view.topic {
             TopicState::Present(partitions) => {
                 if !self.seen {
@@ -162,10 +191,13 @@ impl Probe for TopicProbe {
                 }
                 .emit();
                 self.seen = true;
+                self.created_at = Some(tokio::time::Instant::now());
                 // Asked before the wait too: a round cut during the wait has the metadata
                 // watch see the topic all the same, instead of creating it again.
                 self.parts.refresh.now();
-                let partitions = self.wait_for_topic().await;
+                let partitions = self
+                    .wait_for_topic(tokio::time::Instant::now() + TOPIC_APPEAR_TIMEOUT)
+                    .await;
                 self.parts.refresh.now();
                 match partitions {
                     Some(partitions) => Ok(TopicReady {
