@@ -1,5 +1,5 @@
 //! The delta buffer: export requests held, encoded, while the collector is away, bounded in
-//! count and in bytes, its memory given back once it is empty.
+//! count and in bytes, its deque dropped (not kept at its peak) once it is empty.
 
 use std::collections::VecDeque;
 
@@ -56,7 +56,7 @@ impl Pending {
         let held = self.requests.pop_front()?;
         self.bytes -= held.encoded.len();
         if self.requests.is_empty() {
-            // The outage is over: give the deque's memory back rather than keep its peak.
+            // The outage is over: drop the deque rather than keep it at its peak.
             self.requests = VecDeque::new();
         }
         Some(held)
@@ -109,7 +109,7 @@ mod tests {
     }
 
     #[test]
-    fn an_emptied_buffer_gives_its_memory_back() {
+    fn an_emptied_buffer_drops_its_deque() {
         let mut pending = Pending::default();
         for _ in 0..1000 {
             pending.push_back(held(10, 1));

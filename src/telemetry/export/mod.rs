@@ -5,8 +5,8 @@
 //! outage the next one that goes through catches up. With delta temporality every request
 //! matters: a request that fails is kept, encoded (up to `export.otlp.delta_buffer` of them
 //! and `export.otlp.delta_buffer_size` bytes), and sent, in order, once the collector answers
-//! again; what the buffer had to drop is counted and logged, and its memory is given back
-//! once it is empty. Delta requests also carry a 0 for every counter series seen before and idle now,
+//! again; what the buffer had to drop is counted and logged, and it drops its deque once it
+//! is empty. Delta requests also carry a 0 for every counter series seen before and idle now,
 //! so a series at 0 stays a series rather than a gap.
 //!
 //! Failures are logged once, then reminded of every few minutes, and the recovery says what
