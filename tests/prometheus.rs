@@ -558,8 +558,9 @@ fn names_used(text: &str) -> BTreeSet<String> {
 }
 
 /// Label names that look like metric names.
-const LABELS: [&str; 9] = [
+const LABELS: [&str; 10] = [
     "kafka_request",
+    "kafka_client_zone",
     "kafka_error_code",
     "kafka_cluster_name",
     "kafka_cluster_id",
