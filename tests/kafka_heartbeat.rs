@@ -489,8 +489,17 @@ async fn deleting_the_topic_is_survived_and_counted_without_false_loss() {
             move || kafka.witness(&topic, &instance)
         })
         .await;
-        // What the witness saw had been there a while: the agent has it too by now.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The agent reads what the witness saw before the topic goes (waited for, not bet on:
+        // under load its reader may trail the witness by more than a fixed pause).
+        eventually(
+            Duration::from_secs(10),
+            "the agent has read what the witness saw",
+            || {
+                let received = Ledger::of(&agent.observations()).received;
+                seen.is_subset(&received).then_some(())
+            },
+        )
+        .await;
         witnessed.extend(seen);
         let before = agent
             .observations()
