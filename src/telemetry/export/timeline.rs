@@ -181,16 +181,20 @@ mod tests {
 
     const S: i128 = 1_000_000_000;
 
+    /// A timeline that read the wall clock as `wall` at `at`, and started there.
+    fn anchored(at: Instant, wall: i128) -> Timeline {
+        Timeline {
+            anchor_wall: wall,
+            anchor_mono: at,
+            start_mono: at,
+            previous_mono: at,
+        }
+    }
+
     #[test]
     fn a_backward_step_restarts_the_series_and_no_point_precedes_its_start() {
-        let t0 = Instant::now();
-        let wall0 = 1_700_000_000 * S;
-        let mut timeline = Timeline {
-            anchor_wall: wall0,
-            anchor_mono: t0,
-            start_mono: t0,
-            previous_mono: t0,
-        };
+        let (t0, wall0) = (Instant::now(), 1_700_000_000 * S);
+        let mut timeline = anchored(t0, wall0);
         let cumulative = AggregationTemporality::Cumulative;
         // Ten seconds on: no step, the point spans the run so far.
         let mut r = request(cumulative, 1, 2);
@@ -226,14 +230,8 @@ mod tests {
 
     #[test]
     fn a_delta_window_starts_at_the_previous_collection_on_the_same_timeline() {
-        let t0 = Instant::now();
-        let wall0 = 1_700_000_000 * S;
-        let mut timeline = Timeline {
-            anchor_wall: wall0,
-            anchor_mono: t0,
-            start_mono: t0,
-            previous_mono: t0,
-        };
+        let (t0, wall0) = (Instant::now(), 1_700_000_000 * S);
+        let mut timeline = anchored(t0, wall0);
         let delta = AggregationTemporality::Delta;
         let mut r = request(delta, 1, 2);
         timeline.stamp_with(&mut r, t0 + Duration::from_secs(60), wall0 + 60 * S);
