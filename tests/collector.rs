@@ -237,6 +237,81 @@ async fn delta_counts_over_grpc_are_exact_through_a_collector_restart() {
     counts_survive_a_collector_restart("delta", "grpc").await;
 }
 
+/// The agent's spans pass through the shipped collector config: its traces pipeline takes
+/// them (no export refused, counted by the agent as delivered), and a backend's exporter
+/// added to it (the test's receiver here) gets every span with the agent's resource.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_pass_through_the_shipped_collector() {
+    let mock = MockKafka::new(1);
+    let topic = unique_topic("spans");
+    mock.create_topic(&topic, 1);
+    let receiver = OtlpReceiver::start(0).await;
+    let collector = Collector::start(
+        &[shipped()],
+        &format!(
+            "exporters:\n  otlp_grpc/test:\n    endpoint: '{}'\n    tls: {{insecure: true}}\n\
+             service:\n  pipelines:\n    metrics:\n      exporters: [prometheus, otlp_grpc/test]\n\
+             \x20   traces:\n      exporters: [nop, otlp_grpc/test]\n",
+            receiver.addr
+        ),
+    );
+    let agent = AgentProcess::start(
+        &format!(
+            "clusters:\n  - name: spans\n    bootstrap_servers: '{}'\n\
+             heartbeat: {{topic: {topic}, interval: 200ms}}\n\
+             export:\n  otlp: {{endpoint: 'http://127.0.0.1:{}', protocol: http/protobuf, interval: 1s}}\n  traces: {{sample_ratio: 1}}\n",
+            mock.bootstrap(),
+            collector.otlp_http,
+        ),
+        &[
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "service.instance.id=spans-agent",
+            ),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ],
+    );
+    eventually(
+        Duration::from_secs(30),
+        "spans through the collector",
+        || (receiver.spans().len() >= 20).then_some(()),
+    )
+    .await;
+    eventually(Duration::from_secs(20), "span exports counted", || {
+        let last = receiver.requests().pop()?;
+        (counter_value(
+            &last,
+            "cc_heartbeat.export.batches",
+            &[("otel.signal", "traces")],
+        ) > 0)
+            .then_some(last)
+    })
+    .await;
+    let (status, output) = agent.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "{output}");
+    let last = receiver.requests().pop().unwrap();
+    assert_eq!(
+        counter_value(
+            &last,
+            "cc_heartbeat.export.batches",
+            &[("otel.signal", "traces"), ("error.type", "*")]
+        ),
+        0,
+        "no span export refused"
+    );
+    for (resource, span) in receiver.spans() {
+        assert_eq!(
+            support::otlp::attr(&resource, "service.instance.id").as_deref(),
+            Some("spans-agent")
+        );
+        assert!(
+            span.name == format!("send {topic}") || span.name == format!("receive {topic}"),
+            "{}",
+            span.name
+        );
+    }
+}
+
 /// A collector that takes OTLP only over TLS, from clients with a certificate of its private
 /// CA (mTLS on both its gRPC and HTTP receivers): one agent exports to it over gRPC with
 /// `export.otlp.tls`, another over HTTP with the standard `OTEL_EXPORTER_OTLP_CERTIFICATE`,

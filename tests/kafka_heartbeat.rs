@@ -77,6 +77,7 @@ async fn heartbeats_are_counted_exactly_as_kafkas_own_consumer_reads_them() {
         records,
         heartbeats: on_topic,
         duplicates,
+        ..
     } = blocking({
         let topic = topic.clone();
         move || kafka.witness(&topic, &instance)
@@ -554,4 +555,103 @@ async fn deleting_the_topic_is_survived_and_counted_without_false_loss() {
         ROUNDS,
         "each deletion counted once"
     );
+}
+
+/// Every heartbeat on the topic carries a W3C `traceparent` header, as Kafka's own consumer
+/// reads it, naming the `send` span the agent exported for it (same trace and span id, same
+/// partition and sequence number), and the agent's `receive` span of it is that send's child:
+/// the trace is carried by the record, not only kept inside the agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_heartbeat_carries_the_traceparent_of_its_exported_send_span() {
+    use support::otlp::{OtlpReceiver, attr};
+    let kafka = blocking(kafka).await;
+    let receiver = OtlpReceiver::start(0).await;
+    let topic = unique_topic("cc-heartbeat-traced");
+    let instance = format!("traced-{}", std::process::id());
+    let agent = support::process::AgentProcess::start(
+        &format!(
+            "clusters:\n  - name: kafka\n    bootstrap_servers: '{}'\n\
+             heartbeat: {{topic: {topic}, interval: 200ms, loss_timeout: 5s, message_timeout: 2s}}\n\
+             checks: {{metadata: {{interval: 1s}}, offsets: {{enabled: false}}, consumer_groups: {{enabled: false}}}}\n\
+             export: {{otlp: {{endpoint: '{}', interval: 1s}}, traces: {{sample_ratio: 1}}}}\n",
+            kafka.bootstrap(),
+            receiver.endpoint()
+        ),
+        &[
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                &format!("service.instance.id={instance}"),
+            ),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ],
+    );
+    eventually(Duration::from_secs(60), "sixty spans", || {
+        (receiver.spans().len() >= 60).then_some(())
+    })
+    .await;
+    let (status, output) = agent.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "{output}");
+    let witnessed = blocking({
+        let topic = topic.clone();
+        move || kafka.witness(&topic, &instance)
+    })
+    .await;
+    let spans: Vec<_> = receiver.spans().into_iter().map(|(_, s)| s).collect();
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    assert_eq!(
+        witnessed.traceparents.len(),
+        witnessed.heartbeats.len(),
+        "every heartbeat carries a traceparent"
+    );
+    let mut matched = 0;
+    for ((partition, seq), traceparent) in &witnessed.traceparents {
+        let parts: Vec<&str> = traceparent.split('-').collect();
+        assert_eq!(parts.len(), 4, "{traceparent}");
+        assert_eq!(parts[0], "00", "W3C version 00: {traceparent}");
+        let Some(send) = spans
+            .iter()
+            .find(|s| hex(&s.trace_id) == parts[1] && hex(&s.span_id) == parts[2])
+        else {
+            // The newest may still have been in flight when the agent stopped.
+            continue;
+        };
+        matched += 1;
+        assert!(send.name.starts_with("send "), "{}", send.name);
+        assert_eq!(
+            attr(&send.attributes, "messaging.destination.partition.id"),
+            Some(partition.to_string())
+        );
+        assert_eq!(
+            attr(&send.attributes, "messaging.destination.name").as_deref(),
+            Some(topic.as_str())
+        );
+        let sequence = send
+            .attributes
+            .iter()
+            .find(|kv| kv.key == "cc_heartbeat.heartbeat.sequence")
+            .and_then(|kv| kv.value.clone())
+            .and_then(|v| v.value);
+        assert_eq!(
+            sequence,
+            Some(opentelemetry_proto::tonic::common::v1::any_value::Value::IntValue(*seq as i64))
+        );
+        let receives = spans
+            .iter()
+            .filter(|s| s.trace_id == send.trace_id && s.parent_span_id == send.span_id)
+            .count();
+        assert!(receives <= 1, "one receive per send");
+    }
+    let received = spans
+        .iter()
+        .filter(|s| s.name.starts_with("receive "))
+        .count();
+    println!(
+        "{} heartbeats on the topic, {matched} with their exported send span, {received} receive spans",
+        witnessed.heartbeats.len()
+    );
+    assert!(
+        matched + 3 * IN_FLIGHT_AT_STOP as usize >= witnessed.heartbeats.len(),
+        "every heartbeat's send span exported but those in flight at the stop"
+    );
+    assert!(received + 3 * IN_FLIGHT_AT_STOP as usize >= matched);
 }

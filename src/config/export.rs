@@ -1,5 +1,5 @@
-//! Reading `export.otlp`. A key the file does not set falls back to its standard `OTEL_*`
-//! variable, then to the default; each setting has its own resolver below.
+//! Reading `export.otlp` and `export.traces`. A key the file does not set falls back to its
+//! standard `OTEL_*` variable, then to the default; each setting has its own resolver below.
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use super::types::{
     Compression, DEFAULT_DELTA_BUFFER, DEFAULT_DELTA_BUFFER_SIZE, DEFAULT_EXPORT_INTERVAL,
-    DEFAULT_EXPORT_TIMEOUT, DEFAULT_OTLP_GRPC_ENDPOINT, DEFAULT_OTLP_HTTP_ENDPOINT, DELTA_BUFFER,
-    DELTA_BUFFER_SIZE, EXPORT_INTERVAL, EXPORT_TIMEOUT, ExportConfig, HistogramKind,
-    MessagingNames, OtlpConfig, OtlpProtocol, OtlpTls, Secret, Temporality,
+    DEFAULT_EXPORT_TIMEOUT, DEFAULT_OTLP_GRPC_ENDPOINT, DEFAULT_OTLP_HTTP_ENDPOINT,
+    DEFAULT_SAMPLE_RATIO, DEFAULT_SLOW_CONNECTION, DEFAULT_SLOW_END_TO_END, DEFAULT_SLOW_PRODUCE,
+    DELTA_BUFFER, DELTA_BUFFER_SIZE, EXPORT_INTERVAL, EXPORT_TIMEOUT, ExportConfig, HistogramKind,
+    MessagingNames, OtlpConfig, OtlpProtocol, OtlpTls, SLOW, Secret, SlowConfig, Temporality,
+    TracesConfig,
 };
 use super::yaml::{Field, Reader, Section};
 
@@ -78,6 +80,8 @@ pub(super) fn read_export(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<Expo
     let tls = tls(r, &mut o);
     o.finish(r);
     let messaging_names = messaging_names(r, s.field("messaging_names"));
+    let t = s.section(r, "traces");
+    let traces = read_traces(r, t);
     s.finish(r);
 
     let protocol = protocol?;
@@ -94,7 +98,15 @@ pub(super) fn read_export(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<Expo
         return None;
     }
     let timeout = fit_timeout(r, &path, interval?, timeout?, timeout_explicit)?;
+    let (traces_enabled, sample_ratio, slow, traces_url) = traces?;
+    let traces = TracesConfig {
+        enabled: traces_enabled && enabled?,
+        sample_ratio,
+        slow,
+        endpoint: traces_url.unwrap_or_else(|| traces_endpoint(r, &endpoint, protocol)),
+    };
     Some(ExportConfig {
+        traces,
         otlp: OtlpConfig {
             enabled: enabled?,
             endpoint,
@@ -111,6 +123,128 @@ pub(super) fn read_export(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<Expo
         },
         messaging_names: messaging_names?,
     })
+}
+
+/// `export.traces` but its endpoint: whether on, the share of healthy heartbeats kept, and
+/// what is slow.
+fn read_traces(
+    r: &mut Reader<'_>,
+    mut t: Section<'_>,
+) -> Option<(bool, f64, SlowConfig, Option<String>)> {
+    let enabled = match t.field("enabled") {
+        Some(f) => f.bool(r),
+        None => exporter_var(r, "OTEL_TRACES_EXPORTER"),
+    };
+    // Some(None): not set; None: set and wrong (said), so every problem is listed at once.
+    let endpoint = match t.field("endpoint") {
+        Some(f) => f.non_empty_string(r).and_then(|url| {
+            let url = url.trim().to_owned();
+            if url.starts_with("http://") || url.starts_with("https://") {
+                Some(Some(url))
+            } else {
+                f.error(
+                    r,
+                    format!(
+                        "{:?} is not an OTLP endpoint; expected a URL like http://collector:4318/v1/traces",
+                        crate::config::redact_url(&url)
+                    ),
+                );
+                None
+            }
+        }),
+        None => Some(None),
+    };
+    let sample_ratio = match t.field("sample_ratio") {
+        Some(f) => f.fraction(r),
+        None => sampler_ratio(r),
+    };
+    let mut slow = t.section(r, "slow");
+    let mut threshold =
+        |r: &mut Reader<'_>, key: &'static str, default: Duration| match slow.field(key) {
+            Some(f) => f.duration(r, &SLOW),
+            None => Some(default),
+        };
+    let produce = threshold(r, "produce", DEFAULT_SLOW_PRODUCE);
+    let end_to_end = threshold(r, "end_to_end", DEFAULT_SLOW_END_TO_END);
+    let connection = threshold(r, "connection", DEFAULT_SLOW_CONNECTION);
+    slow.finish(r);
+    t.finish(r);
+    Some((
+        enabled?,
+        sample_ratio?,
+        SlowConfig {
+            produce: produce?,
+            end_to_end: end_to_end?,
+            connection: connection?,
+        },
+        endpoint?,
+    ))
+}
+
+/// The ratio `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` ask for, as other SDKs read
+/// them (the parent-based samplers alike: a heartbeat has no parent), else the default.
+fn sampler_ratio(r: &mut Reader<'_>) -> Option<f64> {
+    const SAMPLER: &str = "OTEL_TRACES_SAMPLER";
+    const ARG: &str = "OTEL_TRACES_SAMPLER_ARG";
+    let sampler = r.env(SAMPLER).unwrap_or_default();
+    match sampler.trim() {
+        "" => Some(DEFAULT_SAMPLE_RATIO),
+        "always_on" | "parentbased_always_on" => Some(1.0),
+        "always_off" | "parentbased_always_off" => Some(0.0),
+        "traceidratio" | "parentbased_traceidratio" => {
+            let Some(arg) = r.env(ARG).filter(|a| !a.trim().is_empty()) else {
+                // The specification's default for a ratio sampler without its argument.
+                return Some(1.0);
+            };
+            match arg.trim().parse::<f64>() {
+                Ok(ratio) if (0.0..=1.0).contains(&ratio) => Some(ratio),
+                _ => {
+                    r.error(
+                        ARG,
+                        None,
+                        format!("{arg:?} is not a ratio; expected a number from 0 to 1"),
+                    );
+                    None
+                }
+            }
+        }
+        other => {
+            r.error(
+                SAMPLER,
+                None,
+                format!(
+                    "{other:?} is not supported; expected always_on, always_off or traceidratio (or their parentbased_ forms)"
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Where spans go without `export.traces.endpoint`: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as
+/// given, else the metrics' endpoint; over HTTP with the traces path in place of the metrics
+/// one.
+fn traces_endpoint(r: &Reader<'_>, metrics: &str, protocol: OtlpProtocol) -> String {
+    if let Some(url) = r
+        .env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .map(|v| v.trim().to_owned())
+        .filter(|v| v.contains("://"))
+    {
+        return url;
+    }
+    match protocol {
+        OtlpProtocol::Grpc => metrics.to_owned(),
+        OtlpProtocol::HttpProtobuf => match metrics.strip_suffix("/v1/metrics") {
+            Some(base) => format!("{base}/v1/traces"),
+            None => {
+                // A metrics path of the user's own: the traces go to the standard path of the
+                // same server (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT names another).
+                let (scheme, rest) = metrics.split_once("://").unwrap_or(("http", metrics));
+                let host = rest.split('/').next().unwrap_or(rest);
+                format!("{scheme}://{host}/v1/traces")
+            }
+        },
+    }
 }
 
 const MESSAGING_NAMES: [(&str, MessagingNames); 3] = [
@@ -139,17 +273,23 @@ fn messaging_names(r: &mut Reader<'_>, field: Option<Field<'_>>) -> Option<Messa
 
 /// `enabled`, else off with `OTEL_METRICS_EXPORTER=none` or `OTEL_SDK_DISABLED=true`.
 fn enabled(r: &mut Reader<'_>, field: Option<Field<'_>>) -> Option<bool> {
-    if let Some(f) = field {
-        return f.bool(r);
+    match field {
+        Some(f) => f.bool(r),
+        None => exporter_var(r, "OTEL_METRICS_EXPORTER"),
     }
-    match r.env("OTEL_METRICS_EXPORTER").as_deref().map(str::trim) {
+}
+
+/// A signal's `OTEL_*_EXPORTER` (`otlp` or `none`), with `OTEL_SDK_DISABLED=true` turning
+/// every signal off.
+fn exporter_var(r: &mut Reader<'_>, var: &'static str) -> Option<bool> {
+    match r.env(var).as_deref().map(str::trim) {
         Some("none") => Some(false),
         Some("otlp") | Some("") | None => {
             Some(r.env("OTEL_SDK_DISABLED").as_deref() != Some("true"))
         }
         Some(other) => {
             r.error(
-                "OTEL_METRICS_EXPORTER",
+                var,
                 None,
                 format!("{other:?} is not supported; expected otlp or none"),
             );

@@ -372,10 +372,48 @@ pub struct IntervalConfig {
 #[derive(Clone, Debug, Serialize)]
 pub struct ExportConfig {
     pub otlp: OtlpConfig,
+    pub traces: TracesConfig,
     /// Which names the heartbeat's send and receive metrics go by (`messaging_names`, else
     /// `OTEL_SEMCONV_STABILITY_OPT_IN`).
     pub messaging_names: MessagingNames,
 }
+
+/// `export.traces`: a heartbeat is a trace (its send and its receive), kept by the agent's own
+/// rules once its outcome is known: every failed, lost, ambiguous, duplicated, late or slow
+/// one, and healthy ones at `sample_ratio`. Sent with the metrics' settings (headers, TLS,
+/// compression, timeout) to the same collector.
+#[derive(Clone, Debug, Serialize)]
+pub struct TracesConfig {
+    /// Off with `enabled: false`, `OTEL_TRACES_EXPORTER=none`, or with the OTLP export off.
+    pub enabled: bool,
+    /// The share of healthy heartbeats kept, from 0 to 1.
+    pub sample_ratio: f64,
+    pub slow: SlowConfig,
+    /// `endpoint`, else `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else the metrics' endpoint
+    /// (with the traces path over HTTP). Its protocol, headers and TLS are the metrics'.
+    #[serde(serialize_with = "render::redacted_url")]
+    pub endpoint: String,
+}
+
+/// Over these, a heartbeat or a connection probe is slow: its trace is kept.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct SlowConfig {
+    /// From the send to the ack.
+    #[serde(serialize_with = "render::duration")]
+    pub produce: Duration,
+    /// From the send to reading it back.
+    #[serde(serialize_with = "render::duration")]
+    pub end_to_end: Duration,
+    /// A broker's (or the Schema Registry's) connection stages, DNS to the last, together.
+    #[serde(serialize_with = "render::duration")]
+    pub connection: Duration,
+}
+
+pub const DEFAULT_SAMPLE_RATIO: f64 = 0.01;
+pub const DEFAULT_SLOW_PRODUCE: Duration = Duration::from_millis(250);
+pub const DEFAULT_SLOW_END_TO_END: Duration = Duration::from_millis(500);
+pub const DEFAULT_SLOW_CONNECTION: Duration = Duration::from_secs(1);
+pub(super) const SLOW: RangeInclusive<Duration> = Duration::from_millis(1)..=HOUR;
 
 /// The names of the heartbeat's send and receive metrics: the agent's own
 /// (`kafka.heartbeat.*`), the OpenTelemetry messaging conventions'

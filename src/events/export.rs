@@ -205,6 +205,51 @@ impl ExportConfigured<'_> {
     }
 }
 
+/// How spans are exported (or that they are off), at start.
+pub struct TracesConfigured<'a> {
+    /// `None` when spans are off.
+    pub traces: Option<&'a crate::config::TracesConfig>,
+}
+
+impl TracesConfigured<'_> {
+    pub fn emit(self) {
+        match self.traces {
+            Some(t) => info!(
+                endpoint = %crate::config::redact_url(&t.endpoint),
+                sample_ratio = t.sample_ratio,
+                slow_produce = %humantime::format_duration(t.slow.produce),
+                slow_end_to_end = %humantime::format_duration(t.slow.end_to_end),
+                "OTLP trace export configured: every failed, lost or slow heartbeat is kept, healthy ones at the sample ratio.",
+            ),
+            None => info!(
+                "OTLP trace export is off (export.traces.enabled: false, OTEL_TRACES_EXPORTER=none, or the OTLP export off)."
+            ),
+        }
+    }
+}
+
+/// A batch of spans could not be exported: its spans are dropped (spans are not held).
+pub struct TraceExportFailed<'a> {
+    pub endpoint: &'a str,
+    /// The exporter's message, with the endpoint's credentials redacted.
+    pub error: &'a str,
+    pub spans: usize,
+    /// WARN for the first, then at most every few minutes; DEBUG between.
+    pub loud: bool,
+}
+
+impl TraceExportFailed<'_> {
+    pub fn emit(self) {
+        warn_or_debug!(
+            self.loud,
+            endpoint = %self.endpoint,
+            error = %self.error,
+            spans = self.spans,
+            "OTLP trace export failed; its spans are dropped.",
+        );
+    }
+}
+
 /// A configured header cannot be sent (not a valid name or value for the protocol); its
 /// name is said, never its value.
 pub struct HeaderNotSent<'a> {

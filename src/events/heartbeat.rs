@@ -68,14 +68,14 @@ impl Recorder<'_> {
         }
     }
 
-    fn partition(&self, partition: i32) -> Vec<opentelemetry::KeyValue> {
+    pub(crate) fn partition(&self, partition: i32) -> Vec<opentelemetry::KeyValue> {
         self.attrs.with([partition_kv(partition)])
     }
 
     /// The broker a heartbeat went to: its id, and its rack and address where the metadata
     /// knows them (`server.address` and `server.port`, as the messaging conventions name the
     /// broker a client talked to).
-    fn broker(&self, id: i32) -> Vec<KeyValue> {
+    pub(crate) fn broker(&self, id: i32) -> Vec<KeyValue> {
         let mut attrs = vec![broker_kv(id)];
         if let Some(b) = self.view.broker(id) {
             if let Some(rack) = &b.rack {

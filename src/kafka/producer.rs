@@ -26,6 +26,8 @@ pub struct Tag {
     pub partition: i32,
     pub seq: u64,
     pub sent_at: Instant,
+    /// The send span's ids, carried in the record's `traceparent` header.
+    pub trace: Option<crate::telemetry::traces::TraceIds>,
 }
 
 /// What happened to one record.

@@ -110,6 +110,9 @@ pub struct Outcome {
     /// HTTP status the service answered (HTTP probes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_status: Option<u16>,
+    /// When the first stage began (the stages ran one after the other from here).
+    #[serde(skip)]
+    pub started: Instant,
 }
 
 fn serialize_stages<S: serde::Serializer>(
@@ -191,6 +194,7 @@ where
         peer: None,
         api_version: None,
         http_status: None,
+        started: Instant::now(),
     };
     let mut stages = Stages {
         outcome: &mut outcome,

@@ -175,6 +175,12 @@ impl Probe for BrokerProbe {
                 was_up: known.as_ref().and_then(|k| k.up),
             }
             .emit(&self.instruments);
+            super::spans::record_staged(
+                &self.instruments.traces,
+                "probe broker",
+                outcome.target.attributes(attrs.base()),
+                outcome,
+            );
             if let Some(k) = known {
                 k.up = Some(outcome.up());
                 k.api_version = outcome.api_version.unwrap_or(k.api_version);

@@ -20,6 +20,7 @@ pub mod metadata;
 pub mod offsets;
 pub mod schema_registry;
 pub mod set;
+mod spans;
 pub mod topic;
 
 use std::future::Future;

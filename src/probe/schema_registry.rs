@@ -20,8 +20,10 @@ use crate::kafka::metadata::Broker;
 use crate::kafka::metadata::ClusterView;
 use crate::kafka::reach::{self, Outcome, Stage, Stream};
 use crate::kafka::tls::{self, TlsSetupError};
-use crate::telemetry::Instruments;
 use crate::telemetry::instruments::ClusterLabels;
+use crate::telemetry::instruments::attr;
+use crate::telemetry::{ClusterAttributes, Instruments};
+use opentelemetry::KeyValue;
 
 /// The request path, under the registry's base URL.
 const PATH: &str = "schemas/types";
@@ -233,6 +235,16 @@ impl Probe for RegistryProbe {
             was_up: self.up,
         }
         .emit(&self.parts.instruments);
+        let attributes = ClusterAttributes::new(&cluster_id, &self.parts.cluster).with([
+            KeyValue::new(attr::SERVER_ADDRESS, self.target.host.clone()),
+            KeyValue::new(attr::SERVER_PORT, i64::from(self.target.port)),
+        ]);
+        super::spans::record_staged(
+            &self.parts.instruments.traces,
+            "probe schema_registry",
+            attributes,
+            &outcome,
+        );
         self.up = Some(outcome.up());
         Ok(outcome)
     }

@@ -47,6 +47,8 @@ pub struct Instruments {
     _observable: Arc<Vec<ObservableGauge<i64>>>,
     _observable_seconds: Arc<ObservableGauge<f64>>,
     _own: Arc<OwnInstruments>,
+    /// The spans the probes build beside their points.
+    pub traces: super::traces::Traces,
 }
 
 /// The heartbeat's sends and receives under the OpenTelemetry messaging conventions' names.
@@ -272,6 +274,7 @@ impl Instruments {
             _observable: Arc::new(observable_gauges),
             _observable_seconds: Arc::new(lag_seconds),
             _own: Arc::new(own),
+            traces: super::traces::Traces::disabled(),
         }
     }
 

@@ -6,6 +6,7 @@ mod gauges;
 pub mod instruments;
 pub mod logging;
 mod names;
+pub mod traces;
 
 use std::time::Duration;
 
@@ -190,6 +191,11 @@ impl Telemetry {
         let mut telemetry =
             Self::with_stats(configure(builder).build(), &stats, export.messaging_names);
         telemetry.prometheus = registry;
+        telemetry.instruments.traces = traces::Traces::build(export, &identity.resource, stats)
+            .map_err(|source| BuildError::OtlpExporter {
+                endpoint: crate::config::redact_url(&export.traces.endpoint),
+                source,
+            })?;
         Ok(telemetry)
     }
 
@@ -221,10 +227,19 @@ impl Telemetry {
         &self.provider
     }
 
-    /// Sends the final export and stops the reader; blocking work runs off the async threads.
+    /// Sends the final export and stops the reader, and sends the spans still queued;
+    /// blocking work runs off the async threads.
     pub async fn shutdown(self) {
         let provider = self.provider;
+        let traces = self.instruments.traces.clone();
         let result = tokio::task::spawn_blocking(move || {
+            // Spans first: they are already made, while the final collection makes points.
+            if let Err(error) = traces.shutdown(SHUTDOWN_EXPORT_TIMEOUT) {
+                FinalExport {
+                    error: Some(&error),
+                }
+                .emit();
+            }
             provider.shutdown_with_timeout(SHUTDOWN_EXPORT_TIMEOUT)
         })
         .await;

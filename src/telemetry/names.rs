@@ -97,6 +97,13 @@ pub mod attr {
     pub const MESSAGING_OPERATION_TYPE: &str = "messaging.operation.type";
     /// The conventions' key for the cluster id, beside the kafkametricsreceiver's.
     pub const MESSAGING_CLUSTER_ID: &str = "messaging.kafka.cluster.id";
+    /// The offset a heartbeat was read back from (the conventions' key).
+    pub const MESSAGING_OFFSET: &str = "messaging.kafka.offset";
+    /// A heartbeat's sequence number on its partition (spans).
+    pub const HEARTBEAT_SEQUENCE: &str = "cc_heartbeat.heartbeat.sequence";
+    /// What became of a heartbeat, on its spans: `acked`, `failed`, `received`, `slow`,
+    /// `late`, `out_of_order`, `ambiguous`, `duplicated`, `lost`.
+    pub const HEARTBEAT_OUTCOME: &str = "cc_heartbeat.heartbeat.outcome";
 }
 
 /// Why a consumed message was not counted as one of this agent's heartbeats.

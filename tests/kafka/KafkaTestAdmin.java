@@ -22,7 +22,8 @@
 //   produce TOPIC PARTITION TEXT          -> ok OFFSET
 //   commit GROUP TOPIC PARTITION OFFSET   (an offset commit of a group with no members)
 //   delete-records TOPIC PARTITION OFFSET (moves the log start up to OFFSET)
-//   witness TOPIC INSTANCE                -> ok RECORDS PARTITION:SEQ ... (INSTANCE's heartbeats)
+//   witness TOPIC INSTANCE                -> ok RECORDS PARTITION:SEQ[:TRACEPARENT] ... (INSTANCE's
+//                                            heartbeats, with their traceparent header if any)
 //   errors                                -> ok CODE:NAME ... (the protocol's error codes)
 import java.io.BufferedReader;
 import java.io.InputStreamReader;
@@ -65,6 +66,7 @@ import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.common.header.Header;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.ElectionType;
@@ -393,6 +395,10 @@ public final class KafkaTestAdmin {
                     if (heartbeat != null && instance.equals(heartbeat.path("instance").asText(null))
                             && heartbeat.path("seq").isIntegralNumber()) {
                         out.append(' ').append(r.partition()).append(':').append(heartbeat.path("seq").asLong());
+                        Header traceparent = r.headers().lastHeader("traceparent");
+                        if (traceparent != null) {
+                            out.append(':').append(new String(traceparent.value(), StandardCharsets.UTF_8));
+                        }
                     }
                 }
                 for (TopicPartition tp : new ArrayList<>(remaining.keySet())) {

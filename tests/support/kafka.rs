@@ -49,6 +49,8 @@ pub struct Witnessed {
     pub heartbeats: std::collections::BTreeSet<(i32, u64)>,
     /// The agent's heartbeats that are on the topic more than once (extra copies).
     pub duplicates: u64,
+    /// The `traceparent` header each heartbeat carried, if any.
+    pub traceparents: std::collections::BTreeMap<(i32, u64), String>,
 }
 
 /// One node's ports.
@@ -552,10 +554,19 @@ impl Kafka {
             records,
             ..Witnessed::default()
         };
-        for (p, s) in words.filter_map(|w| w.split_once(':')) {
+        for word in words {
+            let mut parts = word.splitn(3, ':');
+            let (Some(p), Some(s)) = (parts.next(), parts.next()) else {
+                continue;
+            };
             let heartbeat = (p.parse().expect("partition"), s.parse().expect("sequence"));
             if !witnessed.heartbeats.insert(heartbeat) {
                 witnessed.duplicates += 1;
+            }
+            if let Some(traceparent) = parts.next() {
+                witnessed
+                    .traceparents
+                    .insert(heartbeat, traceparent.to_owned());
             }
         }
         witnessed

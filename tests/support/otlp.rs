@@ -1,7 +1,9 @@
-//! An OTLP metrics receiver, over gRPC (tonic, opentelemetry-proto) or HTTP/protobuf (axum):
-//! it decodes exactly what the agent sends over a real socket, keeps every request with the
-//! time it came, and answers as the test says: accept, accept but refuse some points (partial
-//! success), refuse for good, or ask the sender to wait (`RetryInfo`, `Retry-After`).
+//! An OTLP metrics and traces receiver, over gRPC (tonic, opentelemetry-proto) or
+//! HTTP/protobuf (axum): it decodes exactly what the agent sends over a real socket, keeps
+//! every request with the time it came, and answers metrics as the test says: accept, accept
+//! but refuse some points (partial success), refuse for good, or ask the sender to wait
+//! (`RetryInfo`, `Retry-After`). Spans are taken while metrics are, and refused while they
+//! are refused or failed.
 
 use std::io::Read as _;
 use std::net::SocketAddr;
@@ -14,8 +16,15 @@ use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{Metric, NumberDataPoint, metric, number_data_point};
+use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +52,7 @@ pub enum Answer {
 struct Recorder {
     requests: Arc<Mutex<Vec<(Instant, ExportMetricsServiceRequest)>>>,
     headers: Arc<Mutex<Vec<tonic::metadata::MetadataMap>>>,
+    traces: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
     answer: Arc<Mutex<Answer>>,
 }
 
@@ -51,8 +61,72 @@ impl Default for Recorder {
         Self {
             requests: Arc::default(),
             headers: Arc::default(),
+            traces: Arc::default(),
             answer: Arc::new(Mutex::new(Answer::Accept)),
         }
+    }
+}
+
+impl Recorder {
+    /// Keeps a span request unless the receiver fails requests now; whether it took it.
+    fn record_traces(&self, request: ExportTraceServiceRequest) -> bool {
+        let taking = matches!(
+            *self.answer.lock().unwrap(),
+            Answer::Accept | Answer::PartlyRefuse { .. }
+        );
+        if taking {
+            self.traces.lock().unwrap().push(request);
+        }
+        taking
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Recorder {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        if self.record_traces(request.into_inner()) {
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        } else {
+            Err(tonic::Status::unavailable("away"))
+        }
+    }
+}
+
+/// `POST /v1/traces`.
+async fn http_traces(
+    axum::extract::State(recorder): axum::extract::State<Recorder>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let request = ExportTraceServiceRequest::decode(gunzipped(&headers, &body).as_slice()).unwrap();
+    if recorder.record_traces(request) {
+        (
+            [("content-type", "application/x-protobuf")],
+            ExportTraceServiceResponse::default().encode_to_vec(),
+        )
+            .into_response()
+    } else {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "away").into_response()
+    }
+}
+
+/// A request body, gunzipped when its content encoding says gzip.
+fn gunzipped(headers: &axum::http::HeaderMap, body: &[u8]) -> Vec<u8> {
+    if headers
+        .get("content-encoding")
+        .is_some_and(|v| v.as_bytes() == b"gzip")
+    {
+        let mut plain = Vec::new();
+        flate2::read::GzDecoder::new(body)
+            .read_to_end(&mut plain)
+            .unwrap();
+        plain
+    } else {
+        body.to_vec()
     }
 }
 
@@ -135,18 +209,8 @@ async fn http_export(
     body: axum::body::Bytes,
 ) -> axum::response::Response {
     use axum::response::IntoResponse as _;
-    let mut bytes = body.to_vec();
-    if headers
-        .get("content-encoding")
-        .is_some_and(|v| v.as_bytes() == b"gzip")
-    {
-        let mut plain = Vec::new();
-        flate2::read::GzDecoder::new(bytes.as_slice())
-            .read_to_end(&mut plain)
-            .unwrap();
-        bytes = plain;
-    }
-    let request = ExportMetricsServiceRequest::decode(bytes.as_slice()).unwrap();
+    let request =
+        ExportMetricsServiceRequest::decode(gunzipped(&headers, &body).as_slice()).unwrap();
     let protobuf = [("content-type", "application/x-protobuf")];
     match recorder.record(request) {
         Answer::Accept => (
@@ -188,10 +252,13 @@ impl OtlpReceiver {
         let stop = CancellationToken::new();
         let service = MetricsServiceServer::new(recorder.clone())
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+        let traces = TraceServiceServer::new(recorder.clone())
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
         let shutdown = stop.clone().cancelled_owned();
         tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(service)
+                .add_service(traces)
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(listener),
                     shutdown,
@@ -217,6 +284,7 @@ impl OtlpReceiver {
         let stop = CancellationToken::new();
         let app = axum::Router::new()
             .route("/v1/metrics", axum::routing::post(http_export))
+            .route("/v1/traces", axum::routing::post(http_traces))
             .with_state(recorder.clone());
         let shutdown = stop.clone().cancelled_owned();
         tokio::spawn(async move {
@@ -256,6 +324,24 @@ impl OtlpReceiver {
 
     pub fn headers(&self) -> Vec<tonic::metadata::MetadataMap> {
         self.recorder.headers.lock().unwrap().clone()
+    }
+
+    /// Every span taken so far, with its resource's attributes.
+    pub fn spans(&self) -> Vec<(Vec<KeyValue>, Span)> {
+        self.recorder
+            .traces
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|request| &request.resource_spans)
+            .flat_map(|rs| {
+                let resource = rs.resource.clone().unwrap_or_default().attributes;
+                rs.scope_spans
+                    .iter()
+                    .flat_map(|ss| ss.spans.iter().cloned())
+                    .map(move |span| (resource.clone(), span))
+            })
+            .collect()
     }
 }
 

@@ -335,6 +335,30 @@ fn bad_configs_report_every_problem_with_its_key() {
             ],
         ),
         (
+            "traces: a ratio past 1, a bad threshold, an endpoint without a scheme, an unknown key",
+            "clusters: [{name: a, bootstrap_servers: 'x:1'}]\nexport:\n  traces: {sample_ratio: 1.5, slow: {produce: 0s}, endpoint: 'collector:4317', ratio: 1}\n",
+            &[],
+            &[
+                "export.traces.endpoint (line 3): \"collector:4317\" is not an OTLP endpoint; expected a URL like http://collector:4318/v1/traces",
+                "export.traces.sample_ratio (line 3): \"1.5\" is not a share; expected a number from 0 to 1 (0.01) or a percentage (1%)",
+                "export.traces.slow.produce (line 3): 0s is too short; expected from 1ms to 1h",
+                "export.traces.ratio (line 3): unknown key; expected one of: enabled, endpoint, sample_ratio, slow",
+            ],
+        ),
+        (
+            "traces: standard variables out of their range",
+            "clusters: [{name: a, bootstrap_servers: 'x:1'}]\n",
+            &[
+                ("OTEL_TRACES_EXPORTER", "zipkin"),
+                ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "half"),
+            ],
+            &[
+                "OTEL_TRACES_EXPORTER: \"zipkin\" is not supported; expected otlp or none",
+                "OTEL_TRACES_SAMPLER_ARG: \"half\" is not a ratio; expected a number from 0 to 1",
+            ],
+        ),
+        (
             "a delta buffer too large",
             "clusters: [{name: a, bootstrap_servers: 'x:1'}]\nexport:\n  otlp: {delta_buffer_size: 2GiB}\n",
             &[],

@@ -491,3 +491,47 @@ fn the_agents_zone_comes_from_the_config_else_the_environment_and_reaches_every_
     let c = from_str("t", two, &|_| None).unwrap();
     assert_eq!(c.agent.zone, None);
 }
+
+#[test]
+fn traces_follow_the_metrics_endpoint_and_the_standard_variables() {
+    let c = from_str("t", MINIMAL, &|_| None).unwrap();
+    let t = &c.export.traces;
+    assert!(t.enabled);
+    assert_eq!(t.sample_ratio, 0.01);
+    assert_eq!(
+        t.endpoint, c.export.otlp.endpoint,
+        "gRPC: the same endpoint"
+    );
+    let http = format!(
+        "{MINIMAL}export:\n  otlp: {{protocol: http/protobuf, endpoint: 'https://c:4318/otlp/v1/metrics'}}\n"
+    );
+    let c = from_str("t", &http, &|_| None).unwrap();
+    assert_eq!(c.export.traces.endpoint, "https://c:4318/otlp/v1/traces");
+    let c = from_str(
+        "t",
+        &http,
+        &env_of(&[
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://tempo:4318/v1/traces",
+            ),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.export.traces.endpoint, "http://tempo:4318/v1/traces");
+    assert_eq!(c.export.traces.sample_ratio, 0.25);
+    let c = from_str("t", MINIMAL, &env_of(&[("OTEL_TRACES_EXPORTER", "none")])).unwrap();
+    assert!(!c.export.traces.enabled);
+    assert!(c.export.otlp.enabled, "metrics stay on");
+    let c = from_str("t", MINIMAL, &env_of(&[("OTEL_METRICS_EXPORTER", "none")])).unwrap();
+    assert!(!c.export.traces.enabled, "no OTLP export, no spans");
+    let c = from_str(
+        "t",
+        &format!("{MINIMAL}export:\n  traces: {{sample_ratio: 5%}}\n"),
+        &|_| None,
+    )
+    .unwrap();
+    assert_eq!(c.export.traces.sample_ratio, 0.05);
+}

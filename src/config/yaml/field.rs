@@ -109,6 +109,26 @@ impl<'n> Field<'n> {
         }
     }
 
+    /// A share from 0 to 1, as a number (`0.01`) or a percentage (`1%`).
+    pub(crate) fn fraction(&self, r: &mut Reader<'_>) -> Option<f64> {
+        let text = self.string(r)?;
+        let trimmed = text.trim();
+        let parsed = match trimmed.strip_suffix('%') {
+            Some(percent) => percent.trim().parse::<f64>().map(|p| p / 100.0),
+            None => trimmed.parse::<f64>(),
+        };
+        match parsed {
+            Ok(x) if (0.0..=1.0).contains(&x) => Some(x),
+            _ => {
+                self.error(
+                    r,
+                    format!("{trimmed:?} is not a share; expected a number from 0 to 1 (0.01) or a percentage (1%)"),
+                );
+                None
+            }
+        }
+    }
+
     /// A duration with a unit (`500ms`, `5s`, `1h`) within `bounds`.
     pub(crate) fn duration(
         &self,

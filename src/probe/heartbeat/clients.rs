@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Message as _};
+use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,6 +24,7 @@ use crate::kafka::admin::Admin;
 use crate::kafka::native::queue::Driven;
 use crate::kafka::producer::{self, Delivery, Producer};
 use crate::kafka::{AgentContext, ClientTiming, Role, client_config};
+use crate::telemetry::traces::{TRACEPARENT, TraceIds};
 
 /// Everything that happens to heartbeats, in the order it happened.
 #[derive(Debug)]
@@ -42,6 +43,7 @@ pub(super) enum Event {
         seq: u64,
         at: Instant,
         error: KafkaError,
+        trace: Option<TraceIds>,
     },
     /// The broker acknowledged a heartbeat, or its send failed.
     Acked {
@@ -52,6 +54,7 @@ pub(super) enum Event {
         /// The broker it was produced to, as the producer reports it.
         broker: Option<i32>,
         outcome: Result<(), KafkaError>,
+        trace: Option<TraceIds>,
     },
     /// The consumer's fetches failed (a broker away, an ACL refusing the read).
     FetchFailed { error: KafkaError },
@@ -61,6 +64,8 @@ pub(super) enum Event {
         offset: i64,
         at: Instant,
         decoded: Decoded,
+        /// The send's context, from the record's `traceparent` header.
+        parent: Option<TraceIds>,
     },
     /// Time to count as lost what was not consumed back in time. `checked` counts the
     /// position checks done so far (see [`Positions::request_check`]).
@@ -129,6 +134,7 @@ impl HeartbeatClients {
                 at: delivery.at,
                 broker: delivery.broker,
                 outcome: delivery.outcome,
+                trace: delivery.tag.trace,
             });
         });
         let producer = producer::producer(cluster, timing, on_delivery)?;
@@ -370,5 +376,11 @@ fn consumed(message: &BorrowedMessage<'_>, at: Instant, origin: &Origin) -> Even
         offset: message.offset(),
         at,
         decoded: origin.decode(message.partition(), message.payload()),
+        parent: message.headers().and_then(|headers| {
+            headers
+                .iter()
+                .find(|h| h.key == TRACEPARENT)
+                .and_then(|h| TraceIds::parse_traceparent(h.value?))
+        }),
     }
 }

@@ -10,6 +10,7 @@
 mod clients;
 pub mod payload;
 mod receiver;
+mod spans;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer as _;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
@@ -34,6 +36,7 @@ use crate::kafka::metadata::{ClusterView, TopicState};
 use crate::kafka::native::AdminError;
 use crate::kafka::producer::{Producer, Tag};
 use crate::telemetry::instruments::ClusterLabels;
+use crate::telemetry::traces::{TRACEPARENT, Traces};
 use crate::telemetry::{ClusterAttributes, Instruments};
 use crate::tracker::Tracker;
 use clients::{Consumer, Event, Events, Positions, Recreation};
@@ -118,6 +121,8 @@ pub struct HeartbeatProbe {
     presence: TopicPresence,
     /// Partitions are assigned at their start (a new topic), not at their end.
     from_start: bool,
+    /// Where each heartbeat's trace starts (ids made only when spans are on).
+    traces: Traces,
 }
 
 /// What the probe knows of the heartbeat topic.
@@ -160,6 +165,8 @@ pub fn start(
     let admin = Admin::new(producer.clone()).observed(Arc::new(requests.clone()));
     let attrs =
         ClusterAttributes::new(&view.borrow().cluster_id, &labels).for_heartbeat(&heartbeat.topic);
+    let tracker = Tracker::new(heartbeat.interval, heartbeat.loss_timeout);
+    let traces = instruments.traces.clone();
     let receiver = HeartbeatReceiver {
         producer_log: producer.log().clone(),
         // Without a consumer nothing refuses reads: a log that never reports a refusal.
@@ -168,9 +175,10 @@ pub fn start(
             |c| c.context().log().clone(),
         ),
         read_back: heartbeat.read_back,
+        spans: spans::HeartbeatSpans::new(traces.clone(), &heartbeat.topic, tracker.window()),
         events,
         positions: Arc::clone(&positions),
-        tracker: Tracker::new(heartbeat.interval, heartbeat.loss_timeout),
+        tracker,
         loss_timeout: heartbeat.loss_timeout,
         cluster: labels,
         topic: heartbeat.topic.clone(),
@@ -198,6 +206,7 @@ pub fn start(
         positions,
         presence: TopicPresence::Unknown,
         from_start: false,
+        traces,
     };
     (probe, receiver)
 }
@@ -486,6 +495,13 @@ impl HeartbeatProbe {
             *next - 1
         };
         let payload = self.origin.encode(partition, seq);
+        let trace = self.traces.start();
+        let headers = trace.map(|ids| {
+            OwnedHeaders::new().insert(Header {
+                key: TRACEPARENT,
+                value: Some(&ids.traceparent()),
+            })
+        });
         let sent_at = Instant::now();
         let _ = self.events.send(Event::Sent {
             partition,
@@ -496,17 +512,22 @@ impl HeartbeatProbe {
             partition,
             seq,
             sent_at,
+            trace,
         });
-        let record = BaseRecord::with_opaque_to(&self.topic, tag)
+        let mut record = BaseRecord::with_opaque_to(&self.topic, tag)
             .partition(partition)
             .key(self.origin.instance.as_bytes())
             .payload(&payload);
+        if let Some(headers) = headers {
+            record = record.headers(headers);
+        }
         if let Err(error) = self.producer.send(record) {
             let _ = self.events.send(Event::Refused {
                 partition,
                 seq,
                 at: Instant::now(),
                 error,
+                trace,
             });
         }
         seq

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::clients::{Event, Positions, Recreation};
 use super::payload::Decoded;
+use super::spans::{HeartbeatSpans, ReadBack};
 use crate::error::ErrorKind;
 use crate::events::Episode;
 use crate::events::cluster::ClusterRequests;
@@ -32,6 +33,7 @@ use crate::kafka::metadata::ClusterView;
 use crate::kafka::{LibrdkafkaLog, Refused};
 use crate::probe::Wake;
 use crate::telemetry::instruments::ClusterLabels;
+use crate::telemetry::traces::TraceIds;
 use crate::telemetry::{ClusterAttributes, Instruments, SkipReason};
 use crate::tracker::{Lost, Receipt, Tracker};
 
@@ -76,6 +78,7 @@ pub struct HeartbeatReceiver {
     pub(super) requests: ClusterRequests,
     /// The heartbeats are consumed back; otherwise only their acks are measured.
     pub(super) read_back: bool,
+    pub(super) spans: HeartbeatSpans,
     pub(super) state: ReceiverState,
 }
 
@@ -151,6 +154,7 @@ impl HeartbeatReceiver {
                 partition,
                 seq,
                 sent_at,
+                ..
             } if self.read_back => self.tracker.register(partition, seq, sent_at),
             Event::Sent { .. } => {}
             Event::Refused {
@@ -158,12 +162,27 @@ impl HeartbeatReceiver {
                 seq,
                 at,
                 error,
+                trace,
             } => {
                 let session = self.blame_refusal(&error);
                 let error = reported(&session, &error);
                 self.tracker
                     .acked(partition, seq, at, Err(ErrorKind::of(error)));
                 let leader = self.leader_of(partition);
+                let failure = (ErrorKind::of(error), crate::error::broker_error_code(error));
+                let read_back = self.read_back;
+                let (spans, recorder) = self.spans_and_recorder();
+                spans.acked(
+                    &recorder,
+                    partition,
+                    seq,
+                    trace,
+                    at,
+                    at,
+                    leader,
+                    Some(failure),
+                    read_back,
+                );
                 self.send_failed(partition, seq, None, leader, error, at);
             }
             Event::Acked {
@@ -173,16 +192,15 @@ impl HeartbeatReceiver {
                 at,
                 broker,
                 outcome,
-            } => {
-                let latency = at.saturating_duration_since(sent_at);
-                self.on_ack(partition, seq, latency, at, broker, outcome);
-            }
+                trace,
+            } => self.on_ack(partition, seq, sent_at, at, broker, outcome, trace),
             Event::Consumed {
                 partition,
                 offset,
                 at,
                 decoded,
-            } => self.on_consumed(partition, offset, at, decoded),
+                parent,
+            } => self.on_consumed(partition, offset, at, decoded, parent),
             Event::FetchFailed { error } => {
                 // A fetch that broke off while the brokers refuse the consumer's connections
                 // (TLS, authentication) failed on that.
@@ -198,12 +216,14 @@ impl HeartbeatReceiver {
             Event::Sweep { at, checked } => self.sweep(at, checked),
             Event::TopicGone => {
                 let voided = self.tracker.void_pending(None);
+                self.spans.void(None);
                 self.state.suspects.clear();
                 self.state.suspected = None;
                 PendingVoided { voided }.emit();
             }
             Event::Recreated { partitions, how } => {
                 let voided = self.tracker.void_pending(Some(&partitions));
+                self.spans.void(Some(&partitions));
                 self.state
                     .suspects
                     .retain(|l| !partitions.contains(&l.partition));
@@ -236,24 +256,38 @@ impl HeartbeatReceiver {
         }
     }
 
+    /// The spans, beside a recorder (for their attributes) borrowed from the other fields.
+    fn spans_and_recorder(&mut self) -> (&mut HeartbeatSpans, Recorder<'_>) {
+        let recorder = Recorder {
+            instruments: &self.instruments,
+            attrs: &self.attrs,
+            view: Arc::clone(&self.view.borrow()),
+            tap: self.tap.as_ref(),
+        };
+        (&mut self.spans, recorder)
+    }
+
     fn leader_of(&self, partition: i32) -> Option<i32> {
         self.view.borrow().leader_of(partition)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_ack(
         &mut self,
         partition: i32,
         seq: u64,
-        latency: Duration,
+        sent_at: Instant,
         at: Instant,
         broker: Option<i32>,
         outcome: Result<(), KafkaError>,
+        trace: Option<TraceIds>,
     ) {
         if outcome.as_ref().is_err_and(abandoned) {
             // Dropped by the agent itself while shutting down: not a measurement.
             self.tracker.void(partition, seq);
             return;
         }
+        let latency = at.saturating_duration_since(sent_at);
         let session = outcome.as_ref().err().and_then(|e| self.blame_refusal(e));
         let result = outcome
             .as_ref()
@@ -262,6 +296,15 @@ impl HeartbeatReceiver {
         self.tracker.acked(partition, seq, at, result);
         // The broker the producer sent it to; the metadata's leader only when unknown.
         let leader = broker.or_else(|| self.leader_of(partition));
+        let failure = outcome.as_ref().err().map(|e| {
+            let error = reported(&session, e);
+            (ErrorKind::of(error), crate::error::broker_error_code(error))
+        });
+        let read_back = self.read_back;
+        let (spans, recorder) = self.spans_and_recorder();
+        spans.acked(
+            &recorder, partition, seq, trace, sent_at, at, leader, failure, read_back,
+        );
         match outcome {
             Ok(()) => {
                 // Delivered: the brokers take the producer's writes.
@@ -394,6 +437,8 @@ impl HeartbeatReceiver {
                     return;
                 }
                 let lost = self.tracker.confirm_lost(&suspects);
+                let (spans, recorder) = self.spans_and_recorder();
+                spans.lost(&recorder, &lost, now);
                 if !lost.is_empty() {
                     let first = self.state.losing.fail();
                     HeartbeatsLost { lost: &lost, first }.emit(&self.recorder());
@@ -425,7 +470,14 @@ impl HeartbeatReceiver {
         }
     }
 
-    fn on_consumed(&mut self, partition: i32, offset: i64, at: Instant, decoded: Decoded) {
+    fn on_consumed(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        at: Instant,
+        decoded: Decoded,
+        parent: Option<TraceIds>,
+    ) {
         let seq = match decoded {
             Decoded::Own { seq } => seq,
             Decoded::Foreign => return self.skip(partition, offset, SkipReason::Foreign),
@@ -437,7 +489,24 @@ impl HeartbeatReceiver {
                 return self.skip(partition, offset, SkipReason::Undecodable);
             }
         };
-        match self.tracker.received(partition, seq, offset, at) {
+        let receipt = self.tracker.received(partition, seq, offset, at);
+        let read_back = match receipt {
+            Receipt::Received { late: true, .. } => Some(ReadBack::Late),
+            Receipt::Received {
+                failed: Some(_), ..
+            } => Some(ReadBack::Ambiguous),
+            Receipt::Received {
+                out_of_order: true, ..
+            } => Some(ReadBack::OutOfOrder),
+            Receipt::Received { end_to_end, .. } => Some(ReadBack::Received { end_to_end }),
+            Receipt::Duplicate => Some(ReadBack::Duplicated),
+            Receipt::Stale | Receipt::Reread | Receipt::Unexpected => None,
+        };
+        if let Some(what) = read_back {
+            let (spans, recorder) = self.spans_and_recorder();
+            spans.read_back(&recorder, partition, seq, offset, parent, at, what);
+        }
+        match receipt {
             Receipt::Received {
                 end_to_end,
                 out_of_order,

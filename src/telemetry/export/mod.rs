@@ -19,7 +19,7 @@ mod buffer;
 mod series;
 pub(crate) mod stats;
 mod timeline;
-mod transport;
+pub(crate) mod transport;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

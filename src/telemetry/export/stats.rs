@@ -10,12 +10,14 @@ use std::sync::atomic::{AtomicI64, Ordering};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Signal {
     Metrics,
+    Traces,
 }
 
 impl Signal {
     pub(crate) const fn as_str(self) -> &'static str {
         match self {
             Self::Metrics => "metrics",
+            Self::Traces => "traces",
         }
     }
 }

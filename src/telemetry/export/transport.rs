@@ -226,6 +226,31 @@ pub enum TransportError {
     },
     #[error("the exporter must be built inside the tokio runtime")]
     NoRuntime,
+    #[error("cannot build the span exporter: {0}")]
+    SpanExporter(String),
+}
+
+/// A lazily connecting gRPC channel to `endpoint` with the export's timeout and TLS (the
+/// system's roots and the configured CA and client certificate); inside the tokio runtime.
+pub(crate) fn grpc_channel(config: &OtlpConfig, endpoint: &str) -> Result<Channel, TransportError> {
+    let mut channel = Endpoint::from_shared(endpoint.to_owned())
+        .map_err(TransportError::Endpoint)?
+        .timeout(config.timeout)
+        .connect_timeout(config.timeout);
+    if endpoint.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new()
+            .with_native_roots()
+            .with_webpki_roots();
+        let files = TlsFiles::read(&config.tls)?;
+        if let Some(ca) = files.ca {
+            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(ca));
+        }
+        if let Some((cert, key)) = files.identity {
+            tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
+        channel = channel.tls_config(tls).map_err(TransportError::Endpoint)?;
+    }
+    Ok(channel.connect_lazy())
 }
 
 /// Where and how requests go.
@@ -259,27 +284,10 @@ impl Transport {
             tokio::runtime::Handle::try_current().map_err(|_| TransportError::NoRuntime)?;
         let kind = match config.protocol {
             OtlpProtocol::Grpc => {
-                let mut endpoint = Endpoint::from_shared(config.endpoint.clone())
-                    .map_err(TransportError::Endpoint)?
-                    .timeout(config.timeout)
-                    .connect_timeout(config.timeout);
-                if config.endpoint.starts_with("https://") {
-                    let mut tls = ClientTlsConfig::new()
-                        .with_native_roots()
-                        .with_webpki_roots();
-                    let files = TlsFiles::read(&config.tls)?;
-                    if let Some(ca) = files.ca {
-                        tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(ca));
-                    }
-                    if let Some((cert, key)) = files.identity {
-                        tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
-                    }
-                    endpoint = endpoint.tls_config(tls).map_err(TransportError::Endpoint)?;
-                }
                 // The collector (grpc-go) answers a gzip request with a gzip response: a
                 // client that could not read it would take every accepted export for a
                 // failed one.
-                let mut client = MetricsServiceClient::new(endpoint.connect_lazy())
+                let mut client = MetricsServiceClient::new(grpc_channel(config, &config.endpoint)?)
                     .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
                 if config.compression == Compression::Gzip {
                     client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
@@ -399,7 +407,7 @@ impl TlsFiles {
 
 /// The HTTP client: the export timeout, and for https the configured CA (beside the system's)
 /// and client certificate. Certificates that do not parse fail here, at start.
-fn http_client(config: &OtlpConfig) -> Result<reqwest::Client, TransportError> {
+pub(crate) fn http_client(config: &OtlpConfig) -> Result<reqwest::Client, TransportError> {
     let mut builder = reqwest::Client::builder().timeout(config.timeout);
     if config.endpoint.starts_with("https://") {
         let files = TlsFiles::read(&config.tls)?;
@@ -437,7 +445,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 
 /// The configured headers as gRPC metadata; one that is not valid metadata is left out (its
 /// name logged, never its value).
-fn grpc_metadata(config: &OtlpConfig) -> tonic::metadata::MetadataMap {
+pub(crate) fn grpc_metadata(config: &OtlpConfig) -> tonic::metadata::MetadataMap {
     let mut metadata = tonic::metadata::MetadataMap::new();
     for (name, value) in &config.headers {
         let key = tonic::metadata::MetadataKey::from_bytes(name.as_bytes());

@@ -1,0 +1,363 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // test code panics and prints on purpose
+
+//! What the agent binary sends as spans over OTLP, decoded by the test's receiver: a
+//! heartbeat is a trace of a `send` (PRODUCER) and a `receive` (CONSUMER) span, the receive a
+//! child of the send context; the resource and headers are the metrics'; healthy heartbeats
+//! are kept at the sample ratio, and slow or failed ones always. The cluster is the mock (its
+//! delays and outages are the faults); the Apache Kafka test of the `traceparent` header is
+//! in kafka_heartbeat.rs.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use support::otlp::{OtlpReceiver, attr, counter_value};
+use support::process::AgentProcess;
+use support::{MockKafka, eventually, free_port, unique_topic};
+
+fn agent(mock: &MockKafka, receiver: &OtlpReceiver, protocol: &str, traces: &str) -> AgentProcess {
+    let topic = unique_topic("traces");
+    mock.create_topic(&topic, 2);
+    AgentProcess::start(
+        &format!(
+            "clusters:\n  - name: traced\n    bootstrap_servers: '{}'\n\
+             heartbeat: {{topic: {topic}, interval: 200ms, loss_timeout: 3s, message_timeout: 1s}}\n\
+             checks: {{metadata: {{interval: 1s}}, connectivity: {{interval: 1s, timeout: 800ms}}}}\n\
+             export:\n  otlp: {{endpoint: '{}', protocol: {protocol}, interval: 1s}}\n  traces: {traces}\n\
+             http: {{listen: '127.0.0.1:{}'}}\n",
+            mock.bootstrap(),
+            receiver.endpoint(),
+            free_port()
+        ),
+        &[
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "service.instance.id=traced-agent",
+            ),
+            // The standard batch processor setting: kept spans leave within 200 ms.
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ],
+    )
+}
+
+fn outcome(span: &Span) -> String {
+    attr(&span.attributes, "cc_heartbeat.heartbeat.outcome").unwrap_or_default()
+}
+
+fn duration(span: &Span) -> Duration {
+    Duration::from_nanos(span.end_time_unix_nano - span.start_time_unix_nano)
+}
+
+fn int(attrs: &[KeyValue], key: &str) -> Option<i64> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    attrs.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
+            Value::IntValue(v) => Some(*v),
+            _ => None,
+        }
+    })
+}
+
+/// Spans by trace id.
+fn traces(spans: &[(Vec<KeyValue>, Span)]) -> BTreeMap<Vec<u8>, Vec<Span>> {
+    let mut traces: BTreeMap<Vec<u8>, Vec<Span>> = BTreeMap::new();
+    for (_, span) in spans {
+        traces
+            .entry(span.trace_id.clone())
+            .or_default()
+            .push(span.clone());
+    }
+    traces
+}
+
+/// At `sample_ratio: 1` every heartbeat is a trace of two spans: `send` (PRODUCER, from the
+/// send to the ack, naming the broker that acked) and `receive` (CONSUMER, the send's child
+/// and linked to it, with the offset read), both with the messaging conventions' attributes,
+/// under the metrics' resource. Their export is counted among the agent's own metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_is_a_trace_of_its_send_and_its_receive() {
+    let mock = MockKafka::new(1);
+    let receiver = OtlpReceiver::start(0).await;
+    let agent = agent(&mock, &receiver, "grpc", "{sample_ratio: 1}");
+    eventually(Duration::from_secs(30), "ten whole traces", || {
+        let whole = traces(&receiver.spans())
+            .values()
+            .filter(|t| t.len() == 2)
+            .count();
+        (whole >= 10).then_some(())
+    })
+    .await;
+    let (status, output) = agent.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "{output}");
+
+    let spans = receiver.spans();
+    for (resource, _) in &spans {
+        assert_eq!(
+            attr(resource, "service.instance.id").as_deref(),
+            Some("traced-agent")
+        );
+        assert_eq!(
+            attr(resource, "service.name").as_deref(),
+            Some("cc-heartbeat")
+        );
+    }
+    let traces = traces(&spans);
+    let mut whole = 0;
+    for spans in traces.values() {
+        let send = spans.iter().find(|s| s.kind == SpanKind::Producer as i32);
+        let receive = spans.iter().find(|s| s.kind == SpanKind::Consumer as i32);
+        let (Some(send), Some(receive)) = (send, receive) else {
+            // The newest may be cut by the stop; a lone receive never exists.
+            assert!(receive.is_none(), "a receive without its send: {spans:?}");
+            continue;
+        };
+        whole += 1;
+        assert!(send.name.starts_with("send traces-"), "{}", send.name);
+        assert!(
+            receive.name.starts_with("receive traces-"),
+            "{}",
+            receive.name
+        );
+        assert!(send.parent_span_id.is_empty(), "the send starts the trace");
+        assert_eq!(
+            receive.parent_span_id, send.span_id,
+            "receive is the send's child"
+        );
+        assert_eq!(receive.links.len(), 1);
+        assert_eq!(receive.links[0].span_id, send.span_id);
+        assert_eq!(outcome(send), "acked");
+        // Slow when more than `slow.end_to_end` (500 ms by default) from send to read.
+        let end_to_end =
+            Duration::from_nanos(receive.end_time_unix_nano - send.start_time_unix_nano);
+        match outcome(receive).as_str() {
+            "received" => assert!(end_to_end <= Duration::from_millis(501), "{end_to_end:?}"),
+            "slow" => assert!(end_to_end > Duration::from_millis(499), "{end_to_end:?}"),
+            other => panic!("a healthy heartbeat read back as {other}"),
+        }
+        for span in [send, receive] {
+            assert_eq!(
+                attr(&span.attributes, "messaging.system").as_deref(),
+                Some("kafka")
+            );
+            assert_eq!(
+                attr(&span.attributes, "kafka.cluster.name").as_deref(),
+                Some("traced")
+            );
+            assert_eq!(
+                int(&span.attributes, "cc_heartbeat.heartbeat.sequence"),
+                int(&send.attributes, "cc_heartbeat.heartbeat.sequence")
+            );
+            assert_eq!(
+                attr(&span.attributes, "messaging.destination.partition.id"),
+                attr(&send.attributes, "messaging.destination.partition.id")
+            );
+            assert_ne!(
+                span.status.clone().unwrap_or_default().code,
+                StatusCode::Error as i32
+            );
+        }
+        assert_eq!(
+            attr(&send.attributes, "messaging.operation.type").as_deref(),
+            Some("send")
+        );
+        assert_eq!(
+            attr(&send.attributes, "kafka.broker.id").as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            attr(&send.attributes, "server.address").as_deref(),
+            Some("127.0.0.1")
+        );
+        assert!(int(&receive.attributes, "messaging.kafka.offset").is_some());
+        // Read back after its ack (or, rarely, just before the ack's report): each span's
+        // wall-clock times are read when it is made, so allow a millisecond between them.
+        assert!(
+            receive.start_time_unix_nano + 1_000_000 >= send.end_time_unix_nano,
+            "{send:?}\n{receive:?}"
+        );
+        assert!(duration(send) < Duration::from_secs(1));
+    }
+    println!("{whole} whole traces of {}", traces.len());
+    assert!(whole >= 10);
+    let last = receiver.requests().pop().unwrap();
+    assert!(
+        counter_value(
+            &last,
+            "cc_heartbeat.export.batches",
+            &[("otel.signal", "traces")]
+        ) > 0,
+        "span exports are counted"
+    );
+}
+
+/// At `sample_ratio: 0` no healthy heartbeat is kept; with the path to the broker slowed past
+/// `slow.produce`, the slow sends are (and only they: each one kept took longer than the
+/// threshold). Over OTLP/HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_slow_heartbeats_are_kept_when_healthy_ones_are_not_sampled() {
+    let mock = MockKafka::new(1);
+    let receiver = OtlpReceiver::start_http().await;
+    let agent = agent(
+        &mock,
+        &receiver,
+        "http/protobuf",
+        "{sample_ratio: 0, slow: {produce: 40ms, end_to_end: 10s}}",
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while receiver.requests().len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exports:\n{}",
+            agent.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        counter_value(
+            &receiver.requests().pop().unwrap(),
+            "kafka.heartbeat.messages.received",
+            &[]
+        ) > 5,
+        "heartbeats flow"
+    );
+    assert!(receiver.spans().is_empty(), "healthy heartbeats left out");
+    mock.round_trip_time(1, Duration::from_millis(60));
+    eventually(Duration::from_secs(30), "slow sends kept", || {
+        (receiver.spans().len() >= 5).then_some(())
+    })
+    .await;
+    let (status, output) = agent.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "{output}");
+    for (_, span) in receiver.spans() {
+        assert_eq!(span.kind, SpanKind::Producer as i32, "only sends: {span:?}");
+        assert_eq!(outcome(&span), "acked");
+        assert!(
+            duration(&span) > Duration::from_millis(40),
+            "{:?}: only slow ones",
+            duration(&span)
+        );
+    }
+}
+
+/// A heartbeat whose send fails (its broker away past the message timeout) is kept at any
+/// ratio: a `send` span with an error status and its `error.type`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_sends_are_kept_with_their_error() {
+    let mock = MockKafka::new(1);
+    let receiver = OtlpReceiver::start(0).await;
+    let agent = agent(&mock, &receiver, "grpc", "{sample_ratio: 0}");
+    eventually(Duration::from_secs(30), "heartbeats flow", || {
+        let last = receiver.requests().pop()?;
+        (counter_value(&last, "kafka.heartbeat.messages.received", &[]) > 5).then_some(())
+    })
+    .await;
+    mock.broker_down(1);
+    let failed = eventually(Duration::from_secs(30), "failed sends kept", || {
+        let failed: Vec<Span> = receiver
+            .spans()
+            .into_iter()
+            .map(|(_, s)| s)
+            .filter(|s| outcome(s) == "failed")
+            .collect();
+        (failed.len() >= 2).then_some(failed)
+    })
+    .await;
+    mock.broker_up(1);
+    let (status, output) = agent.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "{output}");
+    for span in failed {
+        assert_eq!(span.kind, SpanKind::Producer as i32);
+        assert_eq!(
+            span.status.clone().unwrap_or_default().code,
+            StatusCode::Error as i32
+        );
+        assert!(attr(&span.attributes, "error.type").is_some(), "{span:?}");
+    }
+}
+
+/// A broker probe is a trace: a `probe broker` span naming the broker and the address it
+/// resolved to, with a child per stage in the order they ran (`dns`, `tcp`, `kafka`). Healthy
+/// ones at the ratio (1 here); once the broker is away, the failed stage's span carries the
+/// error, and so does the round's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_probe_is_a_trace_with_a_span_per_stage() {
+    let mock = MockKafka::new(1);
+    let receiver = OtlpReceiver::start(0).await;
+    let agent = agent(&mock, &receiver, "grpc", "{sample_ratio: 1}");
+    let rounds = |failed: bool| {
+        receiver
+            .spans()
+            .into_iter()
+            .map(|(_, s)| s)
+            .filter(|s| s.name == "probe broker")
+            // Not the bootstrap address the first round may stand in with.
+            .filter(|s| attr(&s.attributes, "kafka.broker.id").as_deref() == Some("1"))
+            .filter(|s| (outcome_of(s) == "down") == failed)
+            .collect::<Vec<_>>()
+    };
+    eventually(Duration::from_secs(20), "healthy probe rounds", || {
+        (rounds(false).len() >= 2).then_some(())
+    })
+    .await;
+    mock.broker_down(1);
+    eventually(Duration::from_secs(20), "a failed probe round", || {
+        (!rounds(true).is_empty()).then_some(())
+    })
+    .await;
+    mock.broker_up(1);
+    let (status, output) = agent.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "{output}");
+    let spans: Vec<Span> = receiver.spans().into_iter().map(|(_, s)| s).collect();
+    let children = |root: &Span| -> Vec<Span> {
+        let mut children: Vec<Span> = spans
+            .iter()
+            .filter(|s| s.trace_id == root.trace_id && s.parent_span_id == root.span_id)
+            .cloned()
+            .collect();
+        children.sort_by_key(|s| s.start_time_unix_nano);
+        children
+    };
+    let healthy = &rounds(false)[0];
+    assert_eq!(
+        attr(&healthy.attributes, "network.peer.address").as_deref(),
+        Some("127.0.0.1")
+    );
+    let stages = children(healthy);
+    assert_eq!(
+        stages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["dns", "tcp", "kafka"]
+    );
+    for pair in stages.windows(2) {
+        assert!(
+            pair[0].end_time_unix_nano <= pair[1].start_time_unix_nano,
+            "in order"
+        );
+    }
+    assert!(healthy.start_time_unix_nano <= stages[0].start_time_unix_nano);
+    assert!(healthy.end_time_unix_nano >= stages[2].end_time_unix_nano);
+    let failed = &rounds(true)[0];
+    assert_eq!(
+        failed.status.clone().unwrap_or_default().code,
+        StatusCode::Error as i32
+    );
+    assert!(
+        attr(&failed.attributes, "error.type").is_some(),
+        "{failed:?}"
+    );
+    let stage = attr(&failed.attributes, "kafka.connection.stage").unwrap();
+    let last = children(failed).pop().expect("the failed stage's span");
+    assert_eq!(last.name, stage);
+    assert_eq!(
+        last.status.clone().unwrap_or_default().code,
+        StatusCode::Error as i32
+    );
+}
+
+fn outcome_of(span: &Span) -> String {
+    attr(&span.attributes, "cc_heartbeat.probe.outcome").unwrap_or_default()
+}
