@@ -15,6 +15,7 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod healthcheck;
+pub mod heap;
 pub mod kafka;
 pub mod output;
 pub mod probe;

@@ -5,7 +5,7 @@
 //! metadata, and the broker a produced message went to; ListOffsets in [`offsets`], a
 //! group's committed offsets in [`groups`].
 //!
-//! With its submodules, the only code with `unsafe`. Each `unsafe` block holds one foreign call (or one read of
+//! With its submodules and `heap.rs`, the only code with `unsafe`. Each `unsafe` block holds one foreign call (or one read of
 //! memory librdkafka hands out) and states why it is sound; everything around it is safe code.
 #![allow(unsafe_code)]
 

@@ -1,5 +1,6 @@
 //! The delta buffer: export requests held, encoded, while the collector is away, bounded in
-//! count and in bytes, its deque dropped (not kept at its peak) once it is empty.
+//! count and in bytes, its deque dropped (not kept at its peak) once it is empty, and its
+//! memory handed back to the system after an outage that held much.
 
 use std::collections::VecDeque;
 
@@ -14,7 +15,15 @@ use super::points_in;
 pub(super) struct Pending {
     requests: VecDeque<Held>,
     pub(super) bytes: usize,
+    /// The most bytes held since the buffer was last empty.
+    peak: usize,
+    /// The buffer emptied after holding at least [`RELEASE_AFTER`].
+    release_due: bool,
 }
+
+/// An emptied buffer that held this much has its memory returned to the system; smaller
+/// ones are left to the allocator's reuse (a trim walks the heap).
+const RELEASE_AFTER: usize = 1024 * 1024;
 
 /// One held request.
 #[derive(Debug)]
@@ -43,13 +52,25 @@ impl Pending {
     }
 
     pub(super) fn push_back(&mut self, held: Held) {
-        self.bytes += held.encoded.len();
+        self.count_in(&held);
         self.requests.push_back(held);
     }
 
     pub(super) fn push_front(&mut self, held: Held) {
-        self.bytes += held.encoded.len();
+        self.count_in(&held);
         self.requests.push_front(held);
+    }
+
+    fn count_in(&mut self, held: &Held) {
+        self.bytes += held.encoded.len();
+        self.peak = self.peak.max(self.bytes);
+    }
+
+    /// Whether the buffer has emptied after holding much since this was last asked: the
+    /// caller then returns the freed memory ([`crate::heap::release_free_memory`]) once the
+    /// requests popped from it are gone too.
+    pub(super) fn take_release_due(&mut self) -> bool {
+        std::mem::take(&mut self.release_due)
     }
 
     pub(super) fn pop_front(&mut self) -> Option<Held> {
@@ -58,6 +79,8 @@ impl Pending {
         if self.requests.is_empty() {
             // The outage is over: drop the deque rather than keep it at its peak.
             self.requests = VecDeque::new();
+            self.release_due |= self.peak >= RELEASE_AFTER;
+            self.peak = 0;
         }
         Some(held)
     }
@@ -118,6 +141,29 @@ mod tests {
         while pending.pop_front().is_some() {}
         assert_eq!((pending.len(), pending.bytes), (0, 0));
         assert_eq!(pending.requests.capacity(), 0, "not its peak");
+        assert!(
+            !pending.take_release_due(),
+            "10 KB is left to the allocator"
+        );
+    }
+
+    #[test]
+    fn a_release_is_due_once_after_a_large_buffer_empties() {
+        let mut pending = Pending::default();
+        for _ in 0..3 {
+            pending.push_back(held(RELEASE_AFTER / 2, 1));
+        }
+        pending.pop_front();
+        assert!(!pending.take_release_due(), "not empty yet");
+        while pending.pop_front().is_some() {}
+        assert!(pending.take_release_due());
+        assert!(!pending.take_release_due(), "once");
+        pending.push_back(held(10, 1));
+        pending.pop_front();
+        assert!(
+            !pending.take_release_due(),
+            "the next small outage: no release"
+        );
     }
 
     #[test]

@@ -278,6 +278,12 @@ impl OtlpExporter {
                     .emit();
                 }
                 state.succeeded_once = true;
+                // Everything an outage held is delivered and dropped: give its memory back.
+                let release = state.pending.len() == 0 && state.pending.take_release_due();
+                drop(state);
+                if release {
+                    crate::heap::release_free_memory();
+                }
                 Ok(())
             }
             Some(error) => {
