@@ -70,13 +70,14 @@ pub async fn run(
     };
 
     info!(
+        name: "agent.started",
         version = crate::telemetry::SERVICE_VERSION,
         instance = %identity.instance_id,
         clusters = config.clusters.len(),
         "cc-heartbeat started.",
     );
     for warning in crate::config::tls_weakened(config) {
-        warn!("{warning}.");
+        warn!(name: "agent.config_warning", "{warning}.");
     }
     if !tracing::enabled!(target: "librdkafka", tracing::Level::DEBUG) {
         for cluster in config
@@ -85,6 +86,7 @@ pub async fn run(
             .filter(|c| c.librdkafka.contains_key("debug"))
         {
             warn!(
+                name: "agent.librdkafka_debug_hidden",
                 cluster = %cluster.name,
                 "librdkafka.debug is set, but the log level hides librdkafka's debug lines; run with --log-level info,librdkafka=debug (or set log.level) to see them."
             );
@@ -110,14 +112,14 @@ pub async fn run(
     }
 
     shutdown.await;
-    info!("Shutting down: stopping probes.");
+    info!(name: "agent.stopping", "Shutting down: stopping probes.");
     cancel.cancel();
     tasks.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
         .await
         .is_err()
     {
-        warn!(grace = ?SHUTDOWN_GRACE, "Probes did not stop within the grace period.");
+        warn!(name: "agent.stop_overdue", grace = ?SHUTDOWN_GRACE, "Probes did not stop within the grace period.");
     }
     if let Some(health) = health {
         health.stopped().await;

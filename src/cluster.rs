@@ -66,6 +66,7 @@ impl ClusterRun {
             None => self.cluster.security_protocol.as_str().to_owned(),
         };
         info!(
+            name: "cluster.starting",
             bootstrap = %self.cluster.bootstrap_servers.join(","),
             %security,
             "Starting cc-heartbeat against the cluster.",

@@ -131,7 +131,16 @@ fn run(path: Option<&Path>, log_level: Option<&str>) -> ExitCode {
         return ExitCode::from(EXIT_CONFIG);
     };
     raise_open_file_limit();
-    logging::init(log_level.unwrap_or(&config.log.level), config.log.format);
+    let otlp_logs = config
+        .export
+        .logs
+        .enabled
+        .then_some(config.export.logs.level.as_str());
+    logging::init(
+        log_level.unwrap_or(&config.log.level),
+        config.log.format,
+        otlp_logs,
+    );
     let result = with_runtime(async {
         let identity = Identity::from_env().with_zone(config.agent.zone.as_deref());
         let telemetry = Telemetry::build(&identity, &config.export, config.http.prometheus, |b| b)?;
@@ -160,7 +169,7 @@ fn check(path: Option<&Path>, log_level: Option<&str>, json: bool) -> ExitCode {
         return ExitCode::from(EXIT_CONFIG);
     };
     // The report goes to stdout; logs only when asked for, so it stays readable.
-    logging::init(log_level.unwrap_or("error"), config.log.format);
+    logging::init(log_level.unwrap_or("error"), config.log.format, None);
     let result = with_runtime(async {
         let identity = Identity::from_env();
         anyhow::Ok(cc_heartbeat::check::run(&config, &identity.instance_id).await)
@@ -184,7 +193,7 @@ fn check(path: Option<&Path>, log_level: Option<&str>, json: bool) -> ExitCode {
 }
 
 fn demo(args: &DemoArgs, log_level: Option<&str>) -> ExitCode {
-    logging::init(log_level.unwrap_or("info"), config::LogFormat::Text);
+    logging::init(log_level.unwrap_or("info"), config::LogFormat::Text, None);
     let result = with_runtime(async {
         demo::run(args.options(), signal::shutdown()).await?;
         anyhow::Ok(())

@@ -11,13 +11,13 @@ pub async fn shutdown() {
     ) {
         (Ok(term), Ok(int)) => (term, int),
         _ => {
-            warn!("Cannot listen for SIGTERM/SIGINT; falling back to Ctrl-C only.");
+            warn!(name: "agent.no_sigterm", "Cannot listen for SIGTERM/SIGINT; falling back to Ctrl-C only.");
             let _ = tokio::signal::ctrl_c().await;
             return;
         }
     };
     tokio::select! {
-        _ = term.recv() => info!("SIGTERM received."),
-        _ = int.recv() => info!("SIGINT received."),
+        _ = term.recv() => info!(name: "agent.signal", "SIGTERM received."),
+        _ = int.recv() => info!(name: "agent.signal", "SIGINT received."),
     }
 }

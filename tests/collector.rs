@@ -237,11 +237,12 @@ async fn delta_counts_over_grpc_are_exact_through_a_collector_restart() {
     counts_survive_a_collector_restart("delta", "grpc").await;
 }
 
-/// The agent's spans pass through the shipped collector config: its traces pipeline takes
-/// them (no export refused, counted by the agent as delivered), and a backend's exporter
-/// added to it (the test's receiver here) gets every span with the agent's resource.
+/// The agent's spans and log records pass through the shipped collector config: its traces
+/// and logs pipelines take them (no export refused, counted by the agent as delivered), and a
+/// backend's exporter added to them (the test's receiver here) gets every span and record with
+/// the agent's resource.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spans_pass_through_the_shipped_collector() {
+async fn spans_and_log_records_pass_through_the_shipped_collector() {
     let mock = MockKafka::new(1);
     let topic = unique_topic("spans");
     mock.create_topic(&topic, 1);
@@ -251,7 +252,8 @@ async fn spans_pass_through_the_shipped_collector() {
         &format!(
             "exporters:\n  otlp_grpc/test:\n    endpoint: '{}'\n    tls: {{insecure: true}}\n\
              service:\n  pipelines:\n    metrics:\n      exporters: [prometheus, otlp_grpc/test]\n\
-             \x20   traces:\n      exporters: [nop, otlp_grpc/test]\n",
+             \x20   traces:\n      exporters: [nop, otlp_grpc/test]\n\
+             \x20   logs:\n      exporters: [nop, otlp_grpc/test]\n",
             receiver.addr
         ),
     );
@@ -269,8 +271,20 @@ async fn spans_pass_through_the_shipped_collector() {
                 "service.instance.id=spans-agent",
             ),
             ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ("OTEL_BLRP_SCHEDULE_DELAY", "200"),
         ],
     );
+    eventually(
+        Duration::from_secs(30),
+        "log records through the collector",
+        || {
+            receiver
+                .log_records()
+                .into_iter()
+                .find(|(_, r)| r.event_name == "agent.started")
+        },
+    )
+    .await;
     eventually(
         Duration::from_secs(30),
         "spans through the collector",
@@ -290,22 +304,38 @@ async fn spans_pass_through_the_shipped_collector() {
     let (status, output) = agent.terminate(Duration::from_secs(10)).await;
     assert!(status.success(), "{output}");
     let last = receiver.requests().pop().unwrap();
-    assert_eq!(
-        counter_value(
-            &last,
-            "cc_heartbeat.export.batches",
-            &[("otel.signal", "traces"), ("error.type", "*")]
-        ),
-        0,
-        "no span export refused"
-    );
+    for signal in ["traces", "logs"] {
+        assert_eq!(
+            counter_value(
+                &last,
+                "cc_heartbeat.export.batches",
+                &[("otel.signal", signal), ("error.type", "*")]
+            ),
+            0,
+            "no {signal} export refused"
+        );
+    }
+    for (resource, _) in receiver.log_records() {
+        assert_eq!(
+            support::otlp::attr(&resource, "service.instance.id").as_deref(),
+            Some("spans-agent")
+        );
+    }
     for (resource, span) in receiver.spans() {
         assert_eq!(
             support::otlp::attr(&resource, "service.instance.id").as_deref(),
             Some("spans-agent")
         );
         assert!(
-            span.name == format!("send {topic}") || span.name == format!("receive {topic}"),
+            [
+                format!("send {topic}"),
+                format!("receive {topic}"),
+                "probe broker".to_owned(),
+                "dns".to_owned(),
+                "tcp".to_owned(),
+                "kafka".to_owned(),
+            ]
+            .contains(&span.name),
             "{}",
             span.name
         );
@@ -431,7 +461,7 @@ async fn agents_export_to_a_collector_behind_mtls() {
         ) - support::process::sum_matching(
             &failed,
             "cc_heartbeat_export_batches_total",
-            &["error_type=\""]
+            &["otel_signal=\"metrics\"", "error_type=\""]
         ),
         0.0,
         "none delivered:\n{failed}"

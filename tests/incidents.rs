@@ -91,6 +91,7 @@ async fn survive_five(incident: fn(&mut Tansu, &str)) {
     cc_heartbeat::telemetry::logging::init(
         "info,librdkafka=off,cc_heartbeat::probe::heartbeat=debug",
         cc_heartbeat::config::LogFormat::Text,
+        None,
     );
     let mut tansu = Tansu::start();
     let topic = unique_topic("incident");

@@ -1,4 +1,4 @@
-//! Reading `export.otlp` and `export.traces`. A key the file does not set falls back to its
+//! Reading `export.otlp`, `export.traces` and `export.logs`. A key the file does not set falls back to its
 //! standard `OTEL_*` variable, then to the default; each setting has its own resolver below.
 
 use std::collections::BTreeMap;
@@ -10,8 +10,8 @@ use super::types::{
     DEFAULT_EXPORT_TIMEOUT, DEFAULT_OTLP_GRPC_ENDPOINT, DEFAULT_OTLP_HTTP_ENDPOINT,
     DEFAULT_SAMPLE_RATIO, DEFAULT_SLOW_CONNECTION, DEFAULT_SLOW_END_TO_END, DEFAULT_SLOW_PRODUCE,
     DELTA_BUFFER, DELTA_BUFFER_SIZE, EXPORT_INTERVAL, EXPORT_TIMEOUT, ExportConfig, HistogramKind,
-    MessagingNames, OtlpConfig, OtlpProtocol, OtlpTls, SLOW, Secret, SlowConfig, Temporality,
-    TracesConfig,
+    LogsConfig, MessagingNames, OtlpConfig, OtlpProtocol, OtlpTls, SLOW, Secret, SlowConfig,
+    Temporality, TracesConfig,
 };
 use super::yaml::{Field, Reader, Section};
 
@@ -82,6 +82,8 @@ pub(super) fn read_export(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<Expo
     let messaging_names = messaging_names(r, s.field("messaging_names"));
     let t = s.section(r, "traces");
     let traces = read_traces(r, t);
+    let l = s.section(r, "logs");
+    let logs = read_logs(r, l);
     s.finish(r);
 
     let protocol = protocol?;
@@ -103,10 +105,33 @@ pub(super) fn read_export(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<Expo
         enabled: traces_enabled && enabled?,
         sample_ratio,
         slow,
-        endpoint: traces_url.unwrap_or_else(|| traces_endpoint(r, &endpoint, protocol)),
+        endpoint: traces_url.unwrap_or_else(|| {
+            signal_default_endpoint(
+                r,
+                &endpoint,
+                protocol,
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "traces",
+            )
+        }),
+    };
+    let (logs_enabled, level, logs_url) = logs?;
+    let logs = LogsConfig {
+        enabled: logs_enabled && enabled?,
+        level,
+        endpoint: logs_url.unwrap_or_else(|| {
+            signal_default_endpoint(
+                r,
+                &endpoint,
+                protocol,
+                "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+                "logs",
+            )
+        }),
     };
     Some(ExportConfig {
         traces,
+        logs,
         otlp: OtlpConfig {
             enabled: enabled?,
             endpoint,
@@ -135,25 +160,7 @@ fn read_traces(
         Some(f) => f.bool(r),
         None => exporter_var(r, "OTEL_TRACES_EXPORTER"),
     };
-    // Some(None): not set; None: set and wrong (said), so every problem is listed at once.
-    let endpoint = match t.field("endpoint") {
-        Some(f) => f.non_empty_string(r).and_then(|url| {
-            let url = url.trim().to_owned();
-            if url.starts_with("http://") || url.starts_with("https://") {
-                Some(Some(url))
-            } else {
-                f.error(
-                    r,
-                    format!(
-                        "{:?} is not an OTLP endpoint; expected a URL like http://collector:4318/v1/traces",
-                        crate::config::redact_url(&url)
-                    ),
-                );
-                None
-            }
-        }),
-        None => Some(None),
-    };
+    let endpoint = signal_endpoint(r, t.field("endpoint"), "traces");
     let sample_ratio = match t.field("sample_ratio") {
         Some(f) => f.fraction(r),
         None => sampler_ratio(r),
@@ -179,6 +186,53 @@ fn read_traces(
         },
         endpoint?,
     ))
+}
+
+/// A signal's own `endpoint`: `Some(None)` when not set, `None` when set and wrong (said), so
+/// every problem is listed at once.
+fn signal_endpoint(
+    r: &mut Reader<'_>,
+    field: Option<Field<'_>>,
+    signal: &str,
+) -> Option<Option<String>> {
+    let Some(f) = field else {
+        return Some(None);
+    };
+    let url = f.non_empty_string(r)?.trim().to_owned();
+    if url.starts_with("http://") || url.starts_with("https://") {
+        return Some(Some(url));
+    }
+    f.error(
+        r,
+        format!(
+            "{:?} is not an OTLP endpoint; expected a URL like http://collector:4318/v1/{signal}",
+            crate::config::redact_url(&url)
+        ),
+    );
+    None
+}
+
+/// `export.logs` but its endpoint: whether on, and the level of what is sent.
+fn read_logs(r: &mut Reader<'_>, mut l: Section<'_>) -> Option<(bool, String, Option<String>)> {
+    let enabled = match l.field("enabled") {
+        Some(f) => f.bool(r),
+        None => exporter_var(r, "OTEL_LOGS_EXPORTER"),
+    };
+    let level = match l.field("level") {
+        Some(f) => f.non_empty_string(r).and_then(|text| {
+            match crate::telemetry::logging::check_filter(&text) {
+                Ok(()) => Some(text),
+                Err(why) => {
+                    f.error(r, why);
+                    None
+                }
+            }
+        }),
+        None => Some("info".to_owned()),
+    };
+    let endpoint = signal_endpoint(r, l.field("endpoint"), "logs");
+    l.finish(r);
+    Some((enabled?, level?, endpoint?))
 }
 
 /// The ratio `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` ask for, as other SDKs read
@@ -221,12 +275,18 @@ fn sampler_ratio(r: &mut Reader<'_>) -> Option<f64> {
     }
 }
 
-/// Where spans go without `export.traces.endpoint`: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as
-/// given, else the metrics' endpoint; over HTTP with the traces path in place of the metrics
-/// one.
-fn traces_endpoint(r: &Reader<'_>, metrics: &str, protocol: OtlpProtocol) -> String {
+/// Where a signal (`traces`, `logs`) goes without its own `endpoint`: its
+/// `OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT` as given, else the metrics' endpoint; over HTTP with
+/// the signal's path in place of the metrics one.
+fn signal_default_endpoint(
+    r: &Reader<'_>,
+    metrics: &str,
+    protocol: OtlpProtocol,
+    var: &str,
+    signal: &str,
+) -> String {
     if let Some(url) = r
-        .env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .env(var)
         .map(|v| v.trim().to_owned())
         .filter(|v| v.contains("://"))
     {
@@ -235,13 +295,13 @@ fn traces_endpoint(r: &Reader<'_>, metrics: &str, protocol: OtlpProtocol) -> Str
     match protocol {
         OtlpProtocol::Grpc => metrics.to_owned(),
         OtlpProtocol::HttpProtobuf => match metrics.strip_suffix("/v1/metrics") {
-            Some(base) => format!("{base}/v1/traces"),
+            Some(base) => format!("{base}/v1/{signal}"),
             None => {
-                // A metrics path of the user's own: the traces go to the standard path of the
-                // same server (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT names another).
+                // A metrics path of the user's own: the signal goes to the standard path of the
+                // same server (its variable names another).
                 let (scheme, rest) = metrics.split_once("://").unwrap_or(("http", metrics));
                 let host = rest.split('/').next().unwrap_or(rest);
-                format!("{scheme}://{host}/v1/traces")
+                format!("{scheme}://{host}/v1/{signal}")
             }
         },
     }

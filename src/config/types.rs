@@ -373,6 +373,7 @@ pub struct IntervalConfig {
 pub struct ExportConfig {
     pub otlp: OtlpConfig,
     pub traces: TracesConfig,
+    pub logs: LogsConfig,
     /// Which names the heartbeat's send and receive metrics go by (`messaging_names`, else
     /// `OTEL_SEMCONV_STABILITY_OPT_IN`).
     pub messaging_names: MessagingNames,
@@ -391,6 +392,20 @@ pub struct TracesConfig {
     pub slow: SlowConfig,
     /// `endpoint`, else `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else the metrics' endpoint
     /// (with the traces path over HTTP). Its protocol, headers and TLS are the metrics'.
+    #[serde(serialize_with = "render::redacted_url")]
+    pub endpoint: String,
+}
+
+/// `export.logs`: the agent's log events as OTLP log records, beside stderr, with the
+/// metrics' settings and resource.
+#[derive(Clone, Debug, Serialize)]
+pub struct LogsConfig {
+    /// Off with `enabled: false`, `OTEL_LOGS_EXPORTER=none`, or with the OTLP export off.
+    pub enabled: bool,
+    /// What is sent: a level or directives, as `log.level` takes them.
+    pub level: String,
+    /// `endpoint`, else `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT`, else the metrics' endpoint (with
+    /// the logs path over HTTP).
     #[serde(serialize_with = "render::redacted_url")]
     pub endpoint: String,
 }

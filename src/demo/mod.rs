@@ -178,7 +178,7 @@ pub async fn run(
                         fault.describe(),
                         humantime::format_duration(options.fault_for)
                     ));
-                    info!(fault = %fault.describe(), "Demo fault injected.");
+                    info!(name: "demo.fault", fault = %fault.describe(), "Demo fault injected.");
                     summary.faults += 1;
                     fault_active = true;
                 }

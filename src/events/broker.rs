@@ -63,6 +63,7 @@ impl BrokerProbed<'_> {
         let t = &self.outcome.target;
         match (&self.outcome.failure, self.was_up) {
             (Some(f), Some(true) | None) => warn!(
+                name: "broker.broker_probed",
                 broker = %t.label(),
                 address = %t.address(),
                 stage = f.stage.as_str(),
@@ -71,9 +72,10 @@ impl BrokerProbed<'_> {
                 "Broker unreachable.",
             ),
             (None, Some(false)) => {
-                info!(broker = %t.label(), address = %t.address(), "Broker reachable again.")
+                info!(name: "broker.broker_probed", broker = %t.label(), address = %t.address(), "Broker reachable again.")
             }
             (Some(f), Some(false)) => debug!(
+                name: "broker.broker_probed",
                 broker = %t.label(),
                 stage = f.stage.as_str(),
                 error = %f.detail(),
@@ -94,6 +96,7 @@ pub struct BrokerRetired<'a> {
 impl BrokerRetired<'_> {
     pub fn emit(self, instruments: &Instruments) {
         info!(
+            name: "broker.broker_retired",
             broker = self.broker,
             "Broker has been gone from the metadata for an hour; no longer probed."
         );
@@ -108,7 +111,7 @@ pub struct BootstrapRetired<'a> {
 
 impl BootstrapRetired<'_> {
     pub fn emit(self, instruments: &Instruments) {
-        debug!("Brokers known from the metadata; the bootstrap address is no longer probed.");
+        debug!(name: "broker.bootstrap_retired", "Brokers known from the metadata; the bootstrap address is no longer probed.");
         instruments.remove_broker_up(self.cluster, BOOTSTRAP_ID);
     }
 }
@@ -121,6 +124,7 @@ pub struct BrokerProbeUnavailable<'a> {
 impl BrokerProbeUnavailable<'_> {
     pub fn emit(self) {
         tracing::error!(
+            name: "broker.broker_probe_unavailable",
             error = %crate::error::Chain(self.error),
             "The broker probe cannot set up TLS; it is not started."
         );

@@ -67,6 +67,7 @@ impl SeriesCapped<'_> {
         }
         if self.series > 0 {
             warn!(
+                name: "cap.series_capped",
                 watched = self.watched,
                 left_out = self.left_out,
                 series = self.series,
@@ -77,6 +78,7 @@ impl SeriesCapped<'_> {
             );
         } else {
             info!(
+                name: "cap.series_capped",
                 "Every watched {} fits under checks.{key}.max_series again.",
                 self.check.items().to_lowercase().trim_end_matches('s'),
             );

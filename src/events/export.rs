@@ -15,7 +15,7 @@ pub struct ExportStarted<'a> {
 
 impl ExportStarted<'_> {
     pub fn emit(self) {
-        info!(endpoint = %self.endpoint, "First OTLP export succeeded.");
+        info!(name: "export.export_started", endpoint = %self.endpoint, "First OTLP export succeeded.");
     }
 }
 
@@ -42,10 +42,11 @@ impl ExportFailed<'_> {
             None => "measuring continues and the next export carries the totals",
         };
         if self.failures == 1 {
-            warn!(endpoint = %self.endpoint, %error, "OTLP export failed; {then}.");
+            warn!(name: "export.export_failed", endpoint = %self.endpoint, %error, "OTLP export failed; {then}.");
         } else {
             warn_or_debug!(
                 self.loud,
+                name: "export.export_failed",
                 endpoint = %self.endpoint,
                 %error,
                 failed_exports = self.failures,
@@ -68,6 +69,7 @@ pub struct ExportBufferFull<'a> {
 impl ExportBufferFull<'_> {
     pub fn emit(self) {
         warn!(
+            name: "export.export_buffer_full",
             endpoint = %self.endpoint,
             held_exports = self.capacity,
             held_bytes = self.capacity_bytes,
@@ -91,12 +93,14 @@ impl ExportRecovered<'_> {
         let (endpoint, outage) = (self.endpoint, seconds(self.outage));
         match self.delta {
             None => info!(
+                name: "export.export_recovered",
                 %endpoint,
                 failed_exports = self.failures,
                 %outage,
                 "OTLP export recovered; the cumulative totals cover the outage, nothing was lost.",
             ),
             Some((delivered, still_held, 0)) => info!(
+                name: "export.export_recovered",
                 %endpoint,
                 failed_exports = self.failures,
                 %outage,
@@ -105,6 +109,7 @@ impl ExportRecovered<'_> {
                 "OTLP export recovered; the exports held during the outage are delivered in order, none dropped.",
             ),
             Some((delivered, still_held, dropped)) => warn!(
+                name: "export.export_recovered",
                 %endpoint,
                 failed_exports = self.failures,
                 %outage,
@@ -131,6 +136,7 @@ impl ExportRefused<'_> {
     pub fn emit(self) {
         warn_or_debug!(
             self.loud,
+            name: "export.export_refused",
             endpoint = %self.endpoint,
             error = %crate::error::Chain(self.error),
             points = self.points,
@@ -153,6 +159,7 @@ impl ExportPartlyRefused<'_> {
     pub fn emit(self) {
         warn_or_debug!(
             self.loud,
+            name: "export.export_partly_refused",
             endpoint = %self.endpoint,
             rejected_points = self.rejected,
             message = %self.message,
@@ -171,6 +178,7 @@ pub struct ExportDeferred<'a> {
 impl ExportDeferred<'_> {
     pub fn emit(self) {
         tracing::debug!(
+            name: "export.export_deferred",
             endpoint = %self.endpoint,
             wait = %humantime::format_duration(Duration::from_millis(
                 u64::try_from(self.wait.as_millis()).unwrap_or(u64::MAX)
@@ -190,6 +198,7 @@ impl ExportConfigured<'_> {
     pub fn emit(self) {
         match self.otlp {
             Some(otlp) => info!(
+                name: "export.export_configured",
                 endpoint = %crate::config::redact_url(&otlp.endpoint),
                 protocol = ?otlp.protocol,
                 interval = %humantime::format_duration(otlp.interval),
@@ -199,6 +208,7 @@ impl ExportConfigured<'_> {
                 "OTLP metric export configured.",
             ),
             None => info!(
+                name: "export.export_configured",
                 "OTLP metric export is off (export.otlp.enabled: false or OTEL_METRICS_EXPORTER=none)."
             ),
         }
@@ -215,6 +225,7 @@ impl TracesConfigured<'_> {
     pub fn emit(self) {
         match self.traces {
             Some(t) => info!(
+                name: "export.traces_configured",
                 endpoint = %crate::config::redact_url(&t.endpoint),
                 sample_ratio = t.sample_ratio,
                 slow_produce = %humantime::format_duration(t.slow.produce),
@@ -222,6 +233,7 @@ impl TracesConfigured<'_> {
                 "OTLP trace export configured: every failed, lost or slow heartbeat is kept, healthy ones at the sample ratio.",
             ),
             None => info!(
+                name: "export.traces_configured",
                 "OTLP trace export is off (export.traces.enabled: false, OTEL_TRACES_EXPORTER=none, or the OTLP export off)."
             ),
         }
@@ -242,11 +254,34 @@ impl TraceExportFailed<'_> {
     pub fn emit(self) {
         warn_or_debug!(
             self.loud,
+            name: "export.trace_export_failed",
             endpoint = %self.endpoint,
             error = %self.error,
             spans = self.spans,
             "OTLP trace export failed; its spans are dropped.",
         );
+    }
+}
+
+/// The target of the log export's own failures, which the OTLP log bridge leaves out.
+pub const LOG_EXPORT_TARGET: &str = "cc_heartbeat::otlp_logs";
+
+/// A batch of log records could not be exported: its records are dropped (stderr has them).
+pub struct LogExportFailed<'a> {
+    pub error: &'a (dyn std::error::Error + 'static),
+    pub records: usize,
+    /// WARN for the first, then at most every few minutes; DEBUG between.
+    pub loud: bool,
+}
+
+impl LogExportFailed<'_> {
+    pub fn emit(self) {
+        let error = crate::error::Chain(self.error);
+        if self.loud {
+            warn!(name: "export.log_export_failed", target: LOG_EXPORT_TARGET, %error, records = self.records, "OTLP log export failed; its records are dropped.");
+        } else {
+            tracing::debug!(name: "export.log_export_failed", target: LOG_EXPORT_TARGET, %error, records = self.records, "OTLP log export failed; its records are dropped.");
+        }
     }
 }
 
@@ -260,7 +295,7 @@ pub struct HeaderNotSent<'a> {
 
 impl HeaderNotSent<'_> {
     pub fn emit(self) {
-        warn!(header = %self.name, "OTLP header is not a valid {}; it is not sent.", self.as_what);
+        warn!(name: "export.header_not_sent", header = %self.name, "OTLP header is not a valid {}; it is not sent.", self.as_what);
     }
 }
 
@@ -273,9 +308,9 @@ pub struct FinalExport<'a> {
 impl FinalExport<'_> {
     pub fn emit(self) {
         match self.error {
-            None => info!("Final metric export done."),
+            None => info!(name: "export.final_export", "Final metric export done."),
             Some(error) => {
-                warn!(error = %crate::error::Chain(error), "Final metric export failed.")
+                warn!(name: "export.final_export", error = %crate::error::Chain(error), "Final metric export failed.")
             }
         }
     }
@@ -293,6 +328,7 @@ impl ClockStepped {
         let by =
             Duration::from_nanos(u64::try_from(self.step_nanos.unsigned_abs()).unwrap_or(u64::MAX));
         warn!(
+            name: "export.clock_stepped",
             step = %humantime::format_duration(Duration::from_millis(u64::try_from(by.as_millis()).unwrap_or(u64::MAX))),
             direction = if self.step_nanos < 0 { "backwards" } else { "forwards" },
             "The wall clock stepped: exported points follow it, and their series restart (start times move with the clock, as after a reset). Latencies are unaffected (they use the monotonic clock).",

@@ -142,12 +142,14 @@ impl GroupsRead<'_> {
         let first = self.previous.is_none();
         if first {
             info!(
+                name: "groups.groups_read",
                 groups = self.groups.len(),
                 "Reading the lag of the watched consumer groups."
             );
         }
         if self.partial {
             tracing::debug!(
+                name: "groups.groups_read",
                 "Not every broker answered the consumer group listing; groups they coordinate are missing this round."
             );
         }
@@ -160,6 +162,7 @@ impl GroupsRead<'_> {
                 .next()
                 .map_or(("", ""), |(g, w)| (g.as_str(), w.as_str()));
             warn!(
+                name: "groups.groups_read",
                 groups = self.unreadable.len(),
                 example = group,
                 error = why,
@@ -175,6 +178,7 @@ impl GroupsRead<'_> {
                     .is_some_and(|p| p.expired);
                 if p.expired && !was_expired {
                     warn!(
+                        name: "groups.groups_read",
                         group = %name,
                         topic = %topic,
                         partition,
@@ -193,6 +197,7 @@ pub struct GroupsUnsupported;
 impl GroupsUnsupported {
     pub fn emit(self) {
         info!(
+            name: "groups.groups_unsupported",
             "The cluster does not answer ListGroups (an unsupported feature); consumer group lag is not reported for it."
         );
     }

@@ -110,7 +110,7 @@ impl PartitionsAssigned<'_> {
         if self.cluster_counters && self.read_back {
             r.instruments.count_recreation(r.attrs.base(), false);
         }
-        debug!(partitions = ?self.partitions, "Partitions in use.");
+        debug!(name: "heartbeat.partitions_assigned", partitions = ?self.partitions, "Partitions in use.");
     }
 }
 
@@ -123,6 +123,7 @@ pub struct PartitionEndUnknown<'a> {
 impl PartitionEndUnknown<'_> {
     pub fn emit(self) {
         warn!(
+            name: "heartbeat.partition_end_unknown",
             partition = self.partition,
             error = %Chain(self.error),
             "Could not look up where the partition ends; heartbeats skip it until the next try.",
@@ -137,7 +138,7 @@ pub struct AssignmentFailed<'a> {
 
 impl AssignmentFailed<'_> {
     pub fn emit(self) {
-        warn!(error = %Chain(self.error), "Consumer assignment failed; retried next round.");
+        warn!(name: "heartbeat.assignment_failed", error = %Chain(self.error), "Consumer assignment failed; retried next round.");
     }
 }
 
@@ -198,6 +199,7 @@ impl HeartbeatSendFailed<'_> {
         // A refusal by ACL is said once for the topic (HeartbeatWriteRefused).
         warn_or_debug!(
             self.first && kind != ErrorKind::Authorization,
+            name: "heartbeat.heartbeat_send_failed",
             partition = self.partition,
             leader = %leader_name(self.leader),
             error.type = kind.as_str(),
@@ -225,6 +227,7 @@ pub struct LeaderMoved {
 impl LeaderMoved {
     pub fn emit(self) {
         info!(
+            name: "heartbeat.leader_moved",
             partition = self.partition,
             from = self.from,
             to = self.to,
@@ -246,6 +249,7 @@ pub struct HeartbeatSendsRecovered {
 impl HeartbeatSendsRecovered {
     pub fn emit(self) {
         info!(
+            name: "heartbeat.heartbeat_sends_recovered",
             partition = self.partition,
             leader = %leader_name(self.leader),
             failures = self.failures,
@@ -300,6 +304,7 @@ pub struct WrittenAfterAll {
 impl WrittenAfterAll {
     pub fn emit(self) {
         warn!(
+            name: "heartbeat.written_after_all",
             partition = self.partition,
             ambiguous = self.count,
             error.type = self.kind.as_str(),
@@ -320,6 +325,7 @@ pub struct HeartbeatOutOfOrder {
 impl HeartbeatOutOfOrder {
     pub fn emit(self) {
         warn!(
+            name: "heartbeat.heartbeat_out_of_order",
             partition = self.partition,
             out_of_order = self.count,
             "Heartbeats arrived out of order: one with a lower sequence number than one already consumed.",
@@ -336,6 +342,7 @@ pub struct PendingVoided {
 impl PendingVoided {
     pub fn emit(self) {
         info!(
+            name: "heartbeat.pending_voided",
             in_flight = self.voided,
             "The heartbeat topic is gone: heartbeats in flight are not counted lost."
         );
@@ -354,6 +361,7 @@ impl TopicRecreated<'_> {
     pub fn emit(self, r: &Recorder<'_>) {
         r.instruments.count_recreation(r.attrs.base(), true);
         warn!(
+            name: "heartbeat.topic_recreated",
             partitions = ?self.partitions,
             in_flight = self.voided,
             "The heartbeat topic was recreated ({}); heartbeats in flight are not counted lost, and the consumer reads the new topic from its start.",
@@ -384,6 +392,7 @@ pub struct FirstAck {
 impl FirstAck {
     pub fn emit(self) {
         info!(
+            name: "heartbeat.first_ack",
             partition = self.partition,
             produce = ?self.latency,
             "First heartbeat acknowledged (heartbeat.read_back: false, so no round trip is measured).",
@@ -397,6 +406,7 @@ impl FirstAck {
 impl FirstRoundTrip {
     pub fn emit(self) {
         info!(
+            name: "heartbeat.first_round_trip",
             partition = self.partition,
             end_to_end = ?self.end_to_end,
             "First heartbeat round trip done.",
@@ -426,6 +436,7 @@ impl HeartbeatsLost<'_> {
         let partitions: BTreeSet<i32> = self.lost.iter().map(|l| l.partition).collect();
         warn_or_debug!(
             self.first,
+            name: "heartbeat.heartbeats_lost",
             lost = self.lost.len(),
             partitions = ?partitions,
             "Heartbeats were acked but not consumed back within the loss timeout.",
@@ -449,6 +460,7 @@ impl HeartbeatReadRefused<'_> {
     pub fn emit(self) {
         warn_or_debug!(
             self.first,
+            name: "heartbeat.heartbeat_read_refused",
             topic = %self.topic,
             error.type = ErrorKind::Authorization.as_str(),
             reason = %self.reason,
@@ -470,6 +482,7 @@ pub struct HeartbeatWriteRefused<'a> {
 impl HeartbeatWriteRefused<'_> {
     pub fn emit(self) {
         warn!(
+            name: "heartbeat.heartbeat_write_refused",
             topic = %self.topic,
             error.type = ErrorKind::Authorization.as_str(),
             error = %Chain(self.error),
@@ -484,7 +497,7 @@ pub struct HeartbeatsFlowAgain;
 
 impl HeartbeatsFlowAgain {
     pub fn emit(self) {
-        info!("Heartbeats are consumed back again.");
+        info!(name: "heartbeat.heartbeats_flow_again", "Heartbeats are consumed back again.");
     }
 }
 
@@ -499,6 +512,7 @@ impl HeartbeatDuplicated {
     pub fn emit(self, r: &Recorder<'_>) {
         r.instruments.count_duplicated(&r.partition(self.partition));
         debug!(
+            name: "heartbeat.heartbeat_duplicated",
             partition = self.partition,
             seq = self.seq,
             offset = self.offset,
@@ -527,6 +541,7 @@ impl MessageSkipped<'_> {
         r.instruments.count_skipped(&attrs);
         if self.log {
             info!(
+                name: "heartbeat.message_skipped",
                 topic = %self.topic,
                 partition = self.partition,
                 offset = self.offset,
@@ -534,6 +549,7 @@ impl MessageSkipped<'_> {
             );
         } else if self.reason == SkipReason::NewerVersion {
             debug!(
+                name: "heartbeat.message_skipped",
                 partition = self.partition,
                 offset = self.offset,
                 "Skipping a heartbeat of a later version (an agent being upgraded shares the topic).",
@@ -554,7 +570,7 @@ pub struct ConsumerError<'a> {
 
 impl ConsumerError<'_> {
     pub fn emit(self) {
-        debug!(error = %self.error, "Heartbeat consumer error.");
+        debug!(name: "heartbeat.consumer_error", error = %self.error, "Heartbeat consumer error.");
     }
 }
 
@@ -566,7 +582,7 @@ pub struct PartitionsUnknownToProducer<'a> {
 impl PartitionsUnknownToProducer<'_> {
     pub fn emit(self) {
         if !self.partitions.is_empty() {
-            debug!(partitions = ?self.partitions, "The producer does not know these partitions yet; they wait a round.");
+            debug!(name: "heartbeat.partitions_unknown_to_producer", partitions = ?self.partitions, "The producer does not know these partitions yet; they wait a round.");
         }
     }
 }
@@ -582,6 +598,7 @@ pub struct PartitionAssigning {
 impl PartitionAssigning {
     pub fn emit(self) {
         debug!(
+            name: "heartbeat.partition_assigning",
             partition = self.partition,
             low = self.low,
             high = self.high,

@@ -10,7 +10,7 @@ pub struct HttpListening<'a> {
 
 impl HttpListening<'_> {
     pub fn emit(self) {
-        info!(listen = %self.listen, "HTTP endpoints listening: {}.", self.routes);
+        info!(name: "http.http_listening", listen = %self.listen, "HTTP endpoints listening: {}.", self.routes);
     }
 }
 
@@ -21,7 +21,7 @@ pub struct HttpAcceptFailed<'a> {
 
 impl HttpAcceptFailed<'_> {
     pub fn emit(self) {
-        debug!(error = %self.error, "HTTP accept failed.");
+        debug!(name: "http.http_accept_failed", error = %self.error, "HTTP accept failed.");
     }
 }
 
@@ -37,6 +37,7 @@ impl HttpOverLimit {
     pub fn emit(self) {
         if self.refused.is_power_of_two() {
             warn!(
+                name: "http.http_over_limit",
                 refused = self.refused,
                 limit = self.limit,
                 "HTTP connections over the limit while every one is answering a request: closed at once."
@@ -57,6 +58,7 @@ impl HttpIdleShed {
     pub fn emit(self) {
         if self.shed.is_power_of_two() {
             warn!(
+                name: "http.http_idle_shed",
                 shed = self.shed,
                 limit = self.limit,
                 "HTTP connections at the limit: the one idle the longest is closed to make room for a new one."

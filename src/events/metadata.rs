@@ -26,7 +26,7 @@ impl ClusterViewed<'_> {
         let (previous, view) = (self.previous, self.view);
         if previous.fetched {
             for change in describe_changes(previous, view) {
-                info!("Metadata changed: {change}.");
+                info!(name: "metadata.cluster_viewed", "Metadata changed: {change}.");
             }
             log_controller_change(previous, view);
         } else {
@@ -37,10 +37,11 @@ impl ClusterViewed<'_> {
         if !view.partitions().is_empty() && (now != was || !had_partitions) {
             if now.is_empty() {
                 if had_partitions && !was.is_empty() {
-                    info!("Every broker leads a heartbeat partition again.");
+                    info!(name: "metadata.cluster_viewed", "Every broker leads a heartbeat partition again.");
                 }
             } else {
                 warn!(
+                    name: "metadata.cluster_viewed",
                     topic = %self.topic,
                     partitions = view.partitions().len(),
                     brokers = view.brokers.len(),
@@ -89,9 +90,10 @@ fn log_controller_change(old: &ClusterView, new: &ClusterView) {
     let (from, to) = (name(old.controller), name(new.controller));
     let old_gone = old.controller.is_some_and(|id| new.broker(id).is_none());
     if old_gone {
-        info!("Metadata changed: controller {from} -> {to} (broker {from} left).");
+        info!(name: "metadata.cluster_viewed", "Metadata changed: controller {from} -> {to} (broker {from} left).");
     } else {
         debug!(
+            name: "metadata.cluster_viewed",
             "Metadata changed: controller {from} -> {to} (on KRaft clusters any live broker is reported as controller)."
         );
     }
@@ -104,7 +106,7 @@ pub struct RacksLearned<'a> {
 
 impl RacksLearned<'_> {
     pub fn emit(self) {
-        info!(racks = ?self.racks, "Broker racks learned.");
+        info!(name: "metadata.racks_learned", racks = ?self.racks, "Broker racks learned.");
     }
 }
 
@@ -127,10 +129,12 @@ impl TopicMissing<'_> {
         };
         match self.missing_for {
             None => warn!(
+                name: "metadata.topic_missing",
                 topic = %self.topic,
                 "The heartbeat topic is missing; heartbeats stop until it is back ({what})."
             ),
             Some(d) => warn!(
+                name: "metadata.topic_missing",
                 topic = %self.topic,
                 missing_for = %super::seconds(d),
                 "The heartbeat topic is still missing ({what})."
@@ -148,6 +152,7 @@ pub struct TopicBack<'a> {
 impl TopicBack<'_> {
     pub fn emit(self) {
         info!(
+            name: "metadata.topic_back",
             topic = %self.topic,
             missing_for = %super::seconds(self.missing_for),
             "The heartbeat topic is back."
@@ -161,6 +166,7 @@ fn log_brokers(view: &ClusterView) {
         .controller
         .map_or_else(|| "unknown".to_owned(), |c| c.to_string());
     info!(
+        name: "metadata.topic_back",
         cluster_id = %view.cluster_id,
         "{} brokers in {}, controller is {controller}.",
         view.brokers.len(),
@@ -168,6 +174,7 @@ fn log_brokers(view: &ClusterView) {
     );
     for b in &view.brokers {
         info!(
+            name: "metadata.topic_back",
             "  broker {}: {} rack {}",
             b.id,
             b.address(),
@@ -242,6 +249,7 @@ pub struct DescribeFailed<'a> {
 impl DescribeFailed<'_> {
     pub fn emit(self) {
         tracing::debug!(
+            name: "metadata.describe_failed",
             error = %crate::error::Chain(self.error),
             "{} failed; {} stay as they are.",
             self.request,

@@ -9,6 +9,13 @@
 /// Logs at WARN when `$loud` is true, else at DEBUG: the first of a run of repeats (and each
 /// reminder) is seen, the rest stay out of the way.
 macro_rules! warn_or_debug {
+    ($loud:expr, name: $name:expr, $($arg:tt)+) => {
+        if $loud {
+            tracing::warn!(name: $name, $($arg)+)
+        } else {
+            tracing::debug!(name: $name, $($arg)+)
+        }
+    };
     ($loud:expr, $($arg:tt)+) => {
         if $loud {
             tracing::warn!($($arg)+)

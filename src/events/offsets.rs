@@ -78,6 +78,7 @@ impl OffsetsRead<'_> {
         if self.previous.is_none() {
             let partitions: usize = self.topics.values().map(|t| t.partitions.len()).sum();
             info!(
+                name: "offsets.offsets_read",
                 topics = self.topics.len(),
                 partitions, "Reading the offsets and replication of the watched topics."
             );
@@ -111,9 +112,10 @@ impl OffsetsRead<'_> {
                 }
                 named += 1;
                 if now.leader.is_none() {
-                    warn!(topic = %name, partition = id, "Partition has no leader: it can be neither written nor read.");
+                    warn!(name: "offsets.offsets_read", topic = %name, partition = id, "Partition has no leader: it can be neither written nor read.");
                 } else if now.under_replicated() {
                     warn!(
+                        name: "offsets.offsets_read",
                         topic = %name,
                         partition = id,
                         in_sync = now.in_sync,
@@ -122,6 +124,7 @@ impl OffsetsRead<'_> {
                     );
                 } else {
                     info!(
+                        name: "offsets.offsets_read",
                         topic = %name,
                         partition = id,
                         replicas = now.replicas,
@@ -132,6 +135,7 @@ impl OffsetsRead<'_> {
         }
         if unnamed > 0 {
             warn!(
+                name: "offsets.offsets_read",
                 more = unnamed,
                 "More partitions changed replication state this round than are logged one by one."
             );

@@ -18,6 +18,7 @@ pub struct ProbeStarted<'a> {
 impl ProbeStarted<'_> {
     pub fn emit(self) {
         info!(
+            name: "probe.probe_started",
             interval = %humantime::format_duration(self.interval),
             timeout = %humantime::format_duration(self.timeout),
             "{}",
@@ -53,11 +54,13 @@ impl ProbeFailed<'_> {
             ErrorKind::Authorization => self.failures == 1,
             _ => self.failures.is_power_of_two(),
         };
+        // `error.type` right after a name is ambiguous to tracing's macros: another field first.
         warn_or_debug!(
             loud,
+            name: "probe.probe_failed",
+            failures = self.failures,
             error.type = kind.as_str(),
             error = %Chain(self.error),
-            failures = self.failures,
             %retry_in,
             "The {} probe failed; retrying.",
             self.kind,
@@ -74,6 +77,7 @@ pub struct ProbeRecovered {
 impl ProbeRecovered {
     pub fn emit(self) {
         info!(
+            name: "probe.probe_recovered",
             failures = self.failures,
             "The {} probe succeeds again.", self.kind
         );

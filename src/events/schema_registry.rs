@@ -42,7 +42,7 @@ impl RegistryProbed<'_> {
             None => {
                 instruments.count_registry_check(&attrs);
                 if self.was_up == Some(false) {
-                    info!(address = %outcome.target.address(), "Schema Registry reachable again.");
+                    info!(name: "schema_registry.registry_probed", address = %outcome.target.address(), "Schema Registry reachable again.");
                 }
             }
             Some(failure) => {
@@ -56,9 +56,10 @@ impl RegistryProbed<'_> {
                 }
                 instruments.count_registry_check(&failed);
                 if self.was_up == Some(false) {
-                    debug!(stage = failure.stage.as_str(), error.type = kind.as_str(), error = %failure.detail(), "Schema Registry still unreachable.");
+                    debug!(name: "schema_registry.registry_probed", stage = failure.stage.as_str(), error.type = kind.as_str(), error = %failure.detail(), "Schema Registry still unreachable.");
                 } else {
                     warn!(
+                        name: "schema_registry.registry_probed",
                         address = %outcome.target.address(),
                         stage = failure.stage.as_str(),
                         error.type = kind.as_str(),
@@ -78,6 +79,6 @@ pub struct RegistryProbeUnavailable<'a> {
 
 impl RegistryProbeUnavailable<'_> {
     pub fn emit(self) {
-        tracing::error!(error = %crate::error::Chain(self.error), "The Schema Registry probe cannot run: its TLS settings do not load.");
+        tracing::error!(name: "schema_registry.registry_probe_unavailable", error = %crate::error::Chain(self.error), "The Schema Registry probe cannot run: its TLS settings do not load.");
     }
 }

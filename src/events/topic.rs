@@ -12,6 +12,7 @@ pub struct TopicFound<'a> {
 impl TopicFound<'_> {
     pub fn emit(self) {
         info!(
+            name: "topic.topic_found",
             topic = %self.topic,
             partitions = self.partitions,
             "Heartbeat topic found."
@@ -32,11 +33,12 @@ impl TopicCreated<'_> {
     pub fn emit(self) {
         if self.again {
             warn!(
+                name: "topic.topic_created",
                 topic = %self.topic,
                 "The heartbeat topic had disappeared; it was created again: {}.", self.plan
             );
         } else {
-            info!(topic = %self.topic, "Created heartbeat topic {}.", self.plan);
+            info!(name: "topic.topic_created", topic = %self.topic, "Created heartbeat topic {}.", self.plan);
         }
     }
 }

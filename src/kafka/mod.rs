@@ -309,13 +309,13 @@ impl LibrdkafkaLog {
                 // One librdkafka map goes to every client, so a property of the other role is expected.
                 let other_role = fac == "CONFWARN" && message.contains("will be ignored by this");
                 if !other_role && self.first_in_window(message) {
-                    warn!(target: "librdkafka", cluster, client, facility = fac, "{message}");
+                    warn!(name: "librdkafka.log", target: "librdkafka", cluster, client, facility = fac, "{message}");
                 } else {
                     debug!(target: "librdkafka", cluster, client, facility = fac, "{message}");
                 }
             }
             RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                info!(target: "librdkafka", cluster, client, facility = fac, "{message}")
+                info!(name: "librdkafka.log", target: "librdkafka", cluster, client, facility = fac, "{message}")
             }
             RDKafkaLogLevel::Debug => {
                 debug!(target: "librdkafka", cluster, client, facility = fac, "{message}")
@@ -341,6 +341,7 @@ impl LibrdkafkaLog {
             // partitions, though the consumer never joins or commits.
             if self.first_in_window(reason) {
                 info!(
+                    name: "librdkafka.group_describe_refused",
                     target: "librdkafka",
                     cluster,
                     client,
@@ -355,7 +356,7 @@ impl LibrdkafkaLog {
             *failure = Some((kind, without_repeat_count(strip_thread(reason))));
         }
         if self.first_in_window(reason) {
-            warn!(target: "librdkafka", cluster, client, %error, "{reason}");
+            warn!(name: "librdkafka.error", target: "librdkafka", cluster, client, %error, "{reason}");
         } else {
             debug!(target: "librdkafka", cluster, client, %error, "{reason}");
         }

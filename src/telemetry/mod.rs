@@ -5,9 +5,11 @@ pub(crate) mod export;
 mod gauges;
 pub mod instruments;
 pub mod logging;
+pub mod logs;
 mod names;
 pub mod traces;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::events::export::{ExportConfigured, FinalExport};
@@ -136,6 +138,8 @@ pub struct Telemetry {
     pub instruments: Instruments,
     /// Registry behind `/metrics`, when the Prometheus endpoint is on.
     pub prometheus: Option<prometheus::Registry>,
+    /// The OTLP log pipeline, when on.
+    logs: logs::Logs,
 }
 
 /// How long shutdown waits for the final export.
@@ -166,7 +170,7 @@ impl Telemetry {
                 })?
             });
         }
-        let stats = std::sync::Arc::new(export::stats::ExportStats::default());
+        let stats = Arc::new(export::stats::ExportStats::default());
         if otlp.enabled {
             let exporter = export::OtlpExporter::new(otlp, std::sync::Arc::clone(&stats))?;
             let reader = PeriodicReader::builder(exporter)
@@ -191,10 +195,19 @@ impl Telemetry {
         let mut telemetry =
             Self::with_stats(configure(builder).build(), &stats, export.messaging_names);
         telemetry.prometheus = registry;
-        telemetry.instruments.traces = traces::Traces::build(export, &identity.resource, stats)
-            .map_err(|source| BuildError::OtlpExporter {
-                endpoint: crate::config::redact_url(&export.traces.endpoint),
-                source,
+        telemetry.instruments.traces =
+            traces::Traces::build(export, &identity.resource, Arc::clone(&stats)).map_err(
+                |source| BuildError::OtlpExporter {
+                    endpoint: crate::config::redact_url(&export.traces.endpoint),
+                    source,
+                },
+            )?;
+        telemetry.logs =
+            logs::Logs::build(export, &identity.resource, stats).map_err(|source| {
+                BuildError::OtlpExporter {
+                    endpoint: crate::config::redact_url(&export.logs.endpoint),
+                    source,
+                }
             })?;
         Ok(telemetry)
     }
@@ -220,6 +233,7 @@ impl Telemetry {
             provider,
             instruments,
             prometheus: None,
+            logs: logs::Logs::default(),
         }
     }
 
@@ -232,13 +246,20 @@ impl Telemetry {
     pub async fn shutdown(self) {
         let provider = self.provider;
         let traces = self.instruments.traces.clone();
+        let logs = self.logs;
         let result = tokio::task::spawn_blocking(move || {
-            // Spans first: they are already made, while the final collection makes points.
-            if let Err(error) = traces.shutdown(SHUTDOWN_EXPORT_TIMEOUT) {
-                FinalExport {
-                    error: Some(&error),
+            // Spans and log records first: they are already made, while the final collection
+            // makes points.
+            for result in [
+                traces.shutdown(SHUTDOWN_EXPORT_TIMEOUT),
+                logs.shutdown(SHUTDOWN_EXPORT_TIMEOUT),
+            ] {
+                if let Err(error) = result {
+                    FinalExport {
+                        error: Some(&error),
+                    }
+                    .emit();
                 }
-                .emit();
             }
             provider.shutdown_with_timeout(SHUTDOWN_EXPORT_TIMEOUT)
         })

@@ -12,7 +12,6 @@ use opentelemetry::trace::{
     Link, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
 };
 use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{
     BatchSpanProcessor, IdGenerator as _, RandomIdGenerator, SpanData, SpanEvents, SpanExporter,
@@ -287,47 +286,24 @@ fn ratio_bound(ratio: f64) -> u64 {
     }
 }
 
-/// opentelemetry-otlp's span exporter on the metrics' settings: over gRPC on a channel built
-/// like the metrics' one (TLS, timeout), with their metadata and compression; over HTTP with
-/// their client (TLS), headers and compression.
+/// opentelemetry-otlp's span exporter on the metrics' settings.
 fn otlp_exporter(
     otlp: &OtlpConfig,
     endpoint: &str,
 ) -> Result<opentelemetry_otlp::SpanExporter, TransportError> {
-    let compression = match otlp.compression {
-        crate::config::Compression::Gzip => Some(opentelemetry_otlp::Compression::Gzip),
-        crate::config::Compression::None => None,
-    };
     let built = match otlp.protocol {
-        OtlpProtocol::Grpc => {
-            let channel = super::export::transport::grpc_channel(otlp, endpoint)?;
-            let mut builder = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_channel(channel)
-                .with_timeout(otlp.timeout)
-                .with_metadata(super::export::transport::grpc_metadata(otlp));
-            if let Some(c) = compression {
-                builder = builder.with_compression(c);
-            }
-            builder.build()
-        }
-        OtlpProtocol::HttpProtobuf => {
-            let headers = otlp
-                .headers
-                .iter()
-                .map(|(k, v)| (k.clone(), v.expose().to_owned()))
-                .collect();
-            let mut builder = opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_http_client(super::export::transport::http_client(otlp)?)
-                .with_endpoint(endpoint)
-                .with_timeout(otlp.timeout)
-                .with_headers(headers);
-            if let Some(c) = compression {
-                builder = builder.with_compression(c);
-            }
-            builder.build()
-        }
+        OtlpProtocol::Grpc => super::export::signals::over_grpc(
+            opentelemetry_otlp::SpanExporter::builder().with_tonic(),
+            otlp,
+            endpoint,
+        )?
+        .build(),
+        OtlpProtocol::HttpProtobuf => super::export::signals::over_http(
+            opentelemetry_otlp::SpanExporter::builder().with_http(),
+            otlp,
+            endpoint,
+        )?
+        .build(),
     };
     built.map_err(|e| TransportError::SpanExporter(e.to_string()))
 }

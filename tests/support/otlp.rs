@@ -1,15 +1,21 @@
-//! An OTLP metrics and traces receiver, over gRPC (tonic, opentelemetry-proto) or
+//! An OTLP metrics, traces and logs receiver, over gRPC (tonic, opentelemetry-proto) or
 //! HTTP/protobuf (axum): it decodes exactly what the agent sends over a real socket, keeps
 //! every request with the time it came, and answers metrics as the test says: accept, accept
 //! but refuse some points (partial success), refuse for good, or ask the sender to wait
-//! (`RetryInfo`, `Retry-After`). Spans are taken while metrics are, and refused while they
-//! are refused or failed.
+//! (`RetryInfo`, `Retry-After`). Spans and log records are taken while metrics are, and
+//! refused while they are refused or failed.
 
 use std::io::Read as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
@@ -23,6 +29,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::metrics::v1::{Metric, NumberDataPoint, metric, number_data_point};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
@@ -53,6 +60,7 @@ struct Recorder {
     requests: Arc<Mutex<Vec<(Instant, ExportMetricsServiceRequest)>>>,
     headers: Arc<Mutex<Vec<tonic::metadata::MetadataMap>>>,
     traces: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
+    logs: Arc<Mutex<Vec<ExportLogsServiceRequest>>>,
     answer: Arc<Mutex<Answer>>,
 }
 
@@ -62,6 +70,7 @@ impl Default for Recorder {
             requests: Arc::default(),
             headers: Arc::default(),
             traces: Arc::default(),
+            logs: Arc::default(),
             answer: Arc::new(Mutex::new(Answer::Accept)),
         }
     }
@@ -70,14 +79,60 @@ impl Default for Recorder {
 impl Recorder {
     /// Keeps a span request unless the receiver fails requests now; whether it took it.
     fn record_traces(&self, request: ExportTraceServiceRequest) -> bool {
-        let taking = matches!(
-            *self.answer.lock().unwrap(),
-            Answer::Accept | Answer::PartlyRefuse { .. }
-        );
+        let taking = self.taking();
         if taking {
             self.traces.lock().unwrap().push(request);
         }
         taking
+    }
+
+    fn record_logs(&self, request: ExportLogsServiceRequest) -> bool {
+        let taking = self.taking();
+        if taking {
+            self.logs.lock().unwrap().push(request);
+        }
+        taking
+    }
+
+    /// Whether spans and log records are taken now (while metrics are, even partly).
+    fn taking(&self) -> bool {
+        matches!(
+            *self.answer.lock().unwrap(),
+            Answer::Accept | Answer::PartlyRefuse { .. }
+        )
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Recorder {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        if self.record_logs(request.into_inner()) {
+            Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+        } else {
+            Err(tonic::Status::unavailable("away"))
+        }
+    }
+}
+
+/// `POST /v1/logs`.
+async fn http_logs(
+    axum::extract::State(recorder): axum::extract::State<Recorder>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let request = ExportLogsServiceRequest::decode(gunzipped(&headers, &body).as_slice()).unwrap();
+    if recorder.record_logs(request) {
+        (
+            [("content-type", "application/x-protobuf")],
+            ExportLogsServiceResponse::default().encode_to_vec(),
+        )
+            .into_response()
+    } else {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "away").into_response()
     }
 }
 
@@ -254,11 +309,14 @@ impl OtlpReceiver {
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
         let traces = TraceServiceServer::new(recorder.clone())
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+        let logs = LogsServiceServer::new(recorder.clone())
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
         let shutdown = stop.clone().cancelled_owned();
         tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(service)
                 .add_service(traces)
+                .add_service(logs)
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(listener),
                     shutdown,
@@ -285,6 +343,7 @@ impl OtlpReceiver {
         let app = axum::Router::new()
             .route("/v1/metrics", axum::routing::post(http_export))
             .route("/v1/traces", axum::routing::post(http_traces))
+            .route("/v1/logs", axum::routing::post(http_logs))
             .with_state(recorder.clone());
         let shutdown = stop.clone().cancelled_owned();
         tokio::spawn(async move {
@@ -324,6 +383,24 @@ impl OtlpReceiver {
 
     pub fn headers(&self) -> Vec<tonic::metadata::MetadataMap> {
         self.recorder.headers.lock().unwrap().clone()
+    }
+
+    /// Every log record taken so far, with its resource's attributes.
+    pub fn log_records(&self) -> Vec<(Vec<KeyValue>, LogRecord)> {
+        self.recorder
+            .logs
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|request| &request.resource_logs)
+            .flat_map(|rl| {
+                let resource = rl.resource.clone().unwrap_or_default().attributes;
+                rl.scope_logs
+                    .iter()
+                    .flat_map(|sl| sl.log_records.iter().cloned())
+                    .map(move |record| (resource.clone(), record))
+            })
+            .collect()
     }
 
     /// Every span taken so far, with its resource's attributes.

@@ -346,6 +346,17 @@ fn bad_configs_report_every_problem_with_its_key() {
             ],
         ),
         (
+            "logs: a bad level, an endpoint without a scheme, an unknown key",
+            "clusters: [{name: a, bootstrap_servers: 'x:1'}]\nexport:\n  logs: {level: loud, endpoint: 'loki:3100', format: json}\n",
+            &[("OTEL_LOGS_EXPORTER", "syslog")],
+            &[
+                "OTEL_LOGS_EXPORTER: \"syslog\" is not supported; expected otlp or none",
+                "export.logs.level (line 3): \"loud\" is not a log level; expected error, warn, info, debug, trace or off, or directives like info,librdkafka=debug",
+                "export.logs.endpoint (line 3): \"loki:3100\" is not an OTLP endpoint; expected a URL like http://collector:4318/v1/logs",
+                "export.logs.format (line 3): unknown key; expected one of: enabled, endpoint, level",
+            ],
+        ),
+        (
             "traces: standard variables out of their range",
             "clusters: [{name: a, bootstrap_servers: 'x:1'}]\n",
             &[

@@ -535,3 +535,30 @@ fn traces_follow_the_metrics_endpoint_and_the_standard_variables() {
     .unwrap();
     assert_eq!(c.export.traces.sample_ratio, 0.05);
 }
+
+#[test]
+fn logs_follow_the_metrics_endpoint_and_the_standard_variables() {
+    let c = from_str("t", MINIMAL, &|_| None).unwrap();
+    let l = &c.export.logs;
+    assert!(l.enabled);
+    assert_eq!(l.level, "info");
+    assert_eq!(l.endpoint, c.export.otlp.endpoint);
+    let http =
+        format!("{MINIMAL}export:\n  otlp: {{protocol: http/protobuf}}\n  logs: {{level: warn}}\n");
+    let c = from_str("t", &http, &|_| None).unwrap();
+    assert_eq!(c.export.logs.endpoint, "http://localhost:4318/v1/logs");
+    assert_eq!(c.export.logs.level, "warn");
+    let c = from_str("t", MINIMAL, &env_of(&[("OTEL_LOGS_EXPORTER", "none")])).unwrap();
+    assert!(!c.export.logs.enabled);
+    assert!(c.export.traces.enabled, "the other signals stay on");
+    let c = from_str(
+        "t",
+        MINIMAL,
+        &env_of(&[(
+            "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+            "http://loki:3100/otlp/v1/logs",
+        )]),
+    )
+    .unwrap();
+    assert_eq!(c.export.logs.endpoint, "http://loki:3100/otlp/v1/logs");
+}

@@ -17,6 +17,7 @@
 
 mod buffer;
 mod series;
+pub(crate) mod signals;
 pub(crate) mod stats;
 mod timeline;
 pub(crate) mod transport;

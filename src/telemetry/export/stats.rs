@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 pub(crate) enum Signal {
     Metrics,
     Traces,
+    Logs,
 }
 
 impl Signal {
@@ -18,6 +19,7 @@ impl Signal {
         match self {
             Self::Metrics => "metrics",
             Self::Traces => "traces",
+            Self::Logs => "logs",
         }
     }
 }

@@ -1,0 +1,154 @@
+//! The agent's log events as OTLP log records (`export.logs`): the `tracing` events the
+//! `events` module writes go, beside stderr, through the OpenTelemetry bridge to the SDK's
+//! batch log processor and opentelemetry-otlp's log exporter, on the metrics' settings and
+//! under their resource. The exporter's outcomes are counted with the other signals'.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::logs::{LogBatch, LogExporter, SdkLoggerProvider};
+
+use super::export::signals;
+use super::export::stats::{ExportStats, Signal};
+use super::export::transport::TransportError;
+use crate::config::{ExportConfig, OtlpProtocol};
+
+/// The OTLP log pipeline, when on; shut down at exit so queued records go out.
+#[derive(Clone, Debug, Default)]
+pub struct Logs {
+    provider: Option<SdkLoggerProvider>,
+}
+
+impl Logs {
+    /// Builds the pipeline of `export.logs` and attaches it to the subscriber; inside the
+    /// tokio runtime.
+    pub(crate) fn build(
+        export: &ExportConfig,
+        resource: &opentelemetry_sdk::Resource,
+        stats: Arc<ExportStats>,
+    ) -> Result<Self, TransportError> {
+        let config = &export.logs;
+        if !config.enabled {
+            return Ok(Self::default());
+        }
+        let otlp = &export.otlp;
+        let built = match otlp.protocol {
+            OtlpProtocol::Grpc => signals::over_grpc(
+                opentelemetry_otlp::LogExporter::builder().with_tonic(),
+                otlp,
+                &config.endpoint,
+            )?
+            .build(),
+            OtlpProtocol::HttpProtobuf => signals::over_http(
+                opentelemetry_otlp::LogExporter::builder().with_http(),
+                otlp,
+                &config.endpoint,
+            )?
+            .build(),
+        };
+        let exporter = built.map_err(|e| TransportError::SpanExporter(e.to_string()))?;
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| TransportError::NoRuntime)?;
+        let provider = SdkLoggerProvider::builder()
+            .with_resource(resource.clone())
+            .with_batch_exporter(CountedExporter {
+                inner: exporter,
+                runtime,
+                stats,
+                warned: Mutex::new(None),
+            })
+            .build();
+        super::logging::attach_otlp(&provider);
+        Ok(Self {
+            provider: Some(provider),
+        })
+    }
+
+    /// Sends what is queued and stops; blocking, so called off the async threads.
+    pub fn shutdown(&self, timeout: Duration) -> OTelSdkResult {
+        match &self.provider {
+            Some(provider) => provider.shutdown_with_timeout(timeout),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Failed log exports are logged at most this often (on stderr only: never as an OTLP record
+/// of their own, which would fail the same way).
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(300);
+
+/// The OTLP log exporter, polled inside the agent's runtime (its I/O needs the runtime; the
+/// batch processor's thread only waits), its outcomes counted as
+/// `cc_heartbeat.export.batches{otel.signal=logs}`.
+#[derive(Debug)]
+struct CountedExporter {
+    inner: opentelemetry_otlp::LogExporter,
+    runtime: tokio::runtime::Handle,
+    stats: Arc<ExportStats>,
+    warned: Mutex<Option<Instant>>,
+}
+
+impl LogExporter for CountedExporter {
+    async fn export(&self, batch: LogBatch<'_>) -> OTelSdkResult {
+        let records = batch.iter().count();
+        let result = InRuntime {
+            runtime: self.runtime.clone(),
+            future: Box::pin(self.inner.export(batch)),
+        }
+        .await;
+        match &result {
+            Ok(()) => self.stats.count_batch(Signal::Logs, None),
+            Err(error) => {
+                let kind = match error {
+                    OTelSdkError::Timeout(_) => crate::error::ErrorKind::Timeout,
+                    _ => crate::error::ErrorKind::Transport,
+                };
+                self.stats.count_batch(Signal::Logs, Some(kind.as_str()));
+                self.stats.count_rejected(Signal::Logs, records as u64);
+                let now = Instant::now();
+                let due = self.warned.lock().is_ok_and(|mut last| {
+                    let due = last.is_none_or(|at| now - at >= FAILURE_LOG_EVERY);
+                    if due {
+                        *last = Some(now);
+                    }
+                    due
+                });
+                crate::events::export::LogExportFailed {
+                    error,
+                    records,
+                    loud: due,
+                }
+                .emit();
+            }
+        }
+        result
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.inner.set_resource(resource);
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+}
+
+/// A future polled with the runtime's context entered, so its I/O and timers work from the
+/// batch processor's own thread.
+struct InRuntime<F> {
+    runtime: tokio::runtime::Handle,
+    future: Pin<Box<F>>,
+}
+
+impl<F: Future> Future for InRuntime<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let _entered = self.runtime.enter();
+        self.future.as_mut().poll(cx)
+    }
+}
