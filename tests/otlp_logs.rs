@@ -2,8 +2,9 @@
 
 //! The agent's log events as OTLP log records, decoded by the test's receiver: the same events
 //! as on stderr at `export.logs.level`, with their severity, an `event.name`, the structured
-//! fields as attributes and the metrics' resource; none of a configured header's value; and
-//! with the collector refusing them, the agent counts and logs the failure on stderr only.
+//! fields as attributes and the metrics' resource, and the ids of the probe round's trace they
+//! belong to; none of a configured header's value; and with the collector refusing them, the
+//! agent counts and logs the failure on stderr only.
 
 mod support;
 
@@ -35,6 +36,7 @@ fn agent(mock: &MockKafka, receiver: &OtlpReceiver, protocol: &str, logs: &str) 
                 "service.instance.id=logged-agent",
             ),
             ("OTEL_BLRP_SCHEDULE_DELAY", "200"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
         ],
     )
 }
@@ -71,6 +73,21 @@ async fn events_arrive_as_log_records(protocol: &str) {
         find("broker.broker_probed")
     })
     .await;
+    // The failed round's trace is kept, and its record is logged inside its root span.
+    let round = eventually(Duration::from_secs(20), "the failed round's span", || {
+        receiver
+            .spans()
+            .into_iter()
+            .map(|(_, s)| s)
+            .find(|s| s.name == "probe broker" && s.span_id == unreachable.span_id)
+    })
+    .await;
+    assert_eq!(round.trace_id, unreachable.trace_id);
+    assert_eq!(round.span_id.len(), 8);
+    assert!(
+        started.trace_id.is_empty(),
+        "an event outside any round has no trace"
+    );
     mock.broker_up(1);
     let (status, output) = agent.terminate(Duration::from_secs(10)).await;
     assert!(status.success(), "{output}");

@@ -39,8 +39,10 @@ fn agent(mock: &MockKafka, receiver: &OtlpReceiver, protocol: &str, traces: &str
                 "OTEL_RESOURCE_ATTRIBUTES",
                 "service.instance.id=traced-agent",
             ),
-            // The standard batch processor setting: kept spans leave within 200 ms.
+            // The standard batch processors' settings: kept spans and records leave within
+            // 200 ms.
             ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ("OTEL_BLRP_SCHEDULE_DELAY", "200"),
         ],
     )
 }
@@ -245,7 +247,8 @@ async fn only_slow_heartbeats_are_kept_when_healthy_ones_are_not_sampled() {
 }
 
 /// A heartbeat whose send fails (its broker away past the message timeout) is kept at any
-/// ratio: a `send` span with an error status and its `error.type`.
+/// ratio: a `send` span with an error status and its `error.type`; the failure's log record
+/// carries that span's ids.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_sends_are_kept_with_their_error() {
     let mock = MockKafka::new(1);
@@ -267,6 +270,27 @@ async fn failed_sends_are_kept_with_their_error() {
         (failed.len() >= 2).then_some(failed)
     })
     .await;
+    // The first failure is logged (WARN) inside its send span's trace.
+    let record = eventually(Duration::from_secs(20), "the failure's log record", || {
+        receiver
+            .log_records()
+            .into_iter()
+            .map(|(_, r)| r)
+            .find(|r| r.event_name == "heartbeat.heartbeat_send_failed")
+    })
+    .await;
+    let failed_spans: Vec<Span> = receiver
+        .spans()
+        .into_iter()
+        .map(|(_, s)| s)
+        .filter(|s| outcome(s) == "failed")
+        .collect();
+    assert!(
+        failed_spans
+            .iter()
+            .any(|s| s.trace_id == record.trace_id && s.span_id == record.span_id),
+        "the record is in a failed send's span"
+    );
     mock.broker_up(1);
     let (status, output) = agent.terminate(Duration::from_secs(10)).await;
     assert!(status.success(), "{output}");

@@ -16,6 +16,7 @@ use crate::events::broker::{BootstrapRetired, BrokerProbed, BrokerRetired};
 use crate::kafka::metadata::{Broker, ClusterView};
 use crate::kafka::wire;
 use crate::telemetry::instruments::ClusterLabels;
+use crate::telemetry::traces::in_span;
 use crate::telemetry::{ClusterAttributes, Instruments};
 
 pub use crate::kafka::reach::{
@@ -166,21 +167,24 @@ impl Probe for BrokerProbe {
         }
         let mut outcomes = probes.join_all().await;
         outcomes.sort_by_key(|o| o.target.id);
+        let traces = &self.instruments.traces;
         for outcome in &outcomes {
             let known = self.known.get_mut(&outcome.target.id);
-            BrokerProbed {
-                cluster: self.cluster.name(),
-                attrs: &attrs,
-                outcome,
-                was_up: known.as_ref().and_then(|k| k.up),
+            let was_up = known.as_ref().and_then(|k| k.up);
+            let root = super::spans::kept_round(traces, outcome);
+            in_span(root, || {
+                BrokerProbed {
+                    cluster: self.cluster.name(),
+                    attrs: &attrs,
+                    outcome,
+                    was_up,
+                }
+                .emit(&self.instruments);
+            });
+            if let Some(root) = root {
+                let attributes = outcome.target.attributes(attrs.base());
+                super::spans::record_staged(traces, root, "probe broker", attributes, outcome);
             }
-            .emit(&self.instruments);
-            super::spans::record_staged(
-                &self.instruments.traces,
-                "probe broker",
-                outcome.target.attributes(attrs.base()),
-                outcome,
-            );
             if let Some(k) = known {
                 k.up = Some(outcome.up());
                 k.api_version = outcome.api_version.unwrap_or(k.api_version);

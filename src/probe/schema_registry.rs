@@ -228,23 +228,30 @@ impl Probe for RegistryProbe {
         .await;
         outcome.http_status = status;
         let cluster_id = self.parts.view.borrow().cluster_id.clone();
-        RegistryProbed {
-            cluster: &self.parts.cluster,
-            cluster_id: &cluster_id,
-            outcome: &outcome,
-            was_up: self.up,
+        let traces = &self.parts.instruments.traces;
+        let root = super::spans::kept_round(traces, &outcome);
+        crate::telemetry::traces::in_span(root, || {
+            RegistryProbed {
+                cluster: &self.parts.cluster,
+                cluster_id: &cluster_id,
+                outcome: &outcome,
+                was_up: self.up,
+            }
+            .emit(&self.parts.instruments);
+        });
+        if let Some(root) = root {
+            let attributes = ClusterAttributes::new(&cluster_id, &self.parts.cluster).with([
+                KeyValue::new(attr::SERVER_ADDRESS, self.target.host.clone()),
+                KeyValue::new(attr::SERVER_PORT, i64::from(self.target.port)),
+            ]);
+            super::spans::record_staged(
+                traces,
+                root,
+                "probe schema_registry",
+                attributes,
+                &outcome,
+            );
         }
-        .emit(&self.parts.instruments);
-        let attributes = ClusterAttributes::new(&cluster_id, &self.parts.cluster).with([
-            KeyValue::new(attr::SERVER_ADDRESS, self.target.host.clone()),
-            KeyValue::new(attr::SERVER_PORT, i64::from(self.target.port)),
-        ]);
-        super::spans::record_staged(
-            &self.parts.instruments.traces,
-            "probe schema_registry",
-            attributes,
-            &outcome,
-        );
         self.up = Some(outcome.up());
         Ok(outcome)
     }

@@ -1,7 +1,8 @@
 //! A connection probe (a broker's, the Schema Registry's) as a trace: a root span for the
 //! round against one target, with a child per stage in the order they ran (`dns`, `tcp`,
 //! `tls`, then `kafka` or `http`), the failed stage carrying its error. Kept when it failed or
-//! its stages took longer than `export.traces.slow.connection`, else at the sample ratio.
+//! its stages took longer than `export.traces.slow.connection`, else at the sample ratio; the
+//! events of a kept round are logged inside its root span.
 
 use std::time::Instant;
 
@@ -10,31 +11,34 @@ use opentelemetry::trace::SpanKind;
 
 use crate::kafka::reach::Outcome;
 use crate::telemetry::instruments::{attr, error_kv};
-use crate::telemetry::traces::{FinishedSpan, Traces, WallClock};
+use crate::telemetry::traces::{FinishedSpan, TraceIds, Traces, WallClock};
 
 /// The resolved address a probe connected to (the conventions' key).
 const NETWORK_PEER_ADDRESS: &str = "network.peer.address";
 
-/// Records the spans of one probe of one target, if kept; `name` is the root span's
-/// (`probe broker`), `attributes` its own (the target's, the cluster's).
-pub(crate) fn record_staged(
-    traces: &Traces,
-    name: &str,
-    attributes: Vec<KeyValue>,
-    outcome: &Outcome,
-) {
-    let (Some(slow), Some(root)) = (traces.slow(), traces.start()) else {
-        return;
-    };
+/// The root span's ids of one probe of one target when its trace is kept (it failed, was
+/// slow, or the ratio says so), so its events can be logged inside it before it is recorded.
+pub(crate) fn kept_round(traces: &Traces, outcome: &Outcome) -> Option<TraceIds> {
+    let slow = traces.slow()?;
+    let root = traces.start()?;
     let took = outcome
         .stages
         .iter()
         .map(|(_, d)| *d)
         .sum::<std::time::Duration>()
         + outcome.failed_after.unwrap_or_default();
-    if outcome.up() && took <= slow.connection && !traces.keeps_healthy(root.trace) {
-        return;
-    }
+    (!outcome.up() || took > slow.connection || traces.keeps_healthy(root.trace)).then_some(root)
+}
+
+/// Records the spans of one probe of one target under `root` (from [`kept_round`]); `name` is
+/// the root span's (`probe broker`), `attributes` its own (the target's, the cluster's).
+pub(crate) fn record_staged(
+    traces: &Traces,
+    root: TraceIds,
+    name: &str,
+    attributes: Vec<KeyValue>,
+    outcome: &Outcome,
+) {
     let clock = WallClock::now();
     let mut at = outcome.started;
     let mut children: Vec<(

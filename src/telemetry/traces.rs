@@ -246,6 +246,18 @@ impl Traces {
     }
 }
 
+/// Runs `f` (an event's emit) inside the context of span `ids`, when there is one, so the log
+/// record it writes carries that trace and span id.
+pub fn in_span<R>(ids: Option<TraceIds>, f: impl FnOnce() -> R) -> R {
+    use opentelemetry::trace::TraceContextExt as _;
+    let _attached = ids.map(|ids| {
+        opentelemetry::Context::current()
+            .with_remote_span_context(ids.context())
+            .attach()
+    });
+    f()
+}
+
 /// Wall-clock times of monotonic instants, all read against one reading of both clocks (so a
 /// span's duration is exactly its instants' difference).
 #[derive(Clone, Copy, Debug)]

@@ -33,7 +33,7 @@ use crate::kafka::metadata::ClusterView;
 use crate::kafka::{LibrdkafkaLog, Refused};
 use crate::probe::Wake;
 use crate::telemetry::instruments::ClusterLabels;
-use crate::telemetry::traces::TraceIds;
+use crate::telemetry::traces::{TraceIds, in_span};
 use crate::telemetry::{ClusterAttributes, Instruments, SkipReason};
 use crate::tracker::{Lost, Receipt, Tracker};
 
@@ -183,7 +183,9 @@ impl HeartbeatReceiver {
                     Some(failure),
                     read_back,
                 );
-                self.send_failed(partition, seq, None, leader, error, at);
+                in_span(trace, || {
+                    self.send_failed(partition, seq, None, leader, error, at)
+                });
             }
             Event::Acked {
                 partition,
@@ -352,7 +354,9 @@ impl HeartbeatReceiver {
             }
             Err(error) => {
                 let error = reported(&session, &error);
-                self.send_failed(partition, seq, Some(latency), leader, error, at);
+                in_span(trace, || {
+                    self.send_failed(partition, seq, Some(latency), leader, error, at);
+                });
             }
         }
     }
@@ -438,10 +442,13 @@ impl HeartbeatReceiver {
                 }
                 let lost = self.tracker.confirm_lost(&suspects);
                 let (spans, recorder) = self.spans_and_recorder();
-                spans.lost(&recorder, &lost, now);
+                // Logged inside the first lost heartbeat's trace.
+                let traced = spans.lost(&recorder, &lost, now);
                 if !lost.is_empty() {
                     let first = self.state.losing.fail();
-                    HeartbeatsLost { lost: &lost, first }.emit(&self.recorder());
+                    in_span(traced, || {
+                        HeartbeatsLost { lost: &lost, first }.emit(&self.recorder());
+                    });
                 }
             }
         }

@@ -153,8 +153,15 @@ impl HeartbeatSpans {
         self.record_receive(send, start, at, attributes, None);
     }
 
-    /// Heartbeats declared lost at `now`: their traces are kept, and end here.
-    pub(super) fn lost(&mut self, r: &Recorder<'_>, lost: &[Lost], now: Instant) {
+    /// Heartbeats declared lost at `now`: their traces are kept, and end here. Returns the
+    /// first one's `receive` span, for the loss to be logged in.
+    pub(super) fn lost(
+        &mut self,
+        r: &Recorder<'_>,
+        lost: &[Lost],
+        now: Instant,
+    ) -> Option<TraceIds> {
+        let mut first = None;
         for l in lost {
             let Some(p) = self
                 .pending
@@ -168,14 +175,16 @@ impl HeartbeatSpans {
             }
             let mut attributes = self.receive_attributes(r, l.partition, l.seq, "lost");
             attributes.push(KeyValue::new(attr::ERROR_TYPE, "lost"));
-            self.record_receive(
+            let receive = self.record_receive(
                 p.ids,
                 p.acked_at,
                 now,
                 attributes,
                 Some("not read back within the loss timeout".to_owned()),
             );
+            first = first.or(receive);
         }
+        first
     }
 
     /// Forgets what was in flight on `partitions` (or every partition): their topic is gone,
@@ -256,6 +265,7 @@ impl HeartbeatSpans {
         attributes
     }
 
+    /// Records a `receive` span, the child of `send`; returns its ids.
     fn record_receive(
         &self,
         send: TraceIds,
@@ -263,10 +273,8 @@ impl HeartbeatSpans {
         end: Instant,
         attributes: Vec<KeyValue>,
         error: Option<String>,
-    ) {
-        let Some(ids) = self.traces.child(send.trace) else {
-            return;
-        };
+    ) -> Option<TraceIds> {
+        let ids = self.traces.child(send.trace)?;
         let clock = WallClock::now();
         self.traces.record(FinishedSpan {
             name: format!("receive {}", self.topic),
@@ -279,6 +287,7 @@ impl HeartbeatSpans {
             error,
             links: vec![send],
         });
+        Some(ids)
     }
 }
 
