@@ -3,17 +3,14 @@
 //! batch log processor and opentelemetry-otlp's log exporter, on the metrics' settings and
 //! under their resource. The exporter's outcomes are counted with the other signals'.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::{LogBatch, LogExporter, SdkLoggerProvider};
 
-use super::export::signals;
-use super::export::stats::{ExportStats, Signal};
+use super::export::signals::{self, InRuntime};
+use super::export::stats::{ExportStats, Reminder, Signal};
 use super::export::transport::TransportError;
 use crate::config::{ExportConfig, OtlpProtocol};
 
@@ -59,7 +56,7 @@ impl Logs {
                 inner: exporter,
                 runtime,
                 stats,
-                warned: Mutex::new(None),
+                reminder: Reminder::every(FAILURE_LOG_EVERY),
             })
             .build();
         super::logging::attach_otlp(&provider);
@@ -81,49 +78,32 @@ impl Logs {
 /// of their own, which would fail the same way).
 const FAILURE_LOG_EVERY: Duration = Duration::from_secs(300);
 
-/// The OTLP log exporter, polled inside the agent's runtime (its I/O needs the runtime; the
-/// batch processor's thread only waits), its outcomes counted as
+/// The OTLP log exporter, polled inside the agent's runtime, its outcomes counted as
 /// `cc_heartbeat.export.batches{otel.signal=logs}`.
 #[derive(Debug)]
 struct CountedExporter {
     inner: opentelemetry_otlp::LogExporter,
     runtime: tokio::runtime::Handle,
     stats: Arc<ExportStats>,
-    warned: Mutex<Option<Instant>>,
+    reminder: Reminder,
 }
 
 impl LogExporter for CountedExporter {
     async fn export(&self, batch: LogBatch<'_>) -> OTelSdkResult {
         let records = batch.iter().count();
-        let result = InRuntime {
-            runtime: self.runtime.clone(),
-            future: Box::pin(self.inner.export(batch)),
-        }
-        .await;
-        match &result {
-            Ok(()) => self.stats.count_batch(Signal::Logs, None),
-            Err(error) => {
-                let kind = match error {
-                    OTelSdkError::Timeout(_) => crate::error::ErrorKind::Timeout,
-                    _ => crate::error::ErrorKind::Transport,
-                };
-                self.stats.count_batch(Signal::Logs, Some(kind.as_str()));
-                self.stats.count_rejected(Signal::Logs, records as u64);
-                let now = Instant::now();
-                let due = self.warned.lock().is_ok_and(|mut last| {
-                    let due = last.is_none_or(|at| now - at >= FAILURE_LOG_EVERY);
-                    if due {
-                        *last = Some(now);
-                    }
-                    due
-                });
-                crate::events::export::LogExportFailed {
-                    error,
-                    records,
-                    loud: due,
-                }
-                .emit();
+        let result = InRuntime::new(&self.runtime, self.inner.export(batch)).await;
+        if self
+            .stats
+            .count_sdk_export(Signal::Logs, &result, records)
+            .is_some()
+            && let Err(error) = &result
+        {
+            crate::events::export::LogExportFailed {
+                error,
+                records,
+                loud: self.reminder.due(),
             }
+            .emit();
         }
         result
     }
@@ -134,21 +114,5 @@ impl LogExporter for CountedExporter {
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
         self.inner.shutdown_with_timeout(timeout)
-    }
-}
-
-/// A future polled with the runtime's context entered, so its I/O and timers work from the
-/// batch processor's own thread.
-struct InRuntime<F> {
-    runtime: tokio::runtime::Handle,
-    future: Pin<Box<F>>,
-}
-
-impl<F: Future> Future for InRuntime<F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let _entered = self.runtime.enter();
-        self.future.as_mut().poll(cx)
     }
 }

@@ -5,20 +5,21 @@
 //! the same way. Kept spans go through the SDK's batch processor to opentelemetry-otlp's span
 //! exporter, on the metrics' connection settings.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::trace::{
     Link, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
 };
 use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
     BatchSpanProcessor, IdGenerator as _, RandomIdGenerator, SpanData, SpanEvents, SpanExporter,
     SpanLinks, SpanProcessor as _,
 };
 
-use super::export::stats::{ExportStats, Signal};
+use super::export::signals::InRuntime;
+use super::export::stats::{ExportStats, Reminder, Signal};
 use super::export::transport::TransportError;
 use crate::config::{ExportConfig, OtlpConfig, OtlpProtocol, SlowConfig};
 use crate::events::export::{TraceExportFailed, TracesConfigured};
@@ -124,11 +125,11 @@ impl Traces {
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| TransportError::NoRuntime)?;
         let exporter = CountedExporter {
-            inner: Arc::new(exporter),
+            inner: exporter,
             runtime,
             stats,
             endpoint: config.endpoint.clone(),
-            warned: Mutex::new(None),
+            reminder: Reminder::every(FAILURE_LOG_EVERY),
         };
         let processor = BatchSpanProcessor::builder(exporter).build();
         TracesConfigured {
@@ -320,16 +321,16 @@ fn otlp_exporter(
     built.map_err(|e| TransportError::SpanExporter(e.to_string()))
 }
 
-/// The OTLP span exporter, run on the agent's runtime (the batch processor's thread only
-/// waits), with its outcomes counted as `cc_heartbeat.export.batches{otel.signal=traces}`
-/// and its failures logged (the first, then every few minutes).
+/// The OTLP span exporter, polled inside the agent's runtime, its outcomes counted as
+/// `cc_heartbeat.export.batches{otel.signal=traces}` and its failures logged (the first, then
+/// every few minutes).
 #[derive(Debug)]
 struct CountedExporter {
-    inner: Arc<opentelemetry_otlp::SpanExporter>,
+    inner: opentelemetry_otlp::SpanExporter,
     runtime: tokio::runtime::Handle,
     stats: Arc<ExportStats>,
     endpoint: String,
-    warned: Mutex<Option<Instant>>,
+    reminder: Reminder,
 }
 
 /// Failed span exports are logged at most this often.
@@ -337,43 +338,23 @@ const FAILURE_LOG_EVERY: Duration = Duration::from_secs(300);
 
 impl SpanExporter for CountedExporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let inner = Arc::clone(&self.inner);
         let spans = batch.len();
-        let result = match self
-            .runtime
-            .spawn(async move { inner.export(batch).await })
-            .await
+        let result = InRuntime::new(&self.runtime, self.inner.export(batch)).await;
+        if self
+            .stats
+            .count_sdk_export(Signal::Traces, &result, spans)
+            .is_some()
+            && let Err(error) = &result
         {
-            Ok(result) => result,
-            Err(error) => Err(OTelSdkError::InternalFailure(error.to_string())),
-        };
-        match &result {
-            Ok(()) => self.stats.count_batch(Signal::Traces, None),
-            Err(error) => {
-                let kind = match error {
-                    OTelSdkError::Timeout(_) => crate::error::ErrorKind::Timeout,
-                    _ => crate::error::ErrorKind::Transport,
-                };
-                self.stats.count_batch(Signal::Traces, Some(kind.as_str()));
-                self.stats.count_rejected(Signal::Traces, spans as u64);
-                let now = Instant::now();
-                let loud = self.warned.lock().is_ok_and(|mut last| {
-                    let due = last.is_none_or(|at| now - at >= FAILURE_LOG_EVERY);
-                    if due {
-                        *last = Some(now);
-                    }
-                    due
-                });
-                let redacted = crate::config::redact_url(&self.endpoint);
-                let message = error.to_string().replace(&self.endpoint, &redacted);
-                TraceExportFailed {
-                    endpoint: &redacted,
-                    error: &message,
-                    spans,
-                    loud,
-                }
-                .emit();
+            let redacted = crate::config::redact_url(&self.endpoint);
+            let message = error.to_string().replace(&self.endpoint, &redacted);
+            TraceExportFailed {
+                endpoint: &redacted,
+                error: &message,
+                spans,
+                loud: self.reminder.due(),
             }
+            .emit();
         }
         result
     }

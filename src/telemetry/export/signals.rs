@@ -1,6 +1,11 @@
 //! The span and log exporters' settings, taken from the metrics' (`export.otlp`): over gRPC a
 //! channel built like the metrics' one (TLS, timeout) with their metadata and compression;
 //! over HTTP their client (TLS), headers and compression. Each signal has its own endpoint.
+//! Their exports are polled inside the agent's runtime ([`InRuntime`]).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 
@@ -50,4 +55,29 @@ pub(crate) fn over_http<B: WithHttpConfig + WithExportConfig>(
         builder = builder.with_compression(c);
     }
     Ok(builder)
+}
+
+/// A future polled with the runtime's context entered, so an exporter's I/O and timers work
+/// from the SDK batch processor's own thread (which only waits).
+pub(crate) struct InRuntime<F> {
+    runtime: tokio::runtime::Handle,
+    future: Pin<Box<F>>,
+}
+
+impl<F: Future> InRuntime<F> {
+    pub(crate) fn new(runtime: &tokio::runtime::Handle, future: F) -> Self {
+        Self {
+            runtime: runtime.clone(),
+            future: Box::pin(future),
+        }
+    }
+}
+
+impl<F: Future> Future for InRuntime<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let _entered = self.runtime.enter();
+        self.future.as_mut().poll(cx)
+    }
 }

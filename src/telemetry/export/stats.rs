@@ -5,6 +5,11 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+
+use crate::error::ErrorKind;
 
 /// The OpenTelemetry signals the agent exports (`otel.signal`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -41,6 +46,27 @@ impl ExportStats {
         if let Ok(mut batches) = self.batches.lock() {
             *batches.entry((signal, error)).or_default() += 1;
         }
+    }
+
+    /// Counts what an SDK exporter (spans, log records) did with a batch of `items`: delivered,
+    /// or failed and its items dropped. Returns the failure's `error.type`.
+    pub(crate) fn count_sdk_export(
+        &self,
+        signal: Signal,
+        result: &OTelSdkResult,
+        items: usize,
+    ) -> Option<ErrorKind> {
+        let Err(error) = result else {
+            self.count_batch(signal, None);
+            return None;
+        };
+        let kind = match error {
+            OTelSdkError::Timeout(_) => ErrorKind::Timeout,
+            _ => ErrorKind::Transport,
+        };
+        self.count_batch(signal, Some(kind.as_str()));
+        self.count_rejected(signal, items as u64);
+        Some(kind)
     }
 
     pub(crate) fn count_rejected(&self, signal: Signal, points: u64) {
@@ -84,5 +110,33 @@ impl ExportStats {
 
     pub(crate) fn held_bytes(&self) -> i64 {
         self.held_bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// When a repeated failure is due to be said loudly: the first time, then at most every
+/// `every`.
+#[derive(Debug)]
+pub(crate) struct Reminder {
+    every: Duration,
+    last: Mutex<Option<Instant>>,
+}
+
+impl Reminder {
+    pub(crate) const fn every(every: Duration) -> Self {
+        Self {
+            every,
+            last: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn due(&self) -> bool {
+        let now = Instant::now();
+        self.last.lock().is_ok_and(|mut last| {
+            let due = last.is_none_or(|at| now - at >= self.every);
+            if due {
+                *last = Some(now);
+            }
+            due
+        })
     }
 }
