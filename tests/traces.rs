@@ -385,3 +385,97 @@ async fn a_broker_probe_is_a_trace_with_a_span_per_stage() {
 fn outcome_of(span: &Span) -> String {
     attr(&span.attributes, "cc_heartbeat.probe.outcome").unwrap_or_default()
 }
+
+/// Healthy heartbeats are kept at the configured ratio: at 0.5, the share of heartbeats sent
+/// whose trace arrived is within four standard deviations of a half (nothing is slow here:
+/// the thresholds are far above the mock's latencies).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_heartbeats_are_kept_at_the_sample_ratio() {
+    let mock = MockKafka::new(1);
+    let receiver = OtlpReceiver::start(0).await;
+    let agent = agent(
+        &mock,
+        &receiver,
+        "grpc",
+        "{sample_ratio: 0.5, slow: {produce: 10s, end_to_end: 10s, connection: 10s}}",
+    );
+    let sent = eventually(Duration::from_secs(60), "200 heartbeats sent", || {
+        let last = receiver.requests().pop()?;
+        let sent = counter_value(
+            &last,
+            "kafka.heartbeat.messages.sent",
+            &[("error.type", "!")],
+        );
+        (sent >= 200).then_some(sent)
+    })
+    .await;
+    let (status, output) = agent.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "{output}");
+    let spans = receiver.spans();
+    let kept = spans
+        .iter()
+        .filter(|(_, s)| s.kind == SpanKind::Producer as i32)
+        .count() as f64;
+    // The final export may count a few more sends than the last one read; the spans of all of
+    // them may have arrived.
+    let sent = sent as f64;
+    let sigma = (sent * 0.25).sqrt();
+    println!("{kept} of {sent} heartbeats kept at 0.5 (sigma {sigma:.1})");
+    assert!(
+        (kept - sent / 2.0).abs() <= 4.0 * sigma + 10.0,
+        "{kept} of {sent} kept"
+    );
+    for (_, span) in &spans {
+        assert_ne!(outcome(span), "slow");
+    }
+}
+
+/// With spans and log records turned off (by the standard variables here), nothing but metrics
+/// arrives, even with every heartbeat to be kept and a broker failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_but_metrics_is_exported_with_the_other_signals_off() {
+    let mock = MockKafka::new(1);
+    let receiver = OtlpReceiver::start(0).await;
+    let topic = unique_topic("off");
+    mock.create_topic(&topic, 1);
+    let agent = AgentProcess::start(
+        &format!(
+            "clusters:\n  - name: off\n    bootstrap_servers: '{}'\n\
+             heartbeat: {{topic: {topic}, interval: 200ms}}\n\
+             checks: {{connectivity: {{interval: 1s, timeout: 800ms}}}}\n\
+             export:\n  otlp: {{endpoint: '{}', interval: 1s}}\n  traces: {{sample_ratio: 1}}\n",
+            mock.bootstrap(),
+            receiver.endpoint(),
+        ),
+        &[
+            ("OTEL_TRACES_EXPORTER", "none"),
+            ("OTEL_LOGS_EXPORTER", "none"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ("OTEL_BLRP_SCHEDULE_DELAY", "200"),
+        ],
+    );
+    eventually(Duration::from_secs(20), "heartbeats flow", || {
+        let last = receiver.requests().pop()?;
+        (counter_value(&last, "kafka.heartbeat.messages.received", &[]) > 5).then_some(())
+    })
+    .await;
+    mock.broker_down(1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    mock.broker_up(1);
+    let (status, output) = agent.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "{output}");
+    assert!(output.contains("OTLP trace export is off"), "{output}");
+    assert!(receiver.spans().is_empty());
+    assert!(receiver.log_records().is_empty());
+    let last = receiver.requests().pop().unwrap();
+    for signal in ["traces", "logs"] {
+        assert_eq!(
+            counter_value(
+                &last,
+                "cc_heartbeat.export.batches",
+                &[("otel.signal", signal)]
+            ),
+            0
+        );
+    }
+}
