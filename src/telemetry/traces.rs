@@ -6,6 +6,7 @@
 //! exporter, on the metrics' connection settings.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::trace::{
@@ -17,12 +18,69 @@ use opentelemetry_sdk::trace::{
     BatchSpanProcessor, IdGenerator as _, RandomIdGenerator, SpanData, SpanEvents, SpanExporter,
     SpanLinks, SpanProcessor as _,
 };
+use opentelemetry_sdk::trace::{OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT};
 
 use super::export::signals::InRuntime;
 use super::export::stats::{ExportStats, Reminder, Signal};
 use super::export::transport::TransportError;
 use crate::config::{ExportConfig, OtlpConfig, OtlpProtocol, SlowConfig};
 use crate::events::export::{TraceExportFailed, TracesConfigured};
+
+/// Spans handed to the batch processor and not yet through its exporter. Past the bound (the
+/// processor's own queue size, `OTEL_BSP_MAX_QUEUE_SIZE`, 2048 by default) new spans are
+/// dropped and counted, so a collector that hangs never turns into an unbounded queue, and
+/// what is lost is said.
+#[derive(Debug)]
+struct Backlog {
+    queued: AtomicUsize,
+    bound: usize,
+}
+
+impl Backlog {
+    fn new(bound: usize) -> Self {
+        Self {
+            queued: AtomicUsize::new(0),
+            bound: bound.max(1),
+        }
+    }
+
+    /// The bound the batch processor reads too.
+    fn from_env() -> Self {
+        Self::new(
+            std::env::var(OTEL_BSP_MAX_QUEUE_SIZE)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT),
+        )
+    }
+
+    /// Whether one more span may be queued (then it counts as queued).
+    fn admit(&self) -> bool {
+        self.queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.bound).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// `n` spans went through the exporter (delivered or not).
+    fn done(&self, n: usize) {
+        let _ = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                Some(q.saturating_sub(n))
+            });
+    }
+}
+
+/// Takes spans out of the backlog when dropped.
+struct Leaving<'a>(&'a Backlog, usize);
+
+impl Drop for Leaving<'_> {
+    fn drop(&mut self) {
+        self.0.done(self.1);
+    }
+}
 
 /// A span's trace and span ids, as a W3C `traceparent` carries them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,6 +153,9 @@ pub struct Traces {
 #[derive(Debug)]
 struct Inner {
     processor: BatchSpanProcessor,
+    /// Spans not yet through the exporter: bounded, what is past it dropped and counted.
+    backlog: Arc<Backlog>,
+    stats: Arc<ExportStats>,
     /// Healthy traces are kept when their id's low 63 bits fall under this.
     keep_below: u64,
     slow: SlowConfig,
@@ -124,12 +185,14 @@ impl Traces {
         exporter.set_resource(resource);
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| TransportError::NoRuntime)?;
+        let backlog = Arc::new(Backlog::from_env());
         let exporter = CountedExporter {
             inner: exporter,
             runtime,
-            stats,
+            stats: Arc::clone(&stats),
             endpoint: config.endpoint.clone(),
             reminder: Reminder::every(FAILURE_LOG_EVERY),
+            backlog: Arc::clone(&backlog),
         };
         let processor = BatchSpanProcessor::builder(exporter).build();
         TracesConfigured {
@@ -139,6 +202,8 @@ impl Traces {
         Ok(Self {
             inner: Some(Arc::new(Inner {
                 processor,
+                backlog,
+                stats,
                 keep_below: ratio_bound(config.sample_ratio),
                 slow: config.slow,
                 scope: InstrumentationScope::builder(super::SERVICE_NAME)
@@ -159,6 +224,9 @@ impl Traces {
         Self {
             inner: Some(Arc::new(Inner {
                 processor: BatchSpanProcessor::builder(exporter).build(),
+                // The in-memory exporter is not counted: no bound in tests.
+                backlog: Arc::new(Backlog::new(usize::MAX)),
+                stats: Arc::default(),
                 keep_below: ratio_bound(sample_ratio),
                 slow,
                 scope: InstrumentationScope::builder(super::SERVICE_NAME).build(),
@@ -211,6 +279,10 @@ impl Traces {
     /// Hands a kept span to the batch processor (a no-op when spans are off).
     pub fn record(&self, span: FinishedSpan) {
         let Some(inner) = &self.inner else { return };
+        if !inner.backlog.admit() {
+            inner.stats.count_rejected(Signal::Traces, 1);
+            return;
+        }
         let status = match span.error {
             Some(description) => Status::error(description),
             None => Status::Unset,
@@ -331,6 +403,7 @@ struct CountedExporter {
     stats: Arc<ExportStats>,
     endpoint: String,
     reminder: Reminder,
+    backlog: Arc<Backlog>,
 }
 
 /// Failed span exports are logged at most this often.
@@ -339,6 +412,8 @@ const FAILURE_LOG_EVERY: Duration = Duration::from_secs(300);
 impl SpanExporter for CountedExporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let spans = batch.len();
+        // Out of the backlog however the export ends, cut short included.
+        let _out = Leaving(&self.backlog, spans);
         let result = InRuntime::new(&self.runtime, self.inner.export(batch)).await;
         if self
             .stats
@@ -392,6 +467,22 @@ mod tests {
             assert_eq!(TraceIds::parse_traceparent(bad.as_bytes()), None, "{bad}");
         }
         assert_eq!(TraceIds::parse_traceparent(&[0xff, 0xfe]), None);
+    }
+
+    #[test]
+    fn the_backlog_admits_up_to_its_bound_and_again_as_spans_go_out() {
+        let backlog = Backlog::new(3);
+        assert!((0..3).all(|_| backlog.admit()));
+        assert!(!backlog.admit(), "full");
+        backlog.done(2);
+        assert!(backlog.admit() && backlog.admit());
+        assert!(!backlog.admit());
+        backlog.done(10);
+        assert_eq!(
+            backlog.queued.load(Ordering::Acquire),
+            0,
+            "never below zero"
+        );
     }
 
     #[test]
