@@ -13,10 +13,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::metrics::v1::{Exemplar, exemplar, metric};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
-use support::otlp::{OtlpReceiver, attr, counter_value};
+use support::otlp::{OtlpReceiver, attr, counter_value, find};
 use support::process::AgentProcess;
 use support::{MockKafka, eventually, free_port, unique_topic};
 
@@ -199,7 +200,7 @@ async fn a_heartbeat_is_a_trace_of_its_send_and_its_receive() {
 
 /// At `sample_ratio: 0` no healthy heartbeat is kept; with the path to the broker slowed past
 /// `slow.produce`, the slow sends are (and only they: each one kept took longer than the
-/// threshold). Over OTLP/HTTP.
+/// threshold), and they are the produce histogram's exemplars. Over OTLP/HTTP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_slow_heartbeats_are_kept_when_healthy_ones_are_not_sampled() {
     let mock = MockKafka::new(1);
@@ -235,13 +236,42 @@ async fn only_slow_heartbeats_are_kept_when_healthy_ones_are_not_sampled() {
     .await;
     let (status, output) = agent.terminate(Duration::from_secs(10)).await;
     assert!(status.success(), "{output}");
-    for (_, span) in receiver.spans() {
+    let spans: Vec<Span> = receiver.spans().into_iter().map(|(_, s)| s).collect();
+    for span in &spans {
         assert_eq!(span.kind, SpanKind::Producer as i32, "only sends: {span:?}");
-        assert_eq!(outcome(&span), "acked");
+        assert_eq!(outcome(span), "acked");
         assert!(
-            duration(&span) > Duration::from_millis(40),
+            duration(span) > Duration::from_millis(40),
             "{:?}: only slow ones",
-            duration(&span)
+            duration(span)
+        );
+    }
+    // The slow sends are exemplars on the produce histogram, pointing at those spans.
+    let exemplars: Vec<Exemplar> = receiver
+        .requests()
+        .iter()
+        .filter_map(|r| find(r, "kafka.heartbeat.produce.duration"))
+        .filter_map(|m| match &m.data {
+            Some(metric::Data::Histogram(h)) => Some(h.data_points.clone()),
+            _ => None,
+        })
+        .flatten()
+        .flat_map(|p| p.exemplars)
+        .collect();
+    assert!(exemplars.len() >= 3, "{} exemplars", exemplars.len());
+    for e in &exemplars {
+        let span = spans
+            .iter()
+            .find(|s| s.span_id == e.span_id && s.trace_id == e.trace_id)
+            .expect("an exemplar's span is in the trace export");
+        let Some(exemplar::Value::AsDouble(value)) = e.value else {
+            panic!("{e:?}")
+        };
+        assert!(value > 0.040, "{value}");
+        assert!(
+            (value - duration(span).as_secs_f64()).abs() < 0.002,
+            "the exemplar's value is its span's duration: {value} vs {:?}",
+            duration(span)
         );
     }
 }

@@ -15,7 +15,7 @@ use super::{Probe, Schedule};
 use crate::events::broker::{BootstrapRetired, BrokerProbed, BrokerRetired};
 use crate::kafka::metadata::{Broker, ClusterView};
 use crate::kafka::wire;
-use crate::telemetry::instruments::ClusterLabels;
+use crate::telemetry::instruments::{ClusterLabels, attr, name};
 use crate::telemetry::traces::in_span;
 use crate::telemetry::{ClusterAttributes, Instruments};
 
@@ -183,7 +183,22 @@ impl Probe for BrokerProbe {
             });
             if let Some(root) = root {
                 let attributes = outcome.target.attributes(attrs.base());
-                super::spans::record_staged(traces, root, "probe broker", attributes, outcome);
+                let stages = super::spans::StageSeries {
+                    metric: name::BROKER_CONNECTION_DURATION,
+                    series: vec![
+                        (attr::CLUSTER_NAME, self.cluster.name().to_owned()),
+                        (attr::BROKER_ID, outcome.target.label()),
+                    ],
+                    stage_key: attr::CONNECTION_STAGE,
+                };
+                super::spans::record_staged(
+                    traces,
+                    root,
+                    "probe broker",
+                    attributes,
+                    outcome,
+                    stages,
+                );
             }
             if let Some(k) = known {
                 k.up = Some(outcome.up());

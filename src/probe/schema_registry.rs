@@ -21,7 +21,7 @@ use crate::kafka::metadata::ClusterView;
 use crate::kafka::reach::{self, Outcome, Stage, Stream};
 use crate::kafka::tls::{self, TlsSetupError};
 use crate::telemetry::instruments::ClusterLabels;
-use crate::telemetry::instruments::attr;
+use crate::telemetry::instruments::{attr, name};
 use crate::telemetry::{ClusterAttributes, Instruments};
 use opentelemetry::KeyValue;
 
@@ -244,12 +244,18 @@ impl Probe for RegistryProbe {
                 KeyValue::new(attr::SERVER_ADDRESS, self.target.host.clone()),
                 KeyValue::new(attr::SERVER_PORT, i64::from(self.target.port)),
             ]);
+            let stages = super::spans::StageSeries {
+                metric: name::REGISTRY_CONNECTION_DURATION,
+                series: vec![(attr::CLUSTER_NAME, self.parts.cluster.name().to_owned())],
+                stage_key: attr::REGISTRY_STAGE,
+            };
             super::spans::record_staged(
                 traces,
                 root,
                 "probe schema_registry",
                 attributes,
                 &outcome,
+                stages,
             );
         }
         self.up = Some(outcome.up());

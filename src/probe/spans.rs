@@ -30,14 +30,26 @@ pub(crate) fn kept_round(traces: &Traces, outcome: &Outcome) -> Option<TraceIds>
     (!outcome.up() || took > slow.connection || traces.keeps_healthy(root.trace)).then_some(root)
 }
 
-/// Records the spans of one probe of one target under `root` (from [`kept_round`]); `name` is
-/// the root span's (`probe broker`), `attributes` its own (the target's, the cluster's).
+/// The connection-duration series a probe's stages are measured in, for their exemplars.
+pub(crate) struct StageSeries {
+    /// The histogram (`kafka.broker.connection.duration`, ...).
+    pub metric: &'static str,
+    /// The attributes that name the target's series (the cluster, the broker).
+    pub series: Vec<(&'static str, String)>,
+    /// The attribute that names the stage.
+    pub stage_key: &'static str,
+}
+
+/// Records the spans of one probe of one target under `root` (from [`kept_round`]), and each
+/// completed stage's time as an exemplar of its series; `name` is the root span's (`probe
+/// broker`), `attributes` its own (the target's, the cluster's).
 pub(crate) fn record_staged(
     traces: &Traces,
     root: TraceIds,
     name: &str,
     attributes: Vec<KeyValue>,
     outcome: &Outcome,
+    stages: StageSeries,
 ) {
     let clock = WallClock::now();
     let mut at = outcome.started;
@@ -81,6 +93,15 @@ pub(crate) fn record_staged(
         let mut attributes = vec![KeyValue::new(attr::CONNECTION_STAGE, stage.clone())];
         if let Some(f) = failure {
             attributes.push(error_kv(f.kind()));
+        } else {
+            let mut series = stages.series.clone();
+            series.push((stages.stage_key, stage.clone()));
+            traces.exemplar(
+                stages.metric,
+                series,
+                end.saturating_duration_since(start),
+                ids,
+            );
         }
         traces.record(FinishedSpan {
             name: stage,

@@ -171,8 +171,10 @@ impl Telemetry {
             });
         }
         let stats = Arc::new(export::stats::ExportStats::default());
+        let exemplars = Arc::new(export::exemplars::Exemplars::default());
         if otlp.enabled {
-            let exporter = export::OtlpExporter::new(otlp, std::sync::Arc::clone(&stats))?;
+            let exporter =
+                export::OtlpExporter::new(otlp, Arc::clone(&stats), Arc::clone(&exemplars))?;
             let reader = PeriodicReader::builder(exporter)
                 .with_interval(otlp.interval)
                 .build();
@@ -196,12 +198,11 @@ impl Telemetry {
             Self::with_stats(configure(builder).build(), &stats, export.messaging_names);
         telemetry.prometheus = registry;
         telemetry.instruments.traces =
-            traces::Traces::build(export, &identity.resource, Arc::clone(&stats)).map_err(
-                |source| BuildError::OtlpExporter {
+            traces::Traces::build(export, &identity.resource, Arc::clone(&stats), exemplars)
+                .map_err(|source| BuildError::OtlpExporter {
                     endpoint: crate::config::redact_url(&export.traces.endpoint),
                     source,
-                },
-            )?;
+                })?;
         telemetry.logs =
             logs::Logs::build(export, &identity.resource, stats).map_err(|source| {
                 BuildError::OtlpExporter {

@@ -20,6 +20,7 @@ use opentelemetry_sdk::trace::{
 };
 use opentelemetry_sdk::trace::{OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT};
 
+use super::export::exemplars::Exemplars;
 use super::export::signals::InRuntime;
 use super::export::stats::{ExportStats, Reminder, Signal};
 use super::export::transport::TransportError;
@@ -156,6 +157,7 @@ struct Inner {
     /// Spans not yet through the exporter: bounded, what is past it dropped and counted.
     backlog: Arc<Backlog>,
     stats: Arc<ExportStats>,
+    exemplars: Arc<Exemplars>,
     /// Healthy traces are kept when their id's low 63 bits fall under this.
     keep_below: u64,
     slow: SlowConfig,
@@ -175,6 +177,7 @@ impl Traces {
         export: &ExportConfig,
         resource: &opentelemetry_sdk::Resource,
         stats: Arc<ExportStats>,
+        exemplars: Arc<Exemplars>,
     ) -> Result<Self, TransportError> {
         let config = &export.traces;
         if !config.enabled {
@@ -204,6 +207,7 @@ impl Traces {
                 processor,
                 backlog,
                 stats,
+                exemplars,
                 keep_below: ratio_bound(config.sample_ratio),
                 slow: config.slow,
                 scope: InstrumentationScope::builder(super::SERVICE_NAME)
@@ -227,6 +231,7 @@ impl Traces {
                 // The in-memory exporter is not counted: no bound in tests.
                 backlog: Arc::new(Backlog::new(usize::MAX)),
                 stats: Arc::default(),
+                exemplars: Arc::default(),
                 keep_below: ratio_bound(sample_ratio),
                 slow,
                 scope: InstrumentationScope::builder(super::SERVICE_NAME).build(),
@@ -269,6 +274,22 @@ impl Traces {
             let low = u64::from_be_bytes(trace.to_bytes()[8..].try_into().unwrap_or([0xff; 8]));
             (low >> 1) < i.keep_below
         })
+    }
+
+    /// A kept span's measurement of `metric` on the series `series`, to be attached to its
+    /// point as an exemplar.
+    pub fn exemplar(
+        &self,
+        metric: &'static str,
+        series: Vec<(&'static str, String)>,
+        value: Duration,
+        ids: TraceIds,
+    ) {
+        if let Some(inner) = &self.inner {
+            inner
+                .exemplars
+                .record(metric, series, value.as_secs_f64(), ids);
+        }
     }
 
     /// What counts as slow; `None` when spans are off.

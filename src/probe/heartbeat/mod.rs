@@ -175,7 +175,12 @@ pub fn start(
             |c| c.context().log().clone(),
         ),
         read_back: heartbeat.read_back,
-        spans: spans::HeartbeatSpans::new(traces.clone(), &heartbeat.topic, tracker.window()),
+        spans: spans::HeartbeatSpans::new(
+            traces.clone(),
+            labels.name(),
+            &heartbeat.topic,
+            tracker.window(),
+        ),
         events,
         positions: Arc::clone(&positions),
         tracker,

@@ -17,7 +17,7 @@ use opentelemetry::trace::SpanKind;
 
 use crate::error::ErrorKind;
 use crate::events::heartbeat::Recorder;
-use crate::telemetry::instruments::{attr, error_kv};
+use crate::telemetry::instruments::{attr, error_kv, name};
 use crate::telemetry::traces::{FinishedSpan, TraceIds, Traces, WallClock};
 use crate::tracker::Lost;
 
@@ -49,6 +49,8 @@ struct Pending {
 #[derive(Debug)]
 pub(super) struct HeartbeatSpans {
     traces: Traces,
+    /// The cluster's configured name, the series of its exemplars with the partition.
+    cluster: String,
     topic: String,
     /// Acked sends not yet read back or lost, by partition and sequence number.
     pending: BTreeMap<i32, BTreeMap<u64, Pending>>,
@@ -57,9 +59,10 @@ pub(super) struct HeartbeatSpans {
 }
 
 impl HeartbeatSpans {
-    pub(super) fn new(traces: Traces, topic: &str, window: usize) -> Self {
+    pub(super) fn new(traces: Traces, cluster: &str, topic: &str, window: usize) -> Self {
         Self {
             traces,
+            cluster: cluster.to_owned(),
             topic: topic.to_owned(),
             pending: BTreeMap::new(),
             window: window as u64,
@@ -150,7 +153,16 @@ impl HeartbeatSpans {
         let start = pending.map_or(at, |p| p.acked_at.min(at));
         let mut attributes = self.receive_attributes(r, partition, seq, outcome);
         attributes.push(KeyValue::new(attr::MESSAGING_OFFSET, offset));
-        self.record_receive(send, start, at, attributes, None);
+        let receive = self.record_receive(send, start, at, attributes, None);
+        let end_to_end = match what {
+            ReadBack::Received { end_to_end } => Some(end_to_end),
+            ReadBack::Duplicated => None,
+            _ => pending.map(|p| at.saturating_duration_since(p.sent_at)),
+        };
+        if let (Some(ids), Some(e2e)) = (receive, end_to_end) {
+            self.traces
+                .exemplar(name::END_TO_END_DURATION, self.series(partition), e2e, ids);
+        }
     }
 
     /// Heartbeats declared lost at `now`: their traces are kept, and end here. Returns the
@@ -227,6 +239,15 @@ impl HeartbeatSpans {
         if let Some(broker) = p.broker {
             attributes.extend(r.broker(broker));
         }
+        if error.is_none() {
+            let latency = p.acked_at.saturating_duration_since(p.sent_at);
+            self.traces.exemplar(
+                name::PRODUCE_DURATION,
+                self.series(partition),
+                latency,
+                p.ids,
+            );
+        }
         let description = error.map(|(kind, code)| {
             attributes.push(error_kv(kind));
             if let Some(code) = code {
@@ -246,6 +267,14 @@ impl HeartbeatSpans {
             error: description,
             links: Vec::new(),
         });
+    }
+
+    /// The series of a partition's points, for exemplars.
+    fn series(&self, partition: i32) -> Vec<(&'static str, String)> {
+        vec![
+            (attr::CLUSTER_NAME, self.cluster.clone()),
+            (attr::PARTITION, partition.to_string()),
+        ]
     }
 
     fn receive_attributes(
@@ -326,7 +355,7 @@ mod tests {
         let traces = Traces::with_exporter(exporter.clone(), ratio, slow);
         let labels = ClusterLabels::new("c", std::iter::empty());
         Setup {
-            spans: HeartbeatSpans::new(traces.clone(), "hb", 64),
+            spans: HeartbeatSpans::new(traces.clone(), "c", "hb", 64),
             traces,
             exporter,
             telemetry: Telemetry::from_provider(Default::default()),

@@ -16,6 +16,7 @@
 //! held and sent again forever; a `Retry-After` or `RetryInfo` holds the next export back.
 
 mod buffer;
+pub(crate) mod exemplars;
 mod series;
 pub(crate) mod signals;
 pub(crate) mod stats;
@@ -61,6 +62,8 @@ pub(crate) struct OtlpExporter {
     capacity_bytes: usize,
     state: Mutex<State>,
     stats: Arc<ExportStats>,
+    /// Kept spans' measurements, attached to their points.
+    exemplars: Arc<exemplars::Exemplars>,
 }
 
 #[derive(Debug, Default)]
@@ -88,7 +91,11 @@ struct Outage {
 
 impl OtlpExporter {
     /// Builds the exporter; inside the tokio runtime, which runs its requests.
-    pub(crate) fn new(config: &OtlpConfig, stats: Arc<ExportStats>) -> Result<Self, BuildError> {
+    pub(crate) fn new(
+        config: &OtlpConfig,
+        stats: Arc<ExportStats>,
+        exemplars: Arc<exemplars::Exemplars>,
+    ) -> Result<Self, BuildError> {
         let transport = Transport::new(config).map_err(|source| BuildError::OtlpExporter {
             endpoint: crate::config::redact_url(&config.endpoint),
             source,
@@ -102,6 +109,7 @@ impl OtlpExporter {
             capacity_bytes: usize::try_from(config.delta_buffer_size).unwrap_or(usize::MAX),
             state: Mutex::default(),
             stats,
+            exemplars,
         })
     }
 
@@ -369,7 +377,9 @@ impl Outgoing {
 
 impl PushMetricExporter for OtlpExporter {
     async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
-        let Some(batch) = self.queue(ExportMetricsServiceRequest::from(metrics)) else {
+        let mut request = ExportMetricsServiceRequest::from(metrics);
+        self.exemplars.attach(&mut request);
+        let Some(batch) = self.queue(request) else {
             return Ok(());
         };
         let mut delivered = 0;
