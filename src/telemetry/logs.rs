@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::logs::{LogBatch, LogExporter, SdkLoggerProvider};
+use opentelemetry_sdk::logs::{
+    BatchConfigBuilder, BatchLogProcessor, LogBatch, LogExporter, OTEL_BLRP_SCHEDULE_DELAY,
+    SdkLoggerProvider,
+};
 
 use super::export::signals::{self, InRuntime};
 use super::export::stats::{ExportStats, Reminder, Signal};
@@ -50,14 +53,25 @@ impl Logs {
         let exporter = built.map_err(|e| TransportError::SpanExporter(e.to_string()))?;
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| TransportError::NoRuntime)?;
+        let exporter = CountedExporter {
+            inner: exporter,
+            runtime,
+            stats,
+            reminder: Reminder::every(FAILURE_LOG_EVERY),
+        };
+        // The SDK's default sends records every second: its thread waking that often cost
+        // more than all the spans (bench/footprint, docs/performance.md). Every 5 s unless
+        // OTEL_BLRP_SCHEDULE_DELAY says otherwise, as for spans.
+        let mut batching = BatchConfigBuilder::default();
+        if std::env::var_os(OTEL_BLRP_SCHEDULE_DELAY).is_none() {
+            batching = batching.with_scheduled_delay(SCHEDULE_DELAY);
+        }
+        let processor = BatchLogProcessor::builder(exporter)
+            .with_batch_config(batching.build())
+            .build();
         let provider = SdkLoggerProvider::builder()
             .with_resource(resource.clone())
-            .with_batch_exporter(CountedExporter {
-                inner: exporter,
-                runtime,
-                stats,
-                reminder: Reminder::every(FAILURE_LOG_EVERY),
-            })
+            .with_log_processor(processor)
             .build();
         super::logging::attach_otlp(&provider);
         Ok(Self {
@@ -73,6 +87,9 @@ impl Logs {
         }
     }
 }
+
+/// How often queued records are sent, unless `OTEL_BLRP_SCHEDULE_DELAY` says.
+const SCHEDULE_DELAY: Duration = Duration::from_secs(5);
 
 /// Failed log exports are logged at most this often (on stderr only: never as an OTLP record
 /// of their own, which would fail the same way).
