@@ -88,6 +88,7 @@ impl ClusterRun {
                 tap: self.tap,
             },
         );
+        let traces = self.instruments.traces.clone();
         let mut view = set.view.clone();
         let wakes = set.wakes.clone();
         tasks.spawn(probe::run(
@@ -95,6 +96,7 @@ impl ClusterRun {
             &name,
             wakes.refresh.clone(),
             cancel.clone(),
+            &traces,
         ));
         match set.brokers {
             Ok(brokers) => {
@@ -103,6 +105,7 @@ impl ClusterRun {
                     &name,
                     wakes.brokers.clone(),
                     cancel.clone(),
+                    &traces,
                 ));
             }
             Err(error) => BrokerProbeUnavailable { error: &error }.emit(),
@@ -110,7 +113,13 @@ impl ClusterRun {
         // The registry does not depend on the Kafka cluster answering.
         match set.registry {
             Some(Ok(registry)) => {
-                tasks.spawn(probe::run(registry, &name, Wake::new(), cancel.clone()));
+                tasks.spawn(probe::run(
+                    registry,
+                    &name,
+                    Wake::new(),
+                    cancel.clone(),
+                    &traces,
+                ));
             }
             Some(Err(error)) => RegistryProbeUnavailable { error: &error }.emit(),
             None => {}
@@ -122,16 +131,29 @@ impl ClusterRun {
         }
 
         if let Some(offsets) = set.offsets {
-            tasks.spawn(probe::run(offsets, &name, Wake::new(), cancel.clone()));
+            tasks.spawn(probe::run(
+                offsets,
+                &name,
+                Wake::new(),
+                cancel.clone(),
+                &traces,
+            ));
         }
         if let Some(groups) = set.groups {
-            tasks.spawn(probe::run(groups, &name, Wake::new(), cancel.clone()));
+            tasks.spawn(probe::run(
+                groups,
+                &name,
+                Wake::new(),
+                cancel.clone(),
+                &traces,
+            ));
         }
         tasks.spawn(probe::run(
             set.topic,
             &name,
             wakes.create_topic.clone(),
             cancel.clone(),
+            &traces,
         ));
         tasks.spawn(
             set.receiver
@@ -143,6 +165,7 @@ impl ClusterRun {
             &name,
             Wake::new(),
             cancel.clone(),
+            &traces,
         ));
     }
 }

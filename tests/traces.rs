@@ -337,7 +337,8 @@ async fn failed_sends_are_kept_with_their_error() {
 /// A broker probe is a trace: a `probe broker` span naming the broker and the address it
 /// resolved to, with a child per stage in the order they ran (`dns`, `tcp`, `kafka`). Healthy
 /// ones at the ratio (1 here); once the broker is away, the failed stage's span carries the
-/// error, and so does the round's.
+/// error, and so does the round's. The other probes' rounds are spans as well (`probe
+/// metadata`, failed with its error).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_probe_is_a_trace_with_a_span_per_stage() {
     let mock = MockKafka::new(1);
@@ -363,6 +364,23 @@ async fn a_broker_probe_is_a_trace_with_a_span_per_stage() {
         (!rounds(true).is_empty()).then_some(())
     })
     .await;
+    // Other probes' rounds are spans too: the metadata round that failed, with its error,
+    // and its failure's log record inside it.
+    let metadata = eventually(Duration::from_secs(40), "a failed metadata round", || {
+        receiver.spans().into_iter().map(|(_, s)| s).find(|s| {
+            s.name == "probe metadata"
+                && attr(&s.attributes, "cc_heartbeat.probe.outcome").as_deref() == Some("failed")
+        })
+    })
+    .await;
+    assert!(
+        attr(&metadata.attributes, "error.type").is_some(),
+        "{metadata:?}"
+    );
+    assert_eq!(
+        attr(&metadata.attributes, "kafka.cluster.name").as_deref(),
+        Some("traced")
+    );
     mock.broker_up(1);
     let (status, output) = agent.terminate(Duration::from_secs(10)).await;
     assert!(status.success(), "{output}");

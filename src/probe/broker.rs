@@ -137,6 +137,7 @@ impl BrokerProbe {
 
 impl Probe for BrokerProbe {
     const KIND: &'static str = "broker";
+    const ROUND_SPAN: bool = false;
     type Output = Vec<Outcome>;
     type Error = Infallible;
 

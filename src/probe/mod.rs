@@ -32,8 +32,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
+
 use crate::error::TimedOut;
 use crate::events::probe::{ProbeFailed, ProbeRecovered, ProbeStarted};
+use crate::telemetry::instruments::{attr, error_kv};
+use crate::telemetry::traces::{FinishedSpan, TraceIds, Traces, WallClock, in_span};
 
 /// One kind of measurement, run by [`run`] on its [`Schedule`].
 pub trait Probe: Send {
@@ -54,6 +59,10 @@ pub trait Probe: Send {
     /// drops the one under way. A round cut at any await leaves the probe as it was, or
     /// makes the next round finish its work; each implementation says how.
     fn probe_once(&mut self) -> impl Future<Output = Result<Self::Output, Self::Error>> + Send;
+
+    /// Whether each round is a span of its own (`probe <kind>`, with its outcome). Probes
+    /// whose rounds are traced per target (brokers, the heartbeat) say no.
+    const ROUND_SPAN: bool = true;
 
     /// What the probe does, for its start-up log line.
     fn describe(&self) -> String {
@@ -169,17 +178,77 @@ async fn round<P: Probe>(probe: &mut P) -> Result<P::Output, RoundError<P::Error
 }
 
 /// Runs `probe` until `cancel`, inside its [`span`], then stops it. `wake` asks for a round
-/// before the next tick.
+/// before the next tick; `traces` keeps the rounds that failed (and a sample of the others)
+/// as spans, the failure logged inside.
 pub fn run<P: Probe + 'static>(
     probe: P,
     cluster: &str,
     wake: Wake,
     cancel: CancellationToken,
+    traces: &Traces,
 ) -> impl Future<Output = ()> + Send + 'static {
-    run_rounds(probe, wake, cancel).instrument(span(P::KIND, cluster))
+    let rounds = RoundSpans {
+        traces: if P::ROUND_SPAN {
+            traces.clone()
+        } else {
+            Traces::disabled()
+        },
+        cluster: cluster.to_owned(),
+    };
+    run_rounds(probe, wake, cancel, rounds).instrument(span(P::KIND, cluster))
 }
 
-async fn run_rounds<P: Probe>(mut probe: P, wake: Wake, cancel: CancellationToken) {
+/// The spans of a probe's rounds: `probe <kind>`, from the round's start to its end, with
+/// the cluster, the outcome and the failure's `error.type`.
+struct RoundSpans {
+    traces: Traces,
+    cluster: String,
+}
+
+impl RoundSpans {
+    /// Records the round if kept; returns its ids, for the failure to be logged inside.
+    fn record(
+        &self,
+        kind: &'static str,
+        started: std::time::Instant,
+        error: Option<&(dyn std::error::Error + 'static)>,
+    ) -> Option<TraceIds> {
+        let ids = self.traces.start()?;
+        if error.is_none() && !self.traces.keeps_healthy(ids.trace) {
+            return None;
+        }
+        let mut attributes = vec![
+            KeyValue::new(attr::CLUSTER_NAME, self.cluster.clone()),
+            KeyValue::new(
+                "cc_heartbeat.probe.outcome",
+                if error.is_some() { "failed" } else { "ok" },
+            ),
+        ];
+        if let Some(error) = error {
+            attributes.push(error_kv(crate::error::ErrorKind::of(error)));
+        }
+        let clock = WallClock::now();
+        self.traces.record(FinishedSpan {
+            name: format!("probe {kind}"),
+            kind: SpanKind::Internal,
+            ids,
+            parent: None,
+            start: clock.at(started),
+            end: clock.at(std::time::Instant::now()),
+            attributes,
+            error: error.map(|e| crate::error::Chain(e).to_string()),
+            links: Vec::new(),
+        });
+        Some(ids)
+    }
+}
+
+async fn run_rounds<P: Probe>(
+    mut probe: P,
+    wake: Wake,
+    cancel: CancellationToken,
+    spans: RoundSpans,
+) {
     let schedule = probe.schedule();
     ProbeStarted {
         kind: P::KIND,
@@ -203,6 +272,7 @@ async fn run_rounds<P: Probe>(mut probe: P, wake: Wake, cancel: CancellationToke
         }
         // This round answers every request made so far.
         requests.borrow_and_update();
+        let started = std::time::Instant::now();
         let result = tokio::select! {
             biased;
             () = cancel.cancelled() => break,
@@ -215,6 +285,7 @@ async fn run_rounds<P: Probe>(mut probe: P, wake: Wake, cancel: CancellationToke
             Err(RoundError::Failed(error)) => Some(Box::new(error)),
             Err(RoundError::TimedOut(timed_out)) => Some(Box::new(timed_out)),
         };
+        let traced = spans.record(P::KIND, started, error.as_deref().map(|e| e as _));
         match error {
             None => {
                 if failures > 0 {
@@ -237,13 +308,15 @@ async fn run_rounds<P: Probe>(mut probe: P, wake: Wake, cancel: CancellationToke
                     }
                     _ => next_tick,
                 };
-                ProbeFailed {
-                    kind: P::KIND,
-                    error: &*error,
-                    failures,
-                    retry_in: due.saturating_duration_since(now),
-                }
-                .emit();
+                in_span(traced, || {
+                    ProbeFailed {
+                        kind: P::KIND,
+                        error: &*error,
+                        failures,
+                        retry_in: due.saturating_duration_since(now),
+                    }
+                    .emit();
+                });
             }
         }
     }

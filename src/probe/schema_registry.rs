@@ -197,6 +197,7 @@ fn judge(status: u16, body: Option<&[u8]>) -> Result<u16, Classified> {
 
 impl Probe for RegistryProbe {
     const KIND: &'static str = "schema_registry";
+    const ROUND_SPAN: bool = false;
     type Output = Outcome;
     type Error = std::convert::Infallible;
 

@@ -83,7 +83,13 @@ impl Probe for Scripted {
 /// Runs `probe` for `for_` of virtual time, then cancels it and waits for the loop to end.
 async fn run_for(probe: Scripted, wake: Wake, for_: Duration) {
     let cancel = CancellationToken::new();
-    let task = tokio::spawn(run(probe, "test", wake, cancel.clone()));
+    let task = tokio::spawn(run(
+        probe,
+        "test",
+        wake,
+        cancel.clone(),
+        &Traces::disabled(),
+    ));
     tokio::time::sleep(for_).await;
     cancel.cancel();
     task.await.unwrap();
@@ -167,7 +173,13 @@ async fn a_wake_runs_a_round_at_once_without_moving_the_grid() {
     let (probe, log) = Scripted::new(Schedule::every(10 * S, 5 * S), &[]);
     let wake = Wake::new();
     let cancel = CancellationToken::new();
-    let task = tokio::spawn(run(probe, "test", wake.clone(), cancel.clone()));
+    let task = tokio::spawn(run(
+        probe,
+        "test",
+        wake.clone(),
+        cancel.clone(),
+        &Traces::disabled(),
+    ));
     tokio::time::sleep(3 * S).await;
     wake.now();
     wake.now(); // coalesced with the first
@@ -181,7 +193,13 @@ async fn a_wake_runs_a_round_at_once_without_moving_the_grid() {
 async fn cancelling_mid_round_ends_the_loop_at_once_and_stops_the_probe() {
     let (probe, log) = Scripted::new(Schedule::every(10 * S, 500 * S), &[Step::Slow(300 * S)]);
     let cancel = CancellationToken::new();
-    let task = tokio::spawn(run(probe, "test", Wake::new(), cancel.clone()));
+    let task = tokio::spawn(run(
+        probe,
+        "test",
+        Wake::new(),
+        cancel.clone(),
+        &Traces::disabled(),
+    ));
     tokio::time::sleep(5 * S).await;
     let cancelled_at = Instant::now();
     cancel.cancel();

@@ -567,6 +567,7 @@ impl Drop for CheckPending {
 
 impl Probe for HeartbeatProbe {
     const KIND: &'static str = "heartbeat";
+    const ROUND_SPAN: bool = false;
     type Output = Round;
     type Error = Infallible;
 
