@@ -22,6 +22,16 @@ use support::process::AgentProcess;
 use support::{MockKafka, eventually, free_port, unique_topic};
 
 fn agent(mock: &MockKafka, receiver: &OtlpReceiver, protocol: &str, traces: &str) -> AgentProcess {
+    agent_with(mock, receiver, protocol, traces, &[])
+}
+
+fn agent_with(
+    mock: &MockKafka,
+    receiver: &OtlpReceiver,
+    protocol: &str,
+    traces: &str,
+    env: &[(&str, &str)],
+) -> AgentProcess {
     let topic = unique_topic("traces");
     mock.create_topic(&topic, 2);
     AgentProcess::start(
@@ -29,22 +39,26 @@ fn agent(mock: &MockKafka, receiver: &OtlpReceiver, protocol: &str, traces: &str
             "clusters:\n  - name: traced\n    bootstrap_servers: '{}'\n\
              heartbeat: {{topic: {topic}, interval: 200ms, loss_timeout: 3s, message_timeout: 1s}}\n\
              checks: {{metadata: {{interval: 1s}}, connectivity: {{interval: 1s, timeout: 800ms}}}}\n\
-             export:\n  otlp: {{endpoint: '{}', protocol: {protocol}, interval: 1s}}\n  traces: {traces}\n\
+             export:\n  otlp: {{endpoint: '{}', protocol: {protocol}, interval: 1s, headers: {{x-team: heartbeat}}}}\n  traces: {traces}\n\
              http: {{listen: '127.0.0.1:{}'}}\n",
             mock.bootstrap(),
             receiver.endpoint(),
             free_port()
         ),
         &[
-            (
-                "OTEL_RESOURCE_ATTRIBUTES",
-                "service.instance.id=traced-agent",
-            ),
-            // The standard batch processors' settings: kept spans and records leave within
-            // 200 ms.
-            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
-            ("OTEL_BLRP_SCHEDULE_DELAY", "200"),
-        ],
+            &[
+                (
+                    "OTEL_RESOURCE_ATTRIBUTES",
+                    "service.instance.id=traced-agent",
+                ),
+                // The standard batch processors' settings: kept spans and records leave
+                // within 200 ms.
+                ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+                ("OTEL_BLRP_SCHEDULE_DELAY", "200"),
+            ],
+            env,
+        ]
+        .concat(),
     )
 }
 
@@ -86,7 +100,13 @@ fn traces(spans: &[(Vec<KeyValue>, Span)]) -> BTreeMap<Vec<u8>, Vec<Span>> {
 async fn a_heartbeat_is_a_trace_of_its_send_and_its_receive() {
     let mock = MockKafka::new(1);
     let receiver = OtlpReceiver::start(0).await;
-    let agent = agent(&mock, &receiver, "grpc", "{sample_ratio: 1}");
+    let agent = agent_with(
+        &mock,
+        &receiver,
+        "grpc",
+        "{sample_ratio: 1}",
+        &[("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-spans-only=yes")],
+    );
     eventually(Duration::from_secs(30), "ten whole traces", || {
         let whole = traces(&receiver.spans())
             .values()
@@ -195,6 +215,19 @@ async fn a_heartbeat_is_a_trace_of_its_send_and_its_receive() {
             &[("otel.signal", "traces")]
         ) > 0,
         "span exports are counted"
+    );
+    // The metrics' headers go with the spans, and the spans' own variable adds to them.
+    assert!(!receiver.trace_headers().is_empty());
+    for headers in receiver.trace_headers() {
+        assert_eq!(headers.get("x-team").unwrap(), "heartbeat");
+        assert_eq!(headers.get("x-spans-only").unwrap(), "yes");
+    }
+    assert!(
+        receiver
+            .headers()
+            .iter()
+            .all(|h| h.get("x-spans-only").is_none() && h.get("x-team").is_some()),
+        "metrics keep their own"
     );
 }
 

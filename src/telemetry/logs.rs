@@ -41,12 +41,14 @@ impl Logs {
                 opentelemetry_otlp::LogExporter::builder().with_tonic(),
                 otlp,
                 &config.endpoint,
+                "LOGS",
             )?
             .build(),
             OtlpProtocol::HttpProtobuf => signals::over_http(
                 opentelemetry_otlp::LogExporter::builder().with_http(),
                 otlp,
                 &config.endpoint,
+                "LOGS",
             )?
             .build(),
         };

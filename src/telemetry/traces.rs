@@ -402,12 +402,14 @@ fn otlp_exporter(
             opentelemetry_otlp::SpanExporter::builder().with_tonic(),
             otlp,
             endpoint,
+            "TRACES",
         )?
         .build(),
         OtlpProtocol::HttpProtobuf => super::export::signals::over_http(
             opentelemetry_otlp::SpanExporter::builder().with_http(),
             otlp,
             endpoint,
+            "TRACES",
         )?
         .build(),
     };

@@ -60,6 +60,7 @@ struct Recorder {
     requests: Arc<Mutex<Vec<(Instant, ExportMetricsServiceRequest)>>>,
     headers: Arc<Mutex<Vec<tonic::metadata::MetadataMap>>>,
     traces: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
+    trace_headers: Arc<Mutex<Vec<tonic::metadata::MetadataMap>>>,
     logs: Arc<Mutex<Vec<ExportLogsServiceRequest>>>,
     answer: Arc<Mutex<Answer>>,
 }
@@ -70,6 +71,7 @@ impl Default for Recorder {
             requests: Arc::default(),
             headers: Arc::default(),
             traces: Arc::default(),
+            trace_headers: Arc::default(),
             logs: Arc::default(),
             answer: Arc::new(Mutex::new(Answer::Accept)),
         }
@@ -142,6 +144,10 @@ impl TraceService for Recorder {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.trace_headers
+            .lock()
+            .unwrap()
+            .push(request.metadata().clone());
         if self.record_traces(request.into_inner()) {
             Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
         } else {
@@ -383,6 +389,11 @@ impl OtlpReceiver {
 
     pub fn headers(&self) -> Vec<tonic::metadata::MetadataMap> {
         self.recorder.headers.lock().unwrap().clone()
+    }
+
+    /// The metadata of every span request over gRPC.
+    pub fn trace_headers(&self) -> Vec<tonic::metadata::MetadataMap> {
+        self.recorder.trace_headers.lock().unwrap().clone()
     }
 
     /// Every log record taken so far, with its resource's attributes.

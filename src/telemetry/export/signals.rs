@@ -19,27 +19,40 @@ fn compression(otlp: &OtlpConfig) -> Option<opentelemetry_otlp::Compression> {
     }
 }
 
-/// A gRPC exporter builder set up like the metrics' transport, to `endpoint`.
+/// Whether `OTEL_EXPORTER_OTLP_<SIGNAL>_<SETTING>` is set: then the exporter reads it, over
+/// the metrics' setting.
+fn signal_var_set(signal: &str, setting: &str) -> bool {
+    std::env::var_os(format!("OTEL_EXPORTER_OTLP_{signal}_{setting}")).is_some()
+}
+
+/// A gRPC exporter builder set up like the metrics' transport, to `endpoint`; `signal`
+/// (`TRACES`, `LOGS`) names its own variables, which the exporter reads (its headers are
+/// added to the metrics' ones, its timeout and compression replace theirs).
 pub(crate) fn over_grpc<B: WithTonicConfig + WithExportConfig>(
     builder: B,
     otlp: &OtlpConfig,
     endpoint: &str,
+    signal: &str,
 ) -> Result<B, TransportError> {
     let mut builder = builder
         .with_channel(transport::grpc_channel(otlp, endpoint)?)
-        .with_timeout(otlp.timeout)
         .with_metadata(transport::grpc_metadata(otlp));
-    if let Some(c) = compression(otlp) {
+    if !signal_var_set(signal, "TIMEOUT") {
+        builder = builder.with_timeout(otlp.timeout);
+    }
+    if let Some(c) = compression(otlp).filter(|_| !signal_var_set(signal, "COMPRESSION")) {
         builder = builder.with_compression(c);
     }
     Ok(builder)
 }
 
-/// An HTTP exporter builder set up like the metrics' transport, to `endpoint`.
+/// An HTTP exporter builder set up like the metrics' transport, to `endpoint`; `signal` as
+/// for [`over_grpc`].
 pub(crate) fn over_http<B: WithHttpConfig + WithExportConfig>(
     builder: B,
     otlp: &OtlpConfig,
     endpoint: &str,
+    signal: &str,
 ) -> Result<B, TransportError> {
     let headers = otlp
         .headers
@@ -49,9 +62,11 @@ pub(crate) fn over_http<B: WithHttpConfig + WithExportConfig>(
     let mut builder = builder
         .with_http_client(transport::http_client(otlp)?)
         .with_endpoint(endpoint)
-        .with_timeout(otlp.timeout)
         .with_headers(headers);
-    if let Some(c) = compression(otlp) {
+    if !signal_var_set(signal, "TIMEOUT") {
+        builder = builder.with_timeout(otlp.timeout);
+    }
+    if let Some(c) = compression(otlp).filter(|_| !signal_var_set(signal, "COMPRESSION")) {
         builder = builder.with_compression(c);
     }
     Ok(builder)
