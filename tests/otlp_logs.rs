@@ -176,3 +176,44 @@ async fn a_failed_log_export_is_counted_and_said_on_stderr() {
         "the failure is not exported as a record"
     );
 }
+
+/// Records past the batch queue's bound (OTEL_BLRP_MAX_QUEUE_SIZE, 2 here, while the queue
+/// is sent every 5 s) are dropped and counted; what the queue held arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_past_the_queue_bound_are_dropped_and_counted() {
+    let mock = MockKafka::new(1);
+    let receiver = OtlpReceiver::start(0).await;
+    let topic = unique_topic("logs");
+    mock.create_topic(&topic, 1);
+    let agent = AgentProcess::start(
+        &format!(
+            "clusters:\n  - name: logged\n    bootstrap_servers: '{}'\n\
+             heartbeat: {{topic: {topic}, interval: 200ms}}\n\
+             export:\n  otlp: {{endpoint: '{}', interval: 1s}}\n",
+            mock.bootstrap(),
+            receiver.endpoint(),
+        ),
+        &[
+            ("OTEL_BLRP_MAX_QUEUE_SIZE", "2"),
+            ("OTEL_BLRP_SCHEDULE_DELAY", "5000"),
+        ],
+    );
+    // The start-up alone logs a dozen records at info within the first 5 s.
+    let dropped = eventually(Duration::from_secs(20), "dropped records counted", || {
+        let last = receiver.requests().pop()?;
+        let n = counter_value(
+            &last,
+            "cc_heartbeat.export.points.rejected",
+            &[("otel.signal", "logs")],
+        );
+        (n > 0).then_some(n)
+    })
+    .await;
+    let (status, output) = agent.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "{output}");
+    let started = output.lines().filter(|l| l.contains(" INFO ")).count() as u64;
+    let arrived = receiver.log_records().len() as u64;
+    println!("{started} INFO lines on stderr, {arrived} records arrived, {dropped}+ dropped");
+    assert!(arrived >= 2, "what the queue held arrives: {arrived}");
+    assert!(dropped >= 5, "{dropped}");
+}

@@ -6,13 +6,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry::InstrumentationScope;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::{
-    BatchConfigBuilder, BatchLogProcessor, LogBatch, LogExporter, OTEL_BLRP_SCHEDULE_DELAY,
-    SdkLoggerProvider,
+    BatchConfigBuilder, BatchLogProcessor, LogBatch, LogExporter, LogProcessor,
+    OTEL_BLRP_MAX_QUEUE_SIZE, OTEL_BLRP_MAX_QUEUE_SIZE_DEFAULT, OTEL_BLRP_SCHEDULE_DELAY,
+    SdkLogRecord, SdkLoggerProvider,
 };
 
-use super::export::signals::{self, InRuntime};
+use super::export::signals::{self, Backlog, InRuntime, Leaving};
 use super::export::stats::{ExportStats, Reminder, Signal};
 use super::export::transport::TransportError;
 use crate::config::{ExportConfig, OtlpProtocol};
@@ -55,11 +57,16 @@ impl Logs {
         let exporter = built.map_err(|e| TransportError::SpanExporter(e.to_string()))?;
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| TransportError::NoRuntime)?;
+        let backlog = Arc::new(Backlog::from_env(
+            OTEL_BLRP_MAX_QUEUE_SIZE,
+            OTEL_BLRP_MAX_QUEUE_SIZE_DEFAULT,
+        ));
         let exporter = CountedExporter {
             inner: exporter,
             runtime,
-            stats,
+            stats: Arc::clone(&stats),
             reminder: Reminder::every(FAILURE_LOG_EVERY),
+            backlog: Arc::clone(&backlog),
         };
         // The SDK's default sends records every second: its thread waking that often cost
         // more than all the spans (bench/footprint, docs/performance.md). Every 5 s unless
@@ -68,9 +75,13 @@ impl Logs {
         if std::env::var_os(OTEL_BLRP_SCHEDULE_DELAY).is_none() {
             batching = batching.with_scheduled_delay(SCHEDULE_DELAY);
         }
-        let processor = BatchLogProcessor::builder(exporter)
-            .with_batch_config(batching.build())
-            .build();
+        let processor = Bounded {
+            inner: BatchLogProcessor::builder(exporter)
+                .with_batch_config(batching.build())
+                .build(),
+            backlog,
+            stats,
+        };
         let provider = SdkLoggerProvider::builder()
             .with_resource(resource.clone())
             .with_log_processor(processor)
@@ -105,11 +116,13 @@ struct CountedExporter {
     runtime: tokio::runtime::Handle,
     stats: Arc<ExportStats>,
     reminder: Reminder,
+    backlog: Arc<Backlog>,
 }
 
 impl LogExporter for CountedExporter {
     async fn export(&self, batch: LogBatch<'_>) -> OTelSdkResult {
         let records = batch.iter().count();
+        let _out = Leaving(&self.backlog, records);
         let result = InRuntime::new(&self.runtime, self.inner.export(batch)).await;
         if self
             .stats
@@ -133,5 +146,38 @@ impl LogExporter for CountedExporter {
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
         self.inner.shutdown_with_timeout(timeout)
+    }
+}
+
+/// The batch log processor behind the backlog: a record past its bound (the processor's queue
+/// size, `OTEL_BLRP_MAX_QUEUE_SIZE`) is dropped and counted in
+/// `cc_heartbeat.export.points.rejected{otel.signal=logs}`, as the processor would drop it
+/// unsaid.
+#[derive(Debug)]
+struct Bounded {
+    inner: BatchLogProcessor,
+    backlog: Arc<Backlog>,
+    stats: Arc<ExportStats>,
+}
+
+impl LogProcessor for Bounded {
+    fn emit(&self, record: &mut SdkLogRecord, scope: &InstrumentationScope) {
+        if self.backlog.admit() {
+            self.inner.emit(record, scope);
+        } else {
+            self.stats.count_rejected(Signal::Logs, 1);
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.inner.set_resource(resource);
     }
 }

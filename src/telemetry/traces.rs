@@ -6,7 +6,6 @@
 //! exporter, on the metrics' connection settings.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::trace::{
@@ -21,67 +20,11 @@ use opentelemetry_sdk::trace::{
 use opentelemetry_sdk::trace::{OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT};
 
 use super::export::exemplars::Exemplars;
-use super::export::signals::InRuntime;
+use super::export::signals::{Backlog, InRuntime, Leaving};
 use super::export::stats::{ExportStats, Reminder, Signal};
 use super::export::transport::TransportError;
 use crate::config::{ExportConfig, OtlpConfig, OtlpProtocol, SlowConfig};
 use crate::events::export::{TraceExportFailed, TracesConfigured};
-
-/// Spans handed to the batch processor and not yet through its exporter. Past the bound (the
-/// processor's own queue size, `OTEL_BSP_MAX_QUEUE_SIZE`, 2048 by default) new spans are
-/// dropped and counted, so a collector that hangs never turns into an unbounded queue, and
-/// what is lost is said.
-#[derive(Debug)]
-struct Backlog {
-    queued: AtomicUsize,
-    bound: usize,
-}
-
-impl Backlog {
-    fn new(bound: usize) -> Self {
-        Self {
-            queued: AtomicUsize::new(0),
-            bound: bound.max(1),
-        }
-    }
-
-    /// The bound the batch processor reads too.
-    fn from_env() -> Self {
-        Self::new(
-            std::env::var(OTEL_BSP_MAX_QUEUE_SIZE)
-                .ok()
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT),
-        )
-    }
-
-    /// Whether one more span may be queued (then it counts as queued).
-    fn admit(&self) -> bool {
-        self.queued
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.bound).then_some(n + 1)
-            })
-            .is_ok()
-    }
-
-    /// `n` spans went through the exporter (delivered or not).
-    fn done(&self, n: usize) {
-        let _ = self
-            .queued
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
-                Some(q.saturating_sub(n))
-            });
-    }
-}
-
-/// Takes spans out of the backlog when dropped.
-struct Leaving<'a>(&'a Backlog, usize);
-
-impl Drop for Leaving<'_> {
-    fn drop(&mut self) {
-        self.0.done(self.1);
-    }
-}
 
 /// A span's trace and span ids, as a W3C `traceparent` carries them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -188,7 +131,10 @@ impl Traces {
         exporter.set_resource(resource);
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| TransportError::NoRuntime)?;
-        let backlog = Arc::new(Backlog::from_env());
+        let backlog = Arc::new(Backlog::from_env(
+            OTEL_BSP_MAX_QUEUE_SIZE,
+            OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT,
+        ));
         let exporter = CountedExporter {
             inner: exporter,
             runtime,
@@ -490,22 +436,6 @@ mod tests {
             assert_eq!(TraceIds::parse_traceparent(bad.as_bytes()), None, "{bad}");
         }
         assert_eq!(TraceIds::parse_traceparent(&[0xff, 0xfe]), None);
-    }
-
-    #[test]
-    fn the_backlog_admits_up_to_its_bound_and_again_as_spans_go_out() {
-        let backlog = Backlog::new(3);
-        assert!((0..3).all(|_| backlog.admit()));
-        assert!(!backlog.admit(), "full");
-        backlog.done(2);
-        assert!(backlog.admit() && backlog.admit());
-        assert!(!backlog.admit());
-        backlog.done(10);
-        assert_eq!(
-            backlog.queued.load(Ordering::Acquire),
-            0,
-            "never below zero"
-        );
     }
 
     #[test]

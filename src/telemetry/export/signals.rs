@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
@@ -94,5 +95,82 @@ impl<F: Future> Future for InRuntime<F> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let _entered = self.runtime.enter();
         self.future.as_mut().poll(cx)
+    }
+}
+
+/// Items (spans, log records) handed to an SDK batch processor and not yet through its
+/// exporter. Past the bound (the processor's own queue size) new items are dropped and
+/// counted, so a collector that hangs never turns into an unbounded queue, and what is lost
+/// is said.
+#[derive(Debug)]
+pub(crate) struct Backlog {
+    queued: AtomicUsize,
+    bound: usize,
+}
+
+impl Backlog {
+    pub(crate) fn new(bound: usize) -> Self {
+        Self {
+            queued: AtomicUsize::new(0),
+            bound: bound.max(1),
+        }
+    }
+
+    /// The bound a batch processor reads from `var` too, else its `default`.
+    pub(crate) fn from_env(var: &str, default: usize) -> Self {
+        Self::new(
+            std::env::var(var)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(default),
+        )
+    }
+
+    /// Whether one more span may be queued (then it counts as queued).
+    pub(crate) fn admit(&self) -> bool {
+        self.queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.bound).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// `n` spans went through the exporter (delivered or not).
+    pub(crate) fn done(&self, n: usize) {
+        let _ = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                Some(q.saturating_sub(n))
+            });
+    }
+}
+
+/// Takes items out of the backlog when dropped (however an export ends).
+pub(crate) struct Leaving<'a>(pub(crate) &'a Backlog, pub(crate) usize);
+
+impl Drop for Leaving<'_> {
+    fn drop(&mut self) {
+        self.0.done(self.1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backlog_admits_up_to_its_bound_and_again_as_spans_go_out() {
+        let backlog = Backlog::new(3);
+        assert!((0..3).all(|_| backlog.admit()));
+        assert!(!backlog.admit(), "full");
+        backlog.done(2);
+        assert!(backlog.admit() && backlog.admit());
+        assert!(!backlog.admit());
+        backlog.done(10);
+        assert_eq!(
+            backlog.queued.load(Ordering::Acquire),
+            0,
+            "never below zero"
+        );
     }
 }
