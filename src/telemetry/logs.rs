@@ -54,7 +54,10 @@ impl Logs {
             )?
             .build(),
         };
-        let exporter = built.map_err(|e| TransportError::SpanExporter(e.to_string()))?;
+        let exporter = built.map_err(|e| TransportError::SignalExporter {
+            signal: "log",
+            message: e.to_string(),
+        })?;
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| TransportError::NoRuntime)?;
         let backlog = Arc::new(Backlog::from_env(
@@ -124,12 +127,8 @@ impl LogExporter for CountedExporter {
         let records = batch.iter().count();
         let _out = Leaving(&self.backlog, records);
         let result = InRuntime::new(&self.runtime, self.inner.export(batch)).await;
-        if self
-            .stats
-            .count_sdk_export(Signal::Logs, &result, records)
-            .is_some()
-            && let Err(error) = &result
-        {
+        self.stats.count_sdk_export(Signal::Logs, &result, records);
+        if let Err(error) = &result {
             crate::events::export::LogExportFailed {
                 error,
                 records,

@@ -359,7 +359,10 @@ fn otlp_exporter(
         )?
         .build(),
     };
-    built.map_err(|e| TransportError::SpanExporter(e.to_string()))
+    built.map_err(|e| TransportError::SignalExporter {
+        signal: "span",
+        message: e.to_string(),
+    })
 }
 
 /// The OTLP span exporter, polled inside the agent's runtime, its outcomes counted as
@@ -384,12 +387,8 @@ impl SpanExporter for CountedExporter {
         // Out of the backlog however the export ends, cut short included.
         let _out = Leaving(&self.backlog, spans);
         let result = InRuntime::new(&self.runtime, self.inner.export(batch)).await;
-        if self
-            .stats
-            .count_sdk_export(Signal::Traces, &result, spans)
-            .is_some()
-            && let Err(error) = &result
-        {
+        self.stats.count_sdk_export(Signal::Traces, &result, spans);
+        if let Err(error) = &result {
             let redacted = crate::config::redact_url(&self.endpoint);
             let message = error.to_string().replace(&self.endpoint, &redacted);
             TraceExportFailed {

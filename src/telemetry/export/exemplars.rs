@@ -82,8 +82,8 @@ impl Exemplars {
         for rm in &mut request.resource_metrics {
             for sm in &mut rm.scope_metrics {
                 for m in &mut sm.metrics {
-                    let name = m.name.clone();
-                    let points: Vec<(&[KeyValue], &mut Vec<Exemplar>, u64)> = match &mut m.data {
+                    let (name, data) = (&m.name, &mut m.data);
+                    let points: Vec<(&[KeyValue], &mut Vec<Exemplar>, u64)> = match data {
                         Some(metric::Data::Histogram(h)) => h
                             .data_points
                             .iter_mut()
@@ -97,7 +97,7 @@ impl Exemplars {
                         _ => continue,
                     };
                     for (attributes, exemplars, start) in points {
-                        for h in waiting.iter().filter(|h| h.metric == name) {
+                        for h in waiting.iter().filter(|h| h.metric == name.as_str()) {
                             let time = unix_nanos(h.time);
                             if exemplars.len() < PER_POINT
                                 && time >= start

@@ -49,16 +49,11 @@ impl ExportStats {
     }
 
     /// Counts what an SDK exporter (spans, log records) did with a batch of `items`: delivered,
-    /// or failed and its items dropped. Returns the failure's `error.type`.
-    pub(crate) fn count_sdk_export(
-        &self,
-        signal: Signal,
-        result: &OTelSdkResult,
-        items: usize,
-    ) -> Option<ErrorKind> {
+    /// or failed and its items dropped.
+    pub(crate) fn count_sdk_export(&self, signal: Signal, result: &OTelSdkResult, items: usize) {
         let Err(error) = result else {
             self.count_batch(signal, None);
-            return None;
+            return;
         };
         let kind = match error {
             OTelSdkError::Timeout(_) => ErrorKind::Timeout,
@@ -66,7 +61,6 @@ impl ExportStats {
         };
         self.count_batch(signal, Some(kind.as_str()));
         self.count_rejected(signal, items as u64);
-        Some(kind)
     }
 
     pub(crate) fn count_rejected(&self, signal: Signal, points: u64) {

@@ -226,8 +226,12 @@ pub enum TransportError {
     },
     #[error("the exporter must be built inside the tokio runtime")]
     NoRuntime,
-    #[error("cannot build the span exporter: {0}")]
-    SpanExporter(String),
+    #[error("cannot build the {signal} exporter: {message}")]
+    SignalExporter {
+        /// `span` or `log`.
+        signal: &'static str,
+        message: String,
+    },
 }
 
 /// A lazily connecting gRPC channel to `endpoint` with the export's timeout and TLS (the
