@@ -194,10 +194,6 @@ impl Traces {
         }
     }
 
-    pub fn enabled(&self) -> bool {
-        self.inner.is_some()
-    }
-
     /// Fresh ids for a new trace's first span, when spans are on.
     pub fn start(&self) -> Option<TraceIds> {
         self.inner.as_ref().map(|i| TraceIds {
