@@ -150,18 +150,31 @@ impl Tracker {
             .filter(|slot| slot.seq == seq)
     }
 
-    /// The broker acked the heartbeat, or its send failed with `Err(kind)`.
-    pub fn acked(&mut self, partition: i32, seq: u64, at: Instant, result: Result<(), ErrorKind>) {
-        if let Some(slot) = self.slot_mut(partition, seq) {
-            // A heartbeat may be consumed before its ack arrives (keep it Received), or be
-            // voided while in flight (keep it Voided).
-            if slot.state == State::InFlight {
+    /// The broker acked the heartbeat, or its send failed with `Err(kind)`. Returns the
+    /// failure when the heartbeat had already been read back: it was written after all (a
+    /// leader whose in-sync replicas shrank to itself makes a record readable before the
+    /// producer hears that the write failed).
+    pub fn acked(
+        &mut self,
+        partition: i32,
+        seq: u64,
+        at: Instant,
+        result: Result<(), ErrorKind>,
+    ) -> Option<ErrorKind> {
+        let slot = self.slot_mut(partition, seq)?;
+        match (slot.state, result) {
+            (State::InFlight, result) => {
                 slot.state = match result {
                     Ok(()) => State::Acked,
                     Err(kind) => State::Failed(kind),
                 };
                 slot.acked_at = Some(at);
+                None
             }
+            // Consumed before its outcome arrived: it stays Received.
+            (State::Received { .. }, Err(kind)) => Some(kind),
+            // Acked after being consumed, or voided while in flight: nothing changes.
+            _ => None,
         }
     }
 
@@ -379,6 +392,31 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_send_reported_failed_after_its_heartbeat_was_read_back_was_written_after_all() {
+        let (mut t, t0) = tracker();
+        let seq = send(&mut t, 0, t0);
+        let other = send(&mut t, 0, t0);
+        assert!(matches!(
+            t.received(0, seq, seq as i64, t0 + SEC),
+            Receipt::Received { failed: None, .. }
+        ));
+        assert_eq!(
+            t.acked(0, seq, t0 + 2 * SEC, Err(ErrorKind::Timeout)),
+            Some(ErrorKind::Timeout)
+        );
+        assert_eq!(
+            t.acked(0, other, t0 + 2 * SEC, Err(ErrorKind::Timeout)),
+            None
+        );
+        assert_eq!(
+            t.acked(0, seq, t0 + 3 * SEC, Ok(())),
+            None,
+            "an ack after a read says nothing"
+        );
+        assert!(sweep(&mut t, t0 + 100 * SEC).is_empty());
     }
 
     #[test]

@@ -293,6 +293,29 @@ impl HeartbeatReceived {
     }
 }
 
+/// A heartbeat's send was reported failed after the agent had read it back: it was
+/// written after all, and counts ambiguous like one read back after its failure.
+pub struct HeartbeatFailedAfterReadBack {
+    pub partition: i32,
+    pub seq: u64,
+    pub kind: ErrorKind,
+}
+
+impl HeartbeatFailedAfterReadBack {
+    pub fn emit(self, r: &Recorder<'_>) {
+        let mut attrs = r.partition(self.partition);
+        attrs.push(error_kv(self.kind));
+        r.instruments.count_ambiguous(&attrs);
+        debug!(
+            name: "heartbeat.failed_after_read_back",
+            partition = self.partition,
+            seq = self.seq,
+            error.type = self.kind.as_str(),
+            "A heartbeat already read back was then reported failed: counted ambiguous.",
+        );
+    }
+}
+
 /// Sends reported failed on a partition turned out to be written after all. Logged once
 /// per partition and episode, when no more of them can arrive.
 pub struct WrittenAfterAll {

@@ -659,9 +659,17 @@ impl Helper {
 }
 
 /// A random KRaft cluster id (a UUID in URL-safe base64 without padding).
+/// One that starts with `-` would be read by kafka-storage as an option (1 in
+/// 64): drawn again, as Kafka's own `Uuid.randomUuid` does.
 fn cluster_id() -> String {
     use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
+    loop {
+        let id = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(uuid::Uuid::new_v4().as_bytes());
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
 }
 
 fn signal(child: &Child, signal: nix::sys::signal::Signal) -> nix::Result<()> {

@@ -22,10 +22,11 @@ use crate::error::ErrorKind;
 use crate::events::Episode;
 use crate::events::cluster::ClusterRequests;
 use crate::events::heartbeat::{
-    FirstAck, FirstRoundTrip, HeartbeatAcked, HeartbeatDuplicated, HeartbeatOutOfOrder,
-    HeartbeatReadRefused, HeartbeatReceived, HeartbeatSendFailed, HeartbeatSendsRecovered,
-    HeartbeatWriteRefused, HeartbeatsFlowAgain, HeartbeatsLost, LeaderMoved, MessageSkipped,
-    PartitionsAssigned, PendingVoided, Recorder, Tap, TopicRecreated, WrittenAfterAll,
+    FirstAck, FirstRoundTrip, HeartbeatAcked, HeartbeatDuplicated, HeartbeatFailedAfterReadBack,
+    HeartbeatOutOfOrder, HeartbeatReadRefused, HeartbeatReceived, HeartbeatSendFailed,
+    HeartbeatSendsRecovered, HeartbeatWriteRefused, HeartbeatsFlowAgain, HeartbeatsLost,
+    LeaderMoved, MessageSkipped, PartitionsAssigned, PendingVoided, Recorder, Tap, TopicRecreated,
+    WrittenAfterAll,
 };
 use crate::health::Latch;
 use crate::kafka::admin::Request;
@@ -166,8 +167,12 @@ impl HeartbeatReceiver {
             } => {
                 let session = self.blame_refusal(&error);
                 let error = reported(&session, &error);
-                self.tracker
-                    .acked(partition, seq, at, Err(ErrorKind::of(error)));
+                if let Some(kind) =
+                    self.tracker
+                        .acked(partition, seq, at, Err(ErrorKind::of(error)))
+                {
+                    self.failed_after_read_back(partition, seq, kind);
+                }
                 let leader = self.leader_of(partition);
                 let failure = (ErrorKind::of(error), crate::error::broker_error_code(error));
                 let read_back = self.read_back;
@@ -295,7 +300,9 @@ impl HeartbeatReceiver {
             .as_ref()
             .map_err(|e| ErrorKind::of(reported(&session, e)))
             .copied();
-        self.tracker.acked(partition, seq, at, result);
+        if let Some(kind) = self.tracker.acked(partition, seq, at, result) {
+            self.failed_after_read_back(partition, seq, kind);
+        }
         // The broker the producer sent it to; the metadata's leader only when unknown.
         let leader = broker.or_else(|| self.leader_of(partition));
         let failure = outcome.as_ref().err().map(|e| {
@@ -370,6 +377,27 @@ impl HeartbeatReceiver {
         )
         .then(|| self.producer_log.refused())
         .flatten()
+    }
+
+    /// A send reported failed whose heartbeat had already been read back: ambiguous, like
+    /// one that shows up after its failure.
+    fn failed_after_read_back(&mut self, partition: i32, seq: u64, kind: ErrorKind) {
+        HeartbeatFailedAfterReadBack {
+            partition,
+            seq,
+            kind,
+        }
+        .emit(&self.recorder());
+        self.tally_written_after_all(partition, kind);
+    }
+
+    fn tally_written_after_all(&mut self, partition: i32, kind: ErrorKind) {
+        let tally = self
+            .state
+            .written_after_all
+            .entry(partition)
+            .or_insert((0, kind));
+        tally.0 += 1;
     }
 
     fn send_failed(
@@ -530,12 +558,7 @@ impl HeartbeatReceiver {
                 }
                 .emit(&self.recorder());
                 if let Some(kind) = failed {
-                    let tally = self
-                        .state
-                        .written_after_all
-                        .entry(partition)
-                        .or_insert((0, kind));
-                    tally.0 += 1;
+                    self.tally_written_after_all(partition, kind);
                 }
                 if out_of_order {
                     self.note_out_of_order(partition, at);
