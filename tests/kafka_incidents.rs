@@ -12,9 +12,12 @@ use std::time::{Duration, Instant};
 
 use cc_heartbeat::error::ErrorKind;
 use cc_heartbeat::telemetry::instruments::name;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use support::kafka::{Kafka, Witnessed};
 use support::ledger::Ledger;
 use support::metrics::{counter, counter_if_any, gauge_one};
+use support::otlp::{OtlpReceiver, attr};
 use support::{TestAgent, config, eventually, unique_topic};
 
 const IN_FLIGHT_AT_STOP: u64 = 2;
@@ -24,14 +27,41 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 /// An agent with every probe on a short interval; the offsets check watches the heartbeat topic.
-fn agent_config(kafka: &Kafka, topic: &str, heartbeat: &str) -> cc_heartbeat::config::Config {
+/// Nothing is exported unless `spans_to` is given: then spans go there over OTLP, only those
+/// the agent keeps because something went wrong (healthy ones are not sampled).
+fn agent_config(
+    kafka: &Kafka,
+    topic: &str,
+    heartbeat: &str,
+    spans_to: Option<&OtlpReceiver>,
+) -> cc_heartbeat::config::Config {
+    let export = spans_to.map_or("{otlp: {enabled: false}}".to_owned(), |receiver| {
+        format!(
+            "{{otlp: {{endpoint: '{}', interval: 1s}}, traces: {{sample_ratio: 0}}, logs: {{enabled: false}}}}",
+            receiver.endpoint()
+        )
+    });
     config(&format!(
         "clusters:\n  - name: kafka\n    bootstrap_servers: '{}'\n    topics: {{include: ['^{topic}$']}}\n\
          heartbeat: {{topic: {topic}, interval: 200ms, loss_timeout: 6s{heartbeat}}}\n\
          checks: {{connectivity: {{interval: 1s, timeout: 500ms}}, metadata: {{interval: 1s}}, offsets: {{interval: 1s}}, consumer_groups: {{enabled: false}}}}\n\
-         export: {{otlp: {{enabled: false}}}}\n",
+         export: {export}\n",
         kafka.bootstrap()
     ))
+}
+
+/// The spans `receiver` got, by name.
+fn spans_named(receiver: &OtlpReceiver, name: &str) -> Vec<Span> {
+    receiver
+        .spans()
+        .into_iter()
+        .map(|(_, s)| s)
+        .filter(|s| s.name == name)
+        .collect()
+}
+
+fn is_error(span: &Span) -> bool {
+    span.status.clone().unwrap_or_default().code == StatusCode::Error as i32
 }
 
 fn broker_up(agent: &TestAgent, id: i32) -> Option<i64> {
@@ -137,7 +167,13 @@ async fn witness_and_check(
 async fn a_killed_broker_is_reported_and_everything_recovers_after_its_restart() {
     let kafka: &'static Kafka = Box::leak(Box::new(blocking(|| Kafka::start(&[])).await));
     let topic = unique_topic("cc-heartbeat-killed");
-    let agent = TestAgent::start(agent_config(kafka, &topic, ", message_timeout: 2s"));
+    let receiver = OtlpReceiver::start(0).await;
+    let agent = TestAgent::start(agent_config(
+        kafka,
+        &topic,
+        ", message_timeout: 2s",
+        Some(&receiver),
+    ));
     agent
         .wait_round_trips(&[0, 1, 2], 3, Duration::from_secs(60))
         .await;
@@ -155,6 +191,60 @@ async fn a_killed_broker_is_reported_and_everything_recovers_after_its_restart()
     assert!(
         down <= Duration::from_secs(3),
         "within a probe interval and its timeout"
+    );
+    // Each failed round of broker 2 is a trace naming its address, the stage that failed and
+    // why, with the failed stage as the last child span; once it is dead, that is TCP refused.
+    let port = kafka.ports(2).plaintext.to_string();
+    let failed_rounds = || -> Vec<Span> {
+        spans_named(&receiver, "probe broker")
+            .into_iter()
+            .filter(|s| attr(&s.attributes, "kafka.broker.id").as_deref() == Some("2"))
+            .collect()
+    };
+    eventually(
+        Duration::from_secs(30),
+        "broker 2's refused probe round exported",
+        || {
+            failed_rounds()
+                .iter()
+                .any(|s| attr(&s.attributes, "kafka.connection.stage").as_deref() == Some("tcp"))
+                .then_some(())
+        },
+    )
+    .await;
+    let spans = receiver.spans();
+    for round in failed_rounds() {
+        let a = |k: &str| attr(&round.attributes, k);
+        assert!(is_error(&round), "{round:?}");
+        assert_eq!(a("cc_heartbeat.probe.outcome").as_deref(), Some("down"));
+        assert_eq!(a("server.port"), Some(port.clone()), "{round:?}");
+        assert_eq!(a("network.peer.address").as_deref(), Some("127.0.0.1"));
+        assert_eq!(a("network.peer.port"), Some(port.clone()));
+        assert_eq!(a("kafka.broker.rack"), Some(Kafka::rack(2)));
+        let stage = a("kafka.connection.stage").expect("the failed stage");
+        if stage == "tcp" {
+            assert_eq!(a("error.type").as_deref(), Some("connection_refused"));
+        }
+        let mut children: Vec<&Span> = spans
+            .iter()
+            .map(|(_, s)| s)
+            .filter(|s| s.trace_id == round.trace_id && s.parent_span_id == round.span_id)
+            .collect();
+        children.sort_by_key(|s| s.start_time_unix_nano);
+        let last = children.last().expect("stage spans");
+        assert_eq!(last.name, stage, "the failed stage is the last child");
+        assert!(is_error(last));
+        assert_eq!(children[0].name, "dns");
+    }
+    // Broker 1 and 3 stay healthy: none of their rounds is kept at a ratio of 0.
+    assert!(
+        spans_named(&receiver, "probe broker").iter().all(|s| attr(
+            &s.attributes,
+            "kafka.broker.id"
+        )
+        .as_deref()
+            == Some("2")),
+        "only failed rounds are kept"
     );
     wait_for(
         "the topic under-replicated",
@@ -209,7 +299,7 @@ async fn a_killed_broker_is_reported_and_everything_recovers_after_its_restart()
 async fn a_cleanly_stopped_broker_hands_over_and_the_heartbeats_stay_exact() {
     let kafka: &'static Kafka = Box::leak(Box::new(blocking(|| Kafka::start(&[])).await));
     let topic = unique_topic("cc-heartbeat-stopped");
-    let agent = TestAgent::start(agent_config(kafka, &topic, ", message_timeout: 2s"));
+    let agent = TestAgent::start(agent_config(kafka, &topic, ", message_timeout: 2s", None));
     agent
         .wait_round_trips(&[0, 1, 2], 3, Duration::from_secs(60))
         .await;
@@ -245,10 +335,12 @@ async fn a_cleanly_stopped_broker_hands_over_and_the_heartbeats_stay_exact() {
 async fn a_frozen_broker_accounts_every_heartbeat_once_and_names_the_ambiguous_ones() {
     let kafka: &'static Kafka = Box::leak(Box::new(blocking(|| Kafka::start(&[])).await));
     let topic = unique_topic("cc-heartbeat-frozen");
+    let receiver = OtlpReceiver::start(0).await;
     let agent = TestAgent::start(agent_config(
         kafka,
         &topic,
         ", message_timeout: 1s, replication_factor: 1",
+        Some(&receiver),
     ));
     agent
         .wait_round_trips(&[0, 1, 2], 3, Duration::from_secs(60))
@@ -286,10 +378,73 @@ async fn a_frozen_broker_accounts_every_heartbeat_once_and_names_the_ambiguous_o
             break;
         }
     }
+    // Their traces say so: a `send` span that failed (timed out) and, in the same trace, a
+    // `receive` span whose outcome is ambiguous. Only what went wrong is kept.
+    let traces = eventually(
+        Duration::from_secs(30),
+        "an ambiguous heartbeat's trace exported",
+        || {
+            let ambiguous: Vec<Span> = spans_named(&receiver, &format!("receive {topic}"))
+                .into_iter()
+                .filter(|s| {
+                    attr(&s.attributes, "cc_heartbeat.heartbeat.outcome").as_deref()
+                        == Some("ambiguous")
+                })
+                .collect();
+            (!ambiguous.is_empty()).then_some(ambiguous)
+        },
+    )
+    .await;
     let (ledger, on_topic) = witness_and_check(kafka, &topic, agent).await;
+    let written = ledger.written_after_all(&on_topic);
     assert!(
-        !ledger.written_after_all(&on_topic).is_empty(),
+        !written.is_empty(),
         "some sends reported as timed out were written after all"
+    );
+    let sends = spans_named(&receiver, &format!("send {topic}"));
+    for receive in &traces {
+        let a = |k: &str| attr(&receive.attributes, k);
+        let (p, seq) = (
+            a("messaging.destination.partition.id"),
+            a("cc_heartbeat.heartbeat.sequence"),
+        );
+        let heartbeat = (
+            p.as_deref().unwrap().parse::<i32>().unwrap(),
+            seq.as_deref().unwrap().parse::<u64>().unwrap(),
+        );
+        assert!(
+            written.contains(&heartbeat),
+            "{heartbeat:?} is on the topic after a failed send"
+        );
+        let send = sends
+            .iter()
+            .find(|s| s.trace_id == receive.trace_id && s.span_id == receive.parent_span_id)
+            .expect("the receive's parent is its send");
+        assert!(is_error(send), "{send:?}");
+        assert_eq!(
+            attr(&send.attributes, "cc_heartbeat.heartbeat.outcome").as_deref(),
+            Some("failed")
+        );
+        assert_eq!(
+            attr(&send.attributes, "error.type").as_deref(),
+            Some("timeout")
+        );
+        assert_eq!(
+            attr(&send.attributes, "cc_heartbeat.heartbeat.sequence"),
+            seq
+        );
+    }
+    // Every failed send is kept, each with its error; no healthy one is.
+    let failed_sends = sends
+        .iter()
+        .filter(|s| {
+            attr(&s.attributes, "cc_heartbeat.heartbeat.outcome").as_deref() == Some("failed")
+        })
+        .count();
+    assert_eq!(
+        failed_sends,
+        ledger.failed.len(),
+        "one failed send span per failed send"
     );
     let failed: BTreeSet<i32> = ledger.failed.keys().map(|(p, _)| *p).collect();
     assert_eq!(

@@ -367,6 +367,89 @@ async fn failed_sends_are_kept_with_their_error() {
     }
 }
 
+/// A heartbeat acked but not read back within the loss timeout (its broker's fetches held
+/// past it) is kept at any ratio: its `receive` span ends when the loss is declared, says
+/// `lost` with an error, and is the child of its acked `send`; when it shows up after all, a
+/// second `receive` says `late`. As many lost traces arrive as the lost counter says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_heartbeat_is_a_trace_that_ends_at_the_loss() {
+    let mock = MockKafka::new(1);
+    let receiver = OtlpReceiver::start(0).await;
+    let agent = agent(&mock, &receiver, "grpc", "{sample_ratio: 0}");
+    eventually(Duration::from_secs(30), "heartbeats flow", || {
+        let last = receiver.requests().pop()?;
+        (counter_value(&last, "kafka.heartbeat.messages.received", &[]) > 5).then_some(())
+    })
+    .await;
+    // Longer than the 3 s loss timeout.
+    mock.delay_fetches(1, 3, Duration::from_secs(5));
+    let by_outcome = |wanted: &str| -> Vec<Span> {
+        receiver
+            .spans()
+            .into_iter()
+            .map(|(_, s)| s)
+            .filter(|s| s.name.starts_with("receive ") && outcome(s) == wanted)
+            .collect()
+    };
+    eventually(
+        Duration::from_secs(40),
+        "lost and late heartbeats kept",
+        || (!by_outcome("lost").is_empty() && !by_outcome("late").is_empty()).then_some(()),
+    )
+    .await;
+    let (status, output) = agent.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "{output}");
+    let lost_counted = counter_value(
+        &receiver.requests().pop().expect("metrics"),
+        "kafka.heartbeat.messages.lost",
+        &[],
+    );
+    let spans = receiver.spans();
+    let sends: Vec<&Span> = spans
+        .iter()
+        .map(|(_, s)| s)
+        .filter(|s| s.name.starts_with("send "))
+        .collect();
+    let lost = by_outcome("lost");
+    assert_eq!(
+        lost.len() as u64,
+        lost_counted,
+        "one lost trace per lost heartbeat"
+    );
+    for receive in &lost {
+        assert_eq!(receive.kind, SpanKind::Consumer as i32);
+        assert_eq!(
+            receive.status.clone().unwrap_or_default().code,
+            StatusCode::Error as i32
+        );
+        assert_eq!(
+            attr(&receive.attributes, "error.type").as_deref(),
+            Some("lost")
+        );
+        assert!(
+            duration(receive) >= Duration::from_secs(3),
+            "from the ack to the declared loss: {:?}",
+            duration(receive)
+        );
+        let send = sends
+            .iter()
+            .find(|s| s.trace_id == receive.trace_id && s.span_id == receive.parent_span_id)
+            .expect("the lost receive's parent is its send");
+        assert_eq!(outcome(send), "acked");
+        assert_eq!(
+            attr(&send.attributes, "cc_heartbeat.heartbeat.sequence"),
+            attr(&receive.attributes, "cc_heartbeat.heartbeat.sequence")
+        );
+    }
+    // Those read back after all: each late receive is in the trace of a lost one.
+    for late in by_outcome("late") {
+        assert!(
+            lost.iter().any(|l| l.trace_id == late.trace_id),
+            "a late heartbeat was lost first: {late:?}"
+        );
+    }
+}
+
 /// A broker probe is a trace: a `probe broker` span naming the broker and the address it
 /// resolved to, with a child per stage in the order they ran (`dns`, `tcp`, `kafka`). Healthy
 /// ones at the ratio (1 here); once the broker is away, the failed stage's span carries the

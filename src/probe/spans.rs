@@ -13,8 +13,9 @@ use crate::kafka::reach::Outcome;
 use crate::telemetry::instruments::{attr, error_kv};
 use crate::telemetry::traces::{FinishedSpan, TraceIds, Traces, WallClock};
 
-/// The resolved address a probe connected to (the conventions' key).
+/// The resolved address and port a probe connected to (the conventions' keys).
 const NETWORK_PEER_ADDRESS: &str = "network.peer.address";
+const NETWORK_PEER_PORT: &str = "network.peer.port";
 
 /// The root span's ids of one probe of one target when its trace is kept (it failed, was
 /// slow, or the ratio says so), so its events can be logged inside it before it is recorded.
@@ -74,6 +75,7 @@ pub(crate) fn record_staged(
     let mut root_attributes = attributes;
     if let Some(peer) = outcome.peer {
         root_attributes.push(KeyValue::new(NETWORK_PEER_ADDRESS, peer.ip().to_string()));
+        root_attributes.push(KeyValue::new(NETWORK_PEER_PORT, i64::from(peer.port())));
     }
     root_attributes.push(KeyValue::new(
         "cc_heartbeat.probe.outcome",

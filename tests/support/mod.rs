@@ -231,6 +231,11 @@ impl TestAgent {
                     stop.cancelled_owned(),
                 )
                 .await;
+                // Kept spans leave before the agent counts as stopped, as in the binary.
+                let traces = telemetry.instruments.traces.clone();
+                let _ =
+                    tokio::task::spawn_blocking(move || traces.shutdown(Duration::from_secs(5)))
+                        .await;
                 drop(telemetry);
                 result
             })
