@@ -28,7 +28,7 @@ pub struct RunOptions {
     /// Shared readiness; a fresh one when `None`.
     pub readiness: Option<Readiness>,
     /// Serve `/metrics` from this registry (with `health`).
-    pub prometheus: Option<prometheus::Registry>,
+    pub prometheus: Option<crate::telemetry::Scrape>,
 }
 
 /// Runs the agent until `shutdown` completes, then stops every probe within the grace period.

@@ -104,6 +104,7 @@ impl Prometheus {
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--log.level=warn")
+            .arg("--enable-feature=exemplar-storage")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -144,6 +145,43 @@ impl Prometheus {
             .as_array()
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// The exemplars stored for `selector` over the last ten minutes: (trace id, value).
+    async fn exemplars(&self, selector: &str) -> Vec<(String, f64)> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let url = format!(
+            "http://127.0.0.1:{}/api/v1/query_exemplars?query={}&start={}&end={}",
+            self.port,
+            url_encode(selector),
+            now - 600,
+            now + 60
+        );
+        let text = http_get(&url).await.unwrap().text().await.unwrap();
+        let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(body["status"], "success", "exemplars of {selector}: {body}");
+        body["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|series| series["exemplars"].as_array().cloned().unwrap_or_default())
+            .map(|e| {
+                (
+                    e["labels"]["trace_id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    e["value"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .parse()
+                        .unwrap_or(f64::NAN),
+                )
+            })
+            .collect()
     }
 
     /// Waits until every alert of `expected` is firing (others may fire too).
@@ -489,6 +527,22 @@ async fn dashboard_and_alerts(route: Route) {
         "queries without data:\n{}",
         empty.join("\n")
     );
+    if route == Route::Direct {
+        // Scraped as OpenMetrics, the produce histogram's buckets carry exemplars: the sends
+        // to broker 3 (300 ms) are over the 250 ms `slow.produce`, so their spans are kept.
+        let exemplars = prometheus
+            .exemplars(
+                r#"kafka_heartbeat_produce_duration_seconds_bucket{kafka_cluster_name="prod"}"#,
+            )
+            .await;
+        println!("{} produce exemplars stored", exemplars.len());
+        assert!(
+            exemplars.iter().any(|(trace, value)| trace.len() == 32
+                && trace.chars().all(|c| c.is_ascii_hexdigit())
+                && *value >= 0.25),
+            "a slow send's exemplar with its trace id: {exemplars:?}"
+        );
+    }
 
     // Names: none has the `_ratio` suffix a unit of `1` would bring, and every metric the
     // dashboard and the alert rules use is one the agent exports.

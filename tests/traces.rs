@@ -18,19 +18,21 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use support::otlp::{OtlpReceiver, attr, counter_value, find};
-use support::process::AgentProcess;
+use support::process::{AgentProcess, http_get};
 use support::{MockKafka, eventually, free_port, unique_topic};
 
 fn agent(mock: &MockKafka, receiver: &OtlpReceiver, protocol: &str, traces: &str) -> AgentProcess {
-    agent_with(mock, receiver, protocol, traces, &[])
+    agent_with(mock, receiver, protocol, traces, &[], free_port())
 }
 
+/// The agent, exporting to `receiver` and serving `/metrics` on `http_port`.
 fn agent_with(
     mock: &MockKafka,
     receiver: &OtlpReceiver,
     protocol: &str,
     traces: &str,
     env: &[(&str, &str)],
+    http_port: u16,
 ) -> AgentProcess {
     let topic = unique_topic("traces");
     mock.create_topic(&topic, 2);
@@ -40,10 +42,9 @@ fn agent_with(
              heartbeat: {{topic: {topic}, interval: 200ms, loss_timeout: 3s, message_timeout: 1s}}\n\
              checks: {{metadata: {{interval: 1s}}, connectivity: {{interval: 1s, timeout: 800ms}}}}\n\
              export:\n  otlp: {{endpoint: '{}', protocol: {protocol}, interval: 1s, headers: {{x-team: heartbeat}}}}\n  traces: {traces}\n\
-             http: {{listen: '127.0.0.1:{}'}}\n",
+             http: {{listen: '127.0.0.1:{http_port}', prometheus: true}}\n",
             mock.bootstrap(),
             receiver.endpoint(),
-            free_port()
         ),
         &[
             &[
@@ -106,6 +107,7 @@ async fn a_heartbeat_is_a_trace_of_its_send_and_its_receive() {
         "grpc",
         "{sample_ratio: 1}",
         &[("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-spans-only=yes")],
+        free_port(),
     );
     eventually(Duration::from_secs(30), "ten whole traces", || {
         let whole = traces(&receiver.spans())
@@ -238,11 +240,14 @@ async fn a_heartbeat_is_a_trace_of_its_send_and_its_receive() {
 async fn only_slow_heartbeats_are_kept_when_healthy_ones_are_not_sampled() {
     let mock = MockKafka::new(1);
     let receiver = OtlpReceiver::start_http().await;
-    let agent = agent(
+    let http_port = free_port();
+    let agent = agent_with(
         &mock,
         &receiver,
         "http/protobuf",
         "{sample_ratio: 0, slow: {produce: 40ms, end_to_end: 10s}}",
+        &[],
+        http_port,
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while receiver.requests().len() < 3 {
@@ -267,6 +272,9 @@ async fn only_slow_heartbeats_are_kept_when_healthy_ones_are_not_sampled() {
         (receiver.spans().len() >= 5).then_some(())
     })
     .await;
+    // Scraped as OpenMetrics (as Prometheus asks), the produce buckets carry exemplars too.
+    let scraped =
+        openmetrics_exemplars(http_port, "kafka_heartbeat_produce_duration_seconds_bucket").await;
     let (status, output) = agent.terminate(Duration::from_secs(10)).await;
     assert!(status.success(), "{output}");
     let spans: Vec<Span> = receiver.spans().into_iter().map(|(_, s)| s).collect();
@@ -307,6 +315,87 @@ async fn only_slow_heartbeats_are_kept_when_healthy_ones_are_not_sampled() {
             duration(span)
         );
     }
+    assert!(!scraped.is_empty(), "exemplars on /metrics");
+    for (trace_id, span_id, value, le) in &scraped {
+        let span = spans
+            .iter()
+            .find(|s| hex(&s.trace_id) == *trace_id && hex(&s.span_id) == *span_id)
+            .unwrap_or_else(|| {
+                panic!("a scraped exemplar's span ({trace_id}/{span_id}) is in the trace export")
+            });
+        assert!(
+            *value > 0.040 && value <= le,
+            "{value} in the bucket up to {le}"
+        );
+        assert!((value - duration(span).as_secs_f64()).abs() < 0.002);
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The exemplars on `/metrics` scraped as OpenMetrics, of the samples named `sample`: trace id,
+/// span id, value and the bucket's upper bound. Checks the exposition's frame on the way.
+async fn openmetrics_exemplars(http_port: u16, sample: &str) -> Vec<(String, String, f64, f64)> {
+    // The text format, without them (and the TLS provider reqwest needs, installed).
+    let plain = http_get(&format!("http://127.0.0.1:{http_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !plain.contains("# EOF") && !plain.contains("trace_id"),
+        "the text format without them"
+    );
+    let response = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{http_port}/metrics"))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        )
+        .send()
+        .await
+        .expect("scrape");
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text"),
+        "{:?}",
+        response.headers()
+    );
+    let text = response.text().await.unwrap();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    text.lines()
+        .filter(|l| l.starts_with(sample))
+        .filter_map(|l| l.split_once(" # "))
+        .map(|(point, exemplar)| {
+            let le: f64 = point
+                .split("le=\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .map(|le| {
+                    if le == "+Inf" {
+                        f64::INFINITY
+                    } else {
+                        le.parse().unwrap()
+                    }
+                })
+                .expect("a bucket");
+            let (labels, rest) = exemplar.trim_start_matches('{').split_once("} ").unwrap();
+            let label = |key: &str| {
+                labels
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(&format!("{key}=\"")))
+                    .map(|v| v.trim_end_matches('"').to_owned())
+                    .unwrap()
+            };
+            let value: f64 = rest.split(' ').next().unwrap().parse().unwrap();
+            (label("trace_id"), label("span_id"), value, le)
+        })
+        .collect()
 }
 
 /// A heartbeat whose send fails (its broker away past the message timeout) is kept at any

@@ -3,7 +3,8 @@
 //! - `GET /healthz`: 200 while the process serves requests.
 //! - `GET /readyz`: 200 once every cluster's metadata was fetched and its first heartbeat
 //!   made the round trip; 503 before, with what is still pending in the body.
-//! - `GET /metrics`: the metrics in Prometheus text format, when `http.prometheus` is on.
+//! - `GET /metrics`: the metrics in Prometheus text format, or OpenMetrics with exemplars when
+//!   the scraper asks for it, when `http.prometheus` is on.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use connections::{Activity, Admission, Connections, SharedStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::BuildError;
+use crate::telemetry::Scrape;
 
 /// The set of conditions still pending before the agent is ready.
 #[derive(Clone, Debug, Default)]
@@ -121,7 +123,7 @@ impl Condition {
 pub async fn serve(
     addr: SocketAddr,
     readiness: Readiness,
-    prometheus: Option<prometheus::Registry>,
+    prometheus: Option<Scrape>,
     cancel: CancellationToken,
 ) -> Result<HealthServer, BuildError> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -132,8 +134,11 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(readiness);
-    let routes = if let Some(registry) = prometheus {
-        app = app.route("/metrics", get(move || metrics(registry.clone())));
+    let routes = if let Some(scrape) = prometheus {
+        app = app.route(
+            "/metrics",
+            get(move |headers: axum::http::HeaderMap| metrics(scrape.clone(), headers)),
+        );
         "/healthz, /readyz, /metrics"
     } else {
         "/healthz, /readyz"
@@ -250,12 +255,18 @@ impl HealthServer {
     }
 }
 
-/// The registry in the Prometheus text format.
-async fn metrics(registry: prometheus::Registry) -> impl axum::response::IntoResponse {
-    match prometheus::TextEncoder::new().encode_to_string(&registry.gather()) {
-        Ok(text) => (
+/// The metrics in the Prometheus text format, or OpenMetrics (with exemplars) when asked.
+async fn metrics(
+    scrape: Scrape,
+    headers: axum::http::HeaderMap,
+) -> impl axum::response::IntoResponse {
+    let accept = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    match scrape.render(crate::telemetry::openmetrics::wanted(accept)) {
+        Ok((content_type, text)) => (
             StatusCode::OK,
-            [(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+            [(axum::http::header::CONTENT_TYPE, content_type)],
             text,
         ),
         Err(error) => (

@@ -7,6 +7,7 @@ pub mod instruments;
 pub mod logging;
 pub mod logs;
 mod names;
+pub(crate) mod openmetrics;
 pub mod traces;
 
 use std::sync::Arc;
@@ -137,9 +138,36 @@ pub struct Telemetry {
     provider: SdkMeterProvider,
     pub instruments: Instruments,
     /// Registry behind `/metrics`, when the Prometheus endpoint is on.
-    pub prometheus: Option<prometheus::Registry>,
+    pub prometheus: Option<Scrape>,
     /// The OTLP log pipeline, when on.
     logs: logs::Logs,
+}
+
+/// What `/metrics` serves: the Prometheus registry, with the kept spans' exemplars for
+/// scrapers that ask for OpenMetrics.
+#[derive(Clone)]
+pub struct Scrape {
+    registry: prometheus::Registry,
+    exemplars: Arc<export::exemplars::Exemplars>,
+}
+
+impl Scrape {
+    /// The exposition and its content type: OpenMetrics (with exemplars) when `openmetrics`,
+    /// else the Prometheus text format.
+    pub fn render(&self, openmetrics: bool) -> Result<(&'static str, String), String> {
+        let families = self.registry.gather();
+        if openmetrics {
+            let exemplars = self.exemplars.for_scrape();
+            return Ok((
+                openmetrics::CONTENT_TYPE,
+                openmetrics::encode(&families, &exemplars),
+            ));
+        }
+        prometheus::TextEncoder::new()
+            .encode_to_string(&families)
+            .map(|text| (prometheus::TEXT_FORMAT, text))
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// How long shutdown waits for the final export.
@@ -190,7 +218,10 @@ impl Telemetry {
                 .build()
                 .map_err(BuildError::Prometheus)?;
             builder = builder.with_reader(reader);
-            Some(registry)
+            Some(Scrape {
+                registry,
+                exemplars: Arc::clone(&exemplars),
+            })
         } else {
             None
         };

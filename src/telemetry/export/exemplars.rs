@@ -1,9 +1,10 @@
 //! Exemplars: a kept span's measurement, attached to the histogram point it fell into, so a
 //! backend jumps from a latency spike to its trace. The OpenTelemetry SDK does not collect
 //! exemplars; the probes record one when they keep a span, and the exporter attaches it to
-//! the matching point of the next export (then forgets it).
+//! the matching point of the next export (then forgets it). The newest few of each series
+//! are also kept for `/metrics`, whose OpenMetrics exposition shows them on their buckets.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -20,16 +21,22 @@ const CAPACITY: usize = 512;
 const MAX_AGE: Duration = Duration::from_secs(600);
 /// At most this many exemplars on one point.
 const PER_POINT: usize = 4;
+/// For scrapes: the newest this many of each series, of at most this many series.
+const SCRAPE_PER_SERIES: usize = 16;
+const SCRAPE_SERIES: usize = 1024;
+
+/// A histogram's series: its metric and the attributes that name it.
+type SeriesKey = (&'static str, Vec<(&'static str, String)>);
 
 /// One measurement with the span it belongs to.
 #[derive(Clone, Debug)]
-struct Held {
-    metric: &'static str,
+pub(crate) struct Held {
+    pub(crate) metric: &'static str,
     /// Attributes the point must have (its series): the cluster and partition or broker.
-    series: Vec<(&'static str, String)>,
-    value: f64,
-    time: SystemTime,
-    ids: TraceIds,
+    pub(crate) series: Vec<(&'static str, String)>,
+    pub(crate) value: f64,
+    pub(crate) time: SystemTime,
+    pub(crate) ids: TraceIds,
 }
 
 /// Exemplars waiting for the next export; shared by the probes (through the traces) and the
@@ -37,6 +44,8 @@ struct Held {
 #[derive(Debug, Default)]
 pub(crate) struct Exemplars {
     held: Mutex<VecDeque<Held>>,
+    /// The newest of each series, for scrapes (not drained by them).
+    latest: Mutex<HashMap<SeriesKey, VecDeque<Held>>>,
 }
 
 impl Exemplars {
@@ -49,19 +58,45 @@ impl Exemplars {
         value: f64,
         ids: TraceIds,
     ) {
+        let exemplar = Held {
+            metric,
+            series,
+            value,
+            time: SystemTime::now(),
+            ids,
+        };
+        if let Ok(mut latest) = self.latest.lock() {
+            let key = (metric, exemplar.series.clone());
+            if latest.len() < SCRAPE_SERIES || latest.contains_key(&key) {
+                let newest = latest.entry(key).or_default();
+                if newest.len() >= SCRAPE_PER_SERIES {
+                    newest.pop_front();
+                }
+                newest.push_back(exemplar.clone());
+            }
+        }
         let Ok(mut held) = self.held.lock() else {
             return;
         };
         if held.len() >= CAPACITY {
             held.pop_front();
         }
-        held.push_back(Held {
-            metric,
-            series,
-            value,
-            time: SystemTime::now(),
-            ids,
-        });
+        held.push_back(exemplar);
+    }
+
+    /// The newest exemplars of every series, for a scrape (younger than the export's age
+    /// limit; a scrape does not consume them).
+    pub(crate) fn for_scrape(&self) -> Vec<Held> {
+        let Ok(latest) = self.latest.lock() else {
+            return Vec::new();
+        };
+        let now = SystemTime::now();
+        latest
+            .values()
+            .flatten()
+            .filter(|h| now.duration_since(h.time).unwrap_or_default() <= MAX_AGE)
+            .cloned()
+            .collect()
     }
 
     /// Attaches every waiting exemplar to its point in `request` (a histogram point of its
@@ -236,5 +271,30 @@ mod tests {
             store.record("m", Vec::new(), 1.0, ids);
         }
         assert_eq!(store.held.lock().unwrap().len(), CAPACITY);
+        assert_eq!(store.for_scrape().len(), SCRAPE_PER_SERIES);
+        for i in 0..SCRAPE_SERIES * 2 {
+            store.record("m", vec![("p", i.to_string())], 1.0, ids);
+        }
+        assert_eq!(store.latest.lock().unwrap().len(), SCRAPE_SERIES);
+    }
+
+    #[test]
+    fn a_scrape_sees_the_newest_of_each_series_and_does_not_take_them() {
+        let store = Exemplars::default();
+        let ids = |n: u64| TraceIds {
+            trace: TraceId::from(u128::from(n)),
+            span: SpanId::from(n),
+        };
+        for n in 1..=SCRAPE_PER_SERIES as u64 + 2 {
+            store.record("m", vec![("p", "1".to_owned())], n as f64, ids(n));
+        }
+        store.record("m", vec![("p", "2".to_owned())], 0.5, ids(99));
+        let seen = store.for_scrape();
+        assert_eq!(seen.len(), SCRAPE_PER_SERIES + 1);
+        assert!(
+            seen.iter().all(|h| h.value > 2.0 || h.value == 0.5),
+            "the oldest went"
+        );
+        assert_eq!(store.for_scrape().len(), seen.len(), "not consumed");
     }
 }
