@@ -10,7 +10,8 @@ use clap::Parser as _;
 
 use cc_heartbeat::cli::{Cli, Command, DemoArgs};
 use cc_heartbeat::config::{self, Config};
-use cc_heartbeat::telemetry::{Identity, Telemetry, logging};
+use cc_heartbeat::telemetry::traces::Traces;
+use cc_heartbeat::telemetry::{CheckTraces, Identity, Telemetry, logging};
 use cc_heartbeat::{app, demo, output, signal};
 
 const EXIT_FAILURE: u8 = 1;
@@ -171,8 +172,18 @@ fn check(path: Option<&Path>, log_level: Option<&str>, json: bool) -> ExitCode {
     // The report goes to stdout; logs only when asked for, so it stays readable.
     logging::init(log_level.unwrap_or("error"), config.log.format, None);
     let result = with_runtime(async {
-        let identity = Identity::from_env();
-        anyhow::Ok(cc_heartbeat::check::run(&config, &identity.instance_id).await)
+        let identity = Identity::from_env().with_zone(config.agent.zone.as_deref());
+        // What fails is kept as spans and sent where the agent sends its traces, so the
+        // report can name each failure's trace.
+        let traces = CheckTraces::build(&identity, &config.export)?;
+        let kept = traces
+            .as_ref()
+            .map_or_else(Traces::disabled, |t| t.traces.clone());
+        let mut report = cc_heartbeat::check::run(&config, &identity.instance_id, &kept).await;
+        if let Some(traces) = traces {
+            report.traces = Some(traces.finish().await);
+        }
+        anyhow::Ok(report)
     });
     match result {
         Ok(report) => {

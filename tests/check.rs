@@ -1,19 +1,25 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // test code panics and prints on purpose
 
-//! `cc-heartbeat check` from outside: a healthy cluster, a down broker, a black hole.
+//! `cc-heartbeat check` from outside: a healthy cluster, a down broker, a black hole, and
+//! the traces of what failed, sent where the config sends traces.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
+use support::otlp::{OtlpReceiver, attr};
 use support::process::run_to_end;
 use support::{MockKafka, unique_topic};
 
 fn check_config(bootstrap: &str, topic: &str) -> tempfile::NamedTempFile {
+    check_config_exporting(bootstrap, topic, "export: {otlp: {enabled: false}}")
+}
+
+fn check_config_exporting(bootstrap: &str, topic: &str, export: &str) -> tempfile::NamedTempFile {
     support::process::config_file(&format!(
         "clusters:\n  - name: checked\n    bootstrap_servers: '{bootstrap}'\n    librdkafka: {{fetch.wait.max.ms: '10'}}\n\
          heartbeat: {{topic: {topic}, message_timeout: 1s, loss_timeout: 5s}}\n\
-         checks: {{connectivity: {{interval: 5s, timeout: 1s}}}}\n"
+         checks: {{connectivity: {{interval: 5s, timeout: 1s}}}}\n{export}\n"
     ))
 }
 
@@ -143,4 +149,101 @@ fn check_against_a_refused_bootstrap_answers_within_the_connect_timeout() {
         took < Duration::from_secs(6),
         "answered at once: took {took:?}"
     );
+}
+
+/// With traces exported (the config's `export`), what fails is kept as spans and sent there,
+/// and the report names each failure's trace: a broker answering slower than the probe and
+/// message timeouts fails its `kafka` stage and its heartbeat's send. Healthy rounds are not
+/// kept. Without export, no trace ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_the_trace_of_each_failure_and_sends_it() {
+    let mock = MockKafka::new(1);
+    let topic = unique_topic("check-traced");
+    mock.create_topic(&topic, 1);
+    let receiver = OtlpReceiver::start(0).await;
+    // Metadata first (the check waits for it), then the broker slows past both timeouts.
+    let slow = std::sync::Arc::new(mock);
+    let config = check_config_exporting(
+        &slow.bootstrap(),
+        &topic,
+        &format!("export: {{otlp: {{endpoint: '{}'}}}}", receiver.endpoint()),
+    );
+    let checked = tokio::task::spawn_blocking({
+        let slow = std::sync::Arc::clone(&slow);
+        move || {
+            slow.round_trip_time(1, Duration::from_millis(1500));
+            run_check(&config, true)
+        }
+    })
+    .await
+    .unwrap();
+    let (code, report, _) = checked;
+    assert_eq!(code, Some(1), "{report}");
+    let json: serde_json::Value = serde_json::from_str(&report).expect("JSON report");
+    let cluster = &json["clusters"][0];
+    let traces = &json["traces"];
+    assert!(traces["delivered"].as_u64().unwrap() >= 1, "{report}");
+    assert_eq!(traces["failed"], serde_json::json!([]), "{report}");
+    let spans = receiver.spans();
+    let trace_of = |id: &str| -> Vec<String> {
+        spans
+            .iter()
+            .filter(|(_, s)| {
+                s.trace_id
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+                    == id
+            })
+            .map(|(_, s)| s.name.clone())
+            .collect()
+    };
+    let mut named = 0;
+    for broker in cluster["brokers"].as_array().unwrap() {
+        if broker["failure"].is_null() {
+            assert!(
+                broker["trace_id"].is_null(),
+                "a healthy round is not kept: {broker}"
+            );
+            continue;
+        }
+        let id = broker["trace_id"]
+            .as_str()
+            .expect("a failed broker names its trace");
+        let names = trace_of(id);
+        assert!(names.contains(&"probe broker".to_owned()), "{names:?}");
+        named += 1;
+    }
+    for partition in cluster["partitions"].as_array().unwrap() {
+        if let Some(id) = partition["trace_id"].as_str() {
+            let names = trace_of(id);
+            assert!(names.contains(&format!("send {topic}")), "{names:?}");
+            named += 1;
+        }
+    }
+    assert!(named >= 1, "a failure names its trace: {report}");
+    for problem in cluster["problems"].as_array().unwrap() {
+        let problem = problem.as_str().unwrap();
+        if let Some((_, id)) = problem.split_once("(trace ") {
+            assert!(!trace_of(id.trim_end_matches(')')).is_empty(), "{problem}");
+        }
+    }
+    assert!(
+        spans
+            .iter()
+            .all(|(resource, _)| attr(resource, "service.name").as_deref() == Some("cc-heartbeat")),
+        "under the agent's resource"
+    );
+
+    // Not exported: no trace ids, nothing sent.
+    let quiet = OtlpReceiver::start(0).await;
+    let config = check_config(&slow.bootstrap(), &topic);
+    let (_, report, _) = tokio::task::spawn_blocking(move || run_check(&config, true))
+        .await
+        .unwrap();
+    assert!(
+        !report.contains("trace_id") && !report.contains("\"traces\""),
+        "{report}"
+    );
+    assert!(quiet.spans().is_empty());
 }

@@ -29,6 +29,7 @@ use crate::probe::heartbeat::{HeartbeatClients, HeartbeatProbe, Observation};
 use crate::probe::set::{Hooks, ProbeSet, Settings};
 use crate::probe::{self, Probe as _};
 use crate::telemetry::Instruments;
+use crate::telemetry::traces::Traces;
 
 pub use report::{
     CheckReport, ClusterReport, GroupsSummary, OffsetsSummary, PartitionReport, TopicReport,
@@ -40,24 +41,26 @@ const CONSUME_WAIT: Duration = Duration::from_secs(5);
 /// Bound on the check of one cluster, whatever happens.
 const CLUSTER_DEADLINE: Duration = Duration::from_secs(90);
 
-/// Checks every cluster of `config`, concurrently.
-pub async fn run(config: &Config, instance_id: &str) -> CheckReport {
+/// Checks every cluster of `config`, concurrently; what fails (or is slow) is kept as spans
+/// in `traces` (off: [`Traces::disabled`]).
+pub async fn run(config: &Config, instance_id: &str, traces: &Traces) -> CheckReport {
     let mut checks = JoinSet::new();
     for (i, cluster) in config.clusters.iter().enumerate() {
         let (config, cluster, instance) = (config.clone(), cluster.clone(), instance_id.to_owned());
+        let traces = traces.clone();
         checks.spawn(async move {
             let name = cluster.name.clone();
-            let report =
-                tokio::time::timeout(CLUSTER_DEADLINE, check_cluster(&config, cluster, &instance))
-                    .await
-                    .unwrap_or_else(|_| ClusterReport {
-                        name,
-                        problems: vec![format!(
-                            "the check did not finish within {}",
-                            humantime::format_duration(CLUSTER_DEADLINE)
-                        )],
-                        ..ClusterReport::default()
-                    });
+            let check = check_cluster(&config, cluster, &instance, &traces);
+            let report = tokio::time::timeout(CLUSTER_DEADLINE, check)
+                .await
+                .unwrap_or_else(|_| ClusterReport {
+                    name,
+                    problems: vec![format!(
+                        "the check did not finish within {}",
+                        humantime::format_duration(CLUSTER_DEADLINE)
+                    )],
+                    ..ClusterReport::default()
+                });
             (i, report)
         });
     }
@@ -67,6 +70,7 @@ pub async fn run(config: &Config, instance_id: &str) -> CheckReport {
     CheckReport {
         healthy: clusters.iter().all(|c| c.problems.is_empty()),
         clusters,
+        traces: None,
     }
 }
 
@@ -77,10 +81,16 @@ fn broker_problem(o: &Outcome) -> Option<String> {
         id => format!("broker {id} ({})", o.target.address()),
     };
     Some(format!(
-        "{who} unreachable at {}: {}",
+        "{who} unreachable at {}: {}{}",
         f.stage.as_str(),
-        f.kind()
+        f.kind(),
+        trace_note(o.trace_id.as_deref())
     ))
+}
+
+/// ` (trace <id>)` when the failure's trace is kept.
+pub(crate) fn trace_note(trace_id: Option<&str>) -> String {
+    trace_id.map_or_else(String::new, |id| format!(" (trace {id})"))
 }
 
 /// Every address failed before a connection was made (name lookup or TCP).
@@ -132,6 +142,7 @@ async fn check_cluster(
     config: &Config,
     cluster: ClusterConfig,
     instance_id: &str,
+    traces: &Traces,
 ) -> ClusterReport {
     let mut report = ClusterReport {
         name: cluster.name.clone(),
@@ -153,7 +164,7 @@ async fn check_cluster(
     };
     let (cancel, tasks) = (CancellationToken::new(), TaskTracker::new());
     clients.serve(&cancel, &tasks);
-    check_with_clients(config, cluster, clients, &tasks, &mut report).await;
+    check_with_clients(config, cluster, clients, &tasks, traces, &mut report).await;
     cancel.cancel();
     tasks.close();
     tasks.wait().await;
@@ -167,9 +178,11 @@ async fn check_with_clients(
     cluster: ClusterConfig,
     clients: HeartbeatClients,
     tasks: &TaskTracker,
+    traces: &Traces,
     report: &mut ClusterReport,
 ) {
-    let instruments = Instruments::unexported();
+    let mut instruments = Instruments::unexported();
+    instruments.traces = traces.clone();
     let (tap, observations) = mpsc::channel(1024);
     let set = ProbeSet::new(
         Settings {
@@ -304,9 +317,11 @@ async fn check_with_clients(
     report.partitions = heartbeat_round(config, name, heartbeat, observations, &view).await;
     for p in &report.partitions {
         if let Some(error) = &p.error {
-            report
-                .problems
-                .push(format!("partition {}: {error}", p.partition));
+            report.problems.push(format!(
+                "partition {}: {error}{}",
+                p.partition,
+                trace_note(p.trace_id.as_deref())
+            ));
         }
     }
 }
@@ -330,6 +345,7 @@ async fn heartbeat_round(
                 ack_ms: None,
                 end_to_end_ms: None,
                 error: None,
+                trace_id: None,
             };
             (p.id, report)
         })
@@ -368,12 +384,14 @@ async fn heartbeat_round(
                 partition,
                 latency,
                 error,
+                trace,
                 ..
             } => {
                 if let Some(r) = reports.get_mut(&partition) {
                     r.ack_ms = Some(latency.as_secs_f64() * 1000.0);
                     if let Some(kind) = error {
                         r.error = Some(format!("produce failed ({kind})"));
+                        r.trace_id = trace.map(|t| t.to_string());
                     }
                 }
             }

@@ -14,6 +14,9 @@ use crate::probe::broker::{Outcome, Stage};
 pub struct CheckReport {
     pub healthy: bool,
     pub clusters: Vec<ClusterReport>,
+    /// Where the failures' traces went, when the config exports traces.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traces: Option<crate::telemetry::TracesSent>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -77,6 +80,9 @@ pub struct PartitionReport {
     pub ack_ms: Option<f64>,
     pub end_to_end_ms: Option<f64>,
     pub error: Option<String>,
+    /// The trace the failed send is kept in, when spans are on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 fn ms(d: Option<Duration>) -> String {
@@ -115,6 +121,18 @@ pub fn render_text(report: &CheckReport) -> String {
         .iter()
         .flat_map(|c| c.problems.iter().map(move |p| format!("{}: {p}", c.name)))
         .collect();
+    if let Some(t) = &report.traces {
+        if t.failed.is_empty() {
+            let _ = writeln!(out, "traces of the failures: sent to {}", t.endpoint);
+        } else {
+            let _ = writeln!(
+                out,
+                "traces of the failures: NOT delivered to {} ({})",
+                t.endpoint,
+                t.failed.join(", ")
+            );
+        }
+    }
     if problems.is_empty() {
         let _ = writeln!(out, "verdict: HEALTHY");
     } else {
@@ -298,6 +316,7 @@ mod tests {
                         ack_ms: Some(4.25),
                         end_to_end_ms: Some(6.0),
                         error: None,
+                        trace_id: None,
                     },
                     PartitionReport {
                         partition: 1,
@@ -305,11 +324,20 @@ mod tests {
                         ack_ms: None,
                         end_to_end_ms: None,
                         error: Some("produce failed (timeout)".into()),
+                        trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
                     },
                 ],
-                problems: vec!["partition 1: produce failed (timeout)".into()],
+                problems: vec![
+                    "partition 1: produce failed (timeout) (trace 4bf92f3577b34da6a3ce929d0e0e4736)"
+                        .into(),
+                ],
                 ..ClusterReport::default()
             }],
+            traces: Some(crate::telemetry::TracesSent {
+                endpoint: "http://collector:4317".into(),
+                delivered: 1,
+                failed: Vec::new(),
+            }),
         };
         let text = render_text(&report);
         let lines: Vec<&str> = text.lines().collect();
@@ -321,7 +349,14 @@ mod tests {
             lines[4],
             "  1              -         -         -  FAILED: produce failed (timeout)"
         );
-        assert_eq!(lines[5], "verdict: UNHEALTHY (1 problem)");
-        assert_eq!(lines[6], "  - prod: partition 1: produce failed (timeout)");
+        assert_eq!(
+            lines[5],
+            "traces of the failures: sent to http://collector:4317"
+        );
+        assert_eq!(lines[6], "verdict: UNHEALTHY (1 problem)");
+        assert_eq!(
+            lines[7],
+            "  - prod: partition 1: produce failed (timeout) (trace 4bf92f3577b34da6a3ce929d0e0e4736)"
+        );
     }
 }

@@ -199,6 +199,7 @@ mod tests {
             leader: Some(2),
             latency: Duration::from_millis(4),
             error: None,
+            trace: None,
         });
         summary.add(Observation::Acked {
             partition: 0,
@@ -206,6 +207,7 @@ mod tests {
             leader: Some(2),
             latency: Duration::from_millis(3000),
             error: Some(ErrorKind::Timeout),
+            trace: None,
         });
         summary.add(Observation::RoundTrip {
             partition: 0,

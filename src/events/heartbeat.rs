@@ -26,6 +26,8 @@ pub enum Observation {
         leader: Option<i32>,
         latency: Duration,
         error: Option<ErrorKind>,
+        /// The trace a failed send is kept in, when spans are on.
+        trace: Option<opentelemetry::trace::TraceId>,
     },
     RoundTrip {
         partition: i32,
@@ -164,6 +166,7 @@ impl HeartbeatAcked {
             leader: self.leader,
             latency: self.latency,
             error: None,
+            trace: None,
         });
     }
 }
@@ -179,6 +182,8 @@ pub struct HeartbeatSendFailed<'a> {
     pub error: &'a (dyn std::error::Error + 'static),
     /// The first failure of an episode on this partition.
     pub first: bool,
+    /// The trace its send span is kept in, when spans are on.
+    pub trace: Option<opentelemetry::trace::TraceId>,
 }
 
 impl HeartbeatSendFailed<'_> {
@@ -212,6 +217,7 @@ impl HeartbeatSendFailed<'_> {
             leader: self.leader,
             latency: self.latency.unwrap_or_default(),
             error: Some(kind),
+            trace: self.trace,
         });
     }
 }

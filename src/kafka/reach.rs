@@ -113,6 +113,9 @@ pub struct Outcome {
     /// When the first stage began (the stages ran one after the other from here).
     #[serde(skip)]
     pub started: Instant,
+    /// The trace this probe is kept in (it failed or was slow), when spans are on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 fn serialize_stages<S: serde::Serializer>(
@@ -195,6 +198,7 @@ where
         api_version: None,
         http_status: None,
         started: Instant::now(),
+        trace_id: None,
     };
     let mut stages = Stages {
         outcome: &mut outcome,

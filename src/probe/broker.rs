@@ -169,7 +169,7 @@ impl Probe for BrokerProbe {
         let mut outcomes = probes.join_all().await;
         outcomes.sort_by_key(|o| o.target.id);
         let traces = &self.instruments.traces;
-        for outcome in &outcomes {
+        for outcome in &mut outcomes {
             let known = self.known.get_mut(&outcome.target.id);
             let was_up = known.as_ref().and_then(|k| k.up);
             let root = super::spans::kept_round(traces, outcome);
@@ -205,6 +205,7 @@ impl Probe for BrokerProbe {
                 k.up = Some(outcome.up());
                 k.api_version = outcome.api_version.unwrap_or(k.api_version);
             }
+            outcome.trace_id = root.map(|r| r.trace.to_string());
         }
         Ok(outcomes)
     }

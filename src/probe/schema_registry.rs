@@ -260,6 +260,7 @@ impl Probe for RegistryProbe {
             );
         }
         self.up = Some(outcome.up());
+        outcome.trace_id = root.map(|r| r.trace.to_string());
         Ok(outcome)
     }
 }

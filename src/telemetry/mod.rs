@@ -143,6 +143,77 @@ pub struct Telemetry {
     logs: logs::Logs,
 }
 
+/// The spans of a one-shot `check`, when the config exports traces: only what failed or was
+/// slow is kept (healthy rounds are not sampled), so the report can name each failure's
+/// trace and the backend has it.
+pub struct CheckTraces {
+    pub traces: traces::Traces,
+    stats: Arc<export::stats::ExportStats>,
+    endpoint: String,
+}
+
+/// Whether a check's spans reached the traces endpoint.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TracesSent {
+    /// The traces endpoint (credentials redacted).
+    pub endpoint: String,
+    /// Requests delivered, and failed (with their `error.type`).
+    pub delivered: u64,
+    pub failed: Vec<String>,
+}
+
+impl CheckTraces {
+    /// `None` when traces are off in `export`. Must run inside the tokio runtime.
+    pub fn build(identity: &Identity, export: &ExportConfig) -> Result<Option<Self>, BuildError> {
+        if !export.traces.enabled {
+            return Ok(None);
+        }
+        let mut export = export.clone();
+        export.traces.sample_ratio = 0.0;
+        let stats = Arc::new(export::stats::ExportStats::default());
+        let traces = traces::Traces::build(
+            &export,
+            &identity.resource,
+            Arc::clone(&stats),
+            Arc::default(),
+        )
+        .map_err(|source| BuildError::OtlpExporter {
+            endpoint: crate::config::redact_url(&export.traces.endpoint),
+            source,
+        })?;
+        Ok(Some(Self {
+            traces,
+            stats,
+            endpoint: crate::config::redact_url(&export.traces.endpoint),
+        }))
+    }
+
+    /// Sends what was kept (bounded by the shutdown timeout) and says how that went.
+    pub async fn finish(self) -> TracesSent {
+        let traces = self.traces.clone();
+        let flushed =
+            tokio::task::spawn_blocking(move || traces.shutdown(SHUTDOWN_EXPORT_TIMEOUT)).await;
+        let mut sent = TracesSent {
+            endpoint: self.endpoint,
+            delivered: 0,
+            failed: Vec::new(),
+        };
+        for (signal, error, count) in self.stats.batches() {
+            if signal != export::stats::Signal::Traces {
+                continue;
+            }
+            match error {
+                None => sent.delivered += count,
+                Some(kind) => sent.failed.extend((0..count).map(|_| kind.to_owned())),
+            }
+        }
+        if let Ok(Err(error)) = flushed {
+            sent.failed.push(format!("not flushed: {error}"));
+        }
+        sent
+    }
+}
+
 /// What `/metrics` serves: the Prometheus registry, with the kept spans' exemplars for
 /// scrapers that ask for OpenMetrics.
 #[derive(Clone)]

@@ -189,7 +189,7 @@ impl HeartbeatReceiver {
                     read_back,
                 );
                 in_span(trace, || {
-                    self.send_failed(partition, seq, None, leader, error, at)
+                    self.send_failed(partition, seq, None, leader, error, at, trace)
                 });
             }
             Event::Acked {
@@ -362,7 +362,7 @@ impl HeartbeatReceiver {
             Err(error) => {
                 let error = reported(&session, &error);
                 in_span(trace, || {
-                    self.send_failed(partition, seq, Some(latency), leader, error, at);
+                    self.send_failed(partition, seq, Some(latency), leader, error, at, trace);
                 });
             }
         }
@@ -400,6 +400,7 @@ impl HeartbeatReceiver {
         tally.0 += 1;
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn send_failed(
         &mut self,
         partition: i32,
@@ -408,6 +409,7 @@ impl HeartbeatReceiver {
         leader: Option<i32>,
         error: &(dyn std::error::Error + 'static),
         at: Instant,
+        trace: Option<TraceIds>,
     ) {
         let first = self.state.failing.entry(partition).or_default().fail();
         self.state.last_failure.insert(partition, at);
@@ -425,6 +427,7 @@ impl HeartbeatReceiver {
             latency,
             error,
             first,
+            trace: trace.map(|t| t.trace),
         }
         .emit(&self.recorder());
     }
