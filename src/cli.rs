@@ -133,7 +133,8 @@ pub struct DemoArgs {
     #[arg(long, default_value = "10s", value_parser = duration, value_name = "DURATION")]
     pub fault_for: Duration,
 
-    /// Also push the metrics over OTLP/gRPC to this endpoint, e.g. http://localhost:4317.
+    /// Also push the metrics, spans and logs over OTLP/gRPC to this endpoint, e.g.
+    /// http://localhost:4317 (a failed send in the summary then names its trace).
     #[arg(long, value_name = "URL")]
     pub otlp_endpoint: Option<String>,
 }

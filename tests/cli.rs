@@ -281,6 +281,70 @@ fn demo_measures_heartbeats_and_shows_an_injected_fault() {
     assert!(received >= 15, "{done}");
 }
 
+/// With `--otlp-endpoint`, the demo exports spans too, and a failed send's line in the summary
+/// names the trace it is kept in: a `send` span that failed, in what the receiver got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_names_the_trace_of_a_failed_send() {
+    let receiver = support::otlp::OtlpReceiver::start(0).await;
+    let endpoint = receiver.endpoint();
+    let out = tokio::task::spawn_blocking(move || {
+        run_to_end(
+            &[
+                "demo",
+                "--duration",
+                "8s",
+                "--report-every",
+                "3s",
+                "--broker-down",
+                "2",
+                "--fault-at",
+                "1s",
+                "--fault-for",
+                "5s",
+                "--otlp-endpoint",
+                &endpoint,
+            ],
+            &[],
+            Duration::from_secs(40),
+        )
+    })
+    .await
+    .unwrap();
+    let stdout = text(&out.stdout);
+    println!("{stdout}");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let traces: Vec<String> = stdout
+        .lines()
+        .filter_map(|l| {
+            l.split_once("produce failed: timeout (trace ")
+                .map(|(_, t)| t)
+        })
+        .map(|t| t.trim_end_matches(')').to_owned())
+        .collect();
+    assert!(
+        !traces.is_empty(),
+        "failed sends name their trace:\n{stdout}"
+    );
+    let spans = receiver.spans();
+    for trace in &traces {
+        let send = spans
+            .iter()
+            .map(|(_, s)| s)
+            .find(|s| {
+                s.trace_id
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+                    == *trace
+            })
+            .unwrap_or_else(|| panic!("trace {trace} was exported"));
+        assert_eq!(
+            support::otlp::attr(&send.attributes, "cc_heartbeat.heartbeat.outcome").as_deref(),
+            Some("failed")
+        );
+    }
+}
+
 /// Credentials inside the OTLP endpoint URL never reach `validate` or the run log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_in_the_otlp_endpoint_are_never_shown() {

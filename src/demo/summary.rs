@@ -50,6 +50,8 @@ struct PartitionWindow {
     received: u64,
     lost: u64,
     last_error: Option<ErrorKind>,
+    /// The trace the window's last failed send is kept in, when spans are exported.
+    last_trace: Option<opentelemetry::trace::TraceId>,
 }
 
 /// Observations of the current report window, per partition, plus the run's totals.
@@ -68,6 +70,7 @@ impl Summary {
                 leader,
                 latency,
                 error,
+                trace,
                 ..
             } => {
                 let w = self.window.entry(partition).or_default();
@@ -79,6 +82,7 @@ impl Summary {
                     Some(kind) => {
                         w.failed += 1;
                         w.last_error = Some(kind);
+                        w.last_trace = trace.or(w.last_trace);
                         self.totals.failed += 1;
                     }
                 }
@@ -123,8 +127,11 @@ impl Summary {
         ]);
         let mut all = PartitionWindow::default();
         for (partition, w) in &mut self.window {
-            let note = match w.last_error {
-                Some(kind) if w.failed > 0 => format!("produce failed: {kind}"),
+            let note = match (w.last_error, w.last_trace) {
+                (Some(kind), Some(trace)) if w.failed > 0 => {
+                    format!("produce failed: {kind} (trace {trace})")
+                }
+                (Some(kind), None) if w.failed > 0 => format!("produce failed: {kind}"),
                 _ => String::new(),
             };
             table.row([
@@ -207,7 +214,7 @@ mod tests {
             leader: Some(2),
             latency: Duration::from_millis(3000),
             error: Some(ErrorKind::Timeout),
-            trace: None,
+            trace: Some(opentelemetry::trace::TraceId::from(0xabc_u128)),
         });
         summary.add(Observation::RoundTrip {
             partition: 0,
@@ -231,7 +238,10 @@ mod tests {
         );
         let row: Vec<&str> = lines[1].split_whitespace().collect();
         assert_eq!(row[..6], ["0", "2", "4.0", "ms", "4.0", "ms"]);
-        assert!(lines[1].contains("produce failed: timeout"), "{table}");
+        assert!(
+            lines[1].ends_with("produce failed: timeout (trace 00000000000000000000000000000abc)"),
+            "the failure names its trace: {table}"
+        );
         assert!(
             lines[2].split_whitespace().eq(["all", "2", "1", "1", "1"]),
             "{table}"
