@@ -943,6 +943,15 @@ static void rd_kafka_admin_response_parse(rd_kafka_op_t *rko) {
         err = rko->rko_u.admin_request.cbs->parse(
             rko, &rko_result, rko->rko_u.admin_request.reply_buf, errstr,
             sizeof(errstr));
+        if ((err == RD_KAFKA_RESP_ERR_NOT_COORDINATOR ||
+             err == RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE) &&
+            rko->rko_u.admin_request.reply_buf->rkbuf_rkb)
+                /* The coordinator moved: look it up anew next time
+                 * instead of asking this broker again for as long as the
+                 * cache entry is used. */
+                rd_kafka_coord_cache_evict(
+                    &rko->rko_rk->rk_coord_cache,
+                    rko->rko_u.admin_request.reply_buf->rkbuf_rkb);
         if (err) {
                 rd_kafka_admin_result_fail(
                     rko, err, "%s worker failed to parse response: %s",
@@ -987,6 +996,12 @@ static void rd_kafka_admin_coord_response_parse(rd_kafka_t *rk,
 
         err = rko->rko_u.admin_request.cbs->parse(rko, &rko_result, rkbuf,
                                                   errstr, sizeof(errstr));
+        if (err == RD_KAFKA_RESP_ERR_NOT_COORDINATOR ||
+            err == RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE)
+                /* The coordinator moved: look it up anew next time
+                 * instead of asking this broker again for as long as the
+                 * cache entry is used. */
+                rd_kafka_coord_cache_evict(&rk->rk_coord_cache, rkb);
         if (err) {
                 rd_kafka_admin_result_fail(
                     rko, err,
@@ -8253,6 +8268,13 @@ rd_kafka_DescribeConsumerGroupsResponse_parse(rd_kafka_op_t *rko_req,
                         error = rd_kafka_error_new(
                             error_code, "DescribeConsumerGroups: %s",
                             rd_kafka_err2str(error_code));
+                        if (error_code == RD_KAFKA_RESP_ERR_NOT_COORDINATOR ||
+                            error_code ==
+                                RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE)
+                                /* The group moved: look its coordinator
+                                 * up anew next time. */
+                                rd_kafka_coord_cache_evict(
+                                    &rko_req->rko_rk->rk_coord_cache, rkb);
                 }
 
                 is_simple_consumer_group = *proto_type == '\0';
@@ -8482,6 +8504,14 @@ rd_kafka_ConsumerGroupDescribeResponse_parse(rd_kafka_op_t *rko_req,
                         error = rd_kafka_error_new(
                             ErrorCode, "ConsumerGroupDescribe: %.*s",
                             RD_KAFKAP_STR_PR(&ErrorString));
+                        if (ErrorCode == RD_KAFKA_RESP_ERR_NOT_COORDINATOR ||
+                            ErrorCode ==
+                                RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE)
+                                /* The group moved: look its coordinator
+                                 * up anew next time. */
+                                rd_kafka_coord_cache_evict(
+                                    &rko_req->rko_rk->rk_coord_cache,
+                                    reply->rkbuf_rkb);
                 }
 
                 rd_list_init(&members, MemberCnt,

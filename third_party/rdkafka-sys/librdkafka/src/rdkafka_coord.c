@@ -284,6 +284,8 @@ static rd_bool_t rd_kafka_coord_req_destroy(rd_kafka_t *rk,
 
                 rd_kafka_timer_stop(&rk->rk_timers, &creq->creq_tmr,
                                     RD_DO_LOCK);
+                rd_kafka_timer_stop(&rk->rk_timers, &creq->creq_requery_tmr,
+                                    RD_DO_LOCK);
         }
 
         if (--creq->creq_refcnt > 0)
@@ -519,6 +521,13 @@ static void rd_kafka_coord_req_fsm(rd_kafka_t *rk, rd_kafka_coord_req_t *creq) {
                                 rd_kafka_broker_destroy(rkb);
                                 goto query_coord;
                         }
+                        /* Ask again in a second if it is still down then:
+                         * a broker that is gone never comes up to trigger
+                         * this fsm. */
+                        rd_kafka_timer_start_oneshot(
+                            &rk->rk_timers, &creq->creq_requery_tmr,
+                            rd_false /*don't restart*/, 1000 * 1000 /* 1s */,
+                            rd_kafka_coord_req_tmr_cb, creq);
 
                 } else {
                         /* No connection yet.
@@ -537,6 +546,14 @@ static void rd_kafka_coord_req_fsm(rd_kafka_t *rk, rd_kafka_coord_req_t *creq) {
                         creq->creq_rkb = rkb;
                         rd_kafka_broker_persistent_connection_add(
                             rkb, &rkb->rkb_persistconn.coord);
+                        /* If it does not come up within a second (it may be
+                         * gone for good, and then never broadcasts), run
+                         * again to look the coordinator up anew. */
+                        rd_interval_reset_to_now(&creq->creq_query_intvl, 0);
+                        rd_kafka_timer_start_oneshot(
+                            &rk->rk_timers, &creq->creq_requery_tmr,
+                            rd_false /*don't restart*/, 1000 * 1000 /* 1s */,
+                            rd_kafka_coord_req_tmr_cb, creq);
                 }
 
                 rd_kafka_broker_destroy(rkb);

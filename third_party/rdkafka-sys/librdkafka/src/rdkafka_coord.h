@@ -83,6 +83,11 @@ typedef struct rd_kafka_coord_req_s {
                                          *   provided to creq_send_req_cb
                                          *   (optional). */
         rd_kafka_timer_t creq_tmr;      /**< Delay timer. */
+        rd_kafka_timer_t creq_requery_tmr; /**< Runs the fsm again while the
+                                            *   coordinator waited for is
+                                            *   not up: one that is gone
+                                            *   never broadcasts a state
+                                            *   change. */
         rd_ts_t creq_ts_timeout;        /**< Absolute timeout.
                                          *   Will fail with an error
                                          *   code pertaining to the

@@ -1369,8 +1369,10 @@ err:
 
         actions = rd_kafka_handle_OffsetFetch_err_action(rkb, err, request);
 
-        if (actions & RD_KAFKA_ERR_ACTION_REFRESH) {
-                /* Re-query for coordinator */
+        if ((actions & RD_KAFKA_ERR_ACTION_REFRESH) && rkb->rkb_rk->rk_cgrp) {
+                /* Re-query for coordinator (a client without a consumer
+                 * group, e.g. one making ListConsumerGroupOffsets admin
+                 * requests, has none to re-query) */
                 rd_kafka_cgrp_op(rkb->rkb_rk->rk_cgrp, NULL, RD_KAFKA_NO_REPLYQ,
                                  RD_KAFKA_OP_COORD_QUERY, err);
         }
