@@ -2,8 +2,8 @@
 //!
 //! The metadata watch, the broker probe and the Schema Registry probe start at once (before
 //! the cluster has answered, the broker probe checks the bootstrap address, so an unreachable
-//! cluster still says why). The topic, offsets, consumer group and heartbeat probes start
-//! after the first metadata.
+//! cluster still says why). The topic, offsets, consumer group, commit and heartbeat probes
+//! start after the first metadata.
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -142,6 +142,15 @@ impl ClusterRun {
         if let Some(groups) = set.groups {
             tasks.spawn(probe::run(
                 groups,
+                &name,
+                Wake::new(),
+                cancel.clone(),
+                &traces,
+            ));
+        }
+        if let Some(commit) = set.commit {
+            tasks.spawn(probe::run(
+                commit,
                 &name,
                 Wake::new(),
                 cancel.clone(),

@@ -204,6 +204,7 @@ async fn check_with_clients(
         registry,
         offsets,
         groups,
+        commit,
         mut topic,
         heartbeat,
         receiver,
@@ -322,6 +323,13 @@ async fn check_with_clients(
                 p.partition,
                 trace_note(p.trace_id.as_deref())
             ));
+        }
+    }
+    // After the round trip: the commit carries the reader's position.
+    if let Some(mut commit) = commit {
+        match probe::once(&mut commit, name).await {
+            Ok(found) => report.commit = Some(found),
+            Err(e) => report.problems.push(format!("commit path: {}", Chain(&e))),
         }
     }
 }

@@ -37,6 +37,9 @@ pub struct ClusterReport {
     /// The consumer group check: each watched group's members and lag.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub consumer_groups: Option<GroupsSummary>,
+    /// The commit probe's round: the group's coordinator and each step's round trip.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<crate::probe::commit::CommitReport>,
     /// Why the cluster is unhealthy, one sentence each; empty when healthy.
     pub problems: Vec<String>,
 }
@@ -108,6 +111,33 @@ fn result(o: &Outcome) -> String {
 
 fn id_or_dash(id: Option<i32>) -> String {
     id.map_or_else(|| "-".to_owned(), |id| id.to_string())
+}
+
+/// `commit path (group g): coordinator 2 (rack zone-b), find_coordinator 3.1 ms, …`.
+fn commit_line(commit: &crate::probe::commit::CommitReport) -> String {
+    if commit.off {
+        return format!(
+            "commit path (group {}): not measured (the group may not be used, or the cluster does not describe groups)",
+            commit.group
+        );
+    }
+    let coordinator = commit.coordinator.map_or_else(
+        || "coordinator unknown".to_owned(),
+        |id| {
+            let rack = commit.rack.as_deref().unwrap_or("-");
+            format!("coordinator {id} (rack {rack})")
+        },
+    );
+    let steps: Vec<String> = commit
+        .steps
+        .iter()
+        .map(|(step, ms)| format!("{step} {ms:.1} ms"))
+        .collect();
+    format!(
+        "commit path (group {}): {coordinator}, {}",
+        commit.group,
+        steps.join(", ")
+    )
 }
 
 /// The report as a person reads it.
@@ -204,6 +234,9 @@ fn render_cluster(out: &mut String, c: &ClusterReport) {
                 c.uncovered_brokers
             );
         }
+    }
+    if let Some(commit) = &c.commit {
+        let _ = writeln!(out, "  {}", commit_line(commit));
     }
     if let Some(o) = &c.offsets {
         let mut line = format!(

@@ -10,8 +10,8 @@ use super::or_default;
 use super::sasl::read_sasl;
 use super::schema_registry::read_schema_registry;
 use super::types::{
-    ClusterConfig, ConsumerGroupsConfig, DEFAULT_GROUP_EXCLUDE, DEFAULT_TOPIC_EXCLUDE,
-    LagGranularity, LibrdkafkaValue, Secret, SecurityProtocol, TlsConfig,
+    ClusterConfig, CommitProbeConfig, CommitProbeMode, ConsumerGroupsConfig, DEFAULT_GROUP_EXCLUDE,
+    DEFAULT_TOPIC_EXCLUDE, LagGranularity, LibrdkafkaValue, Secret, SecurityProtocol, TlsConfig,
 };
 use super::yaml::{Field, Reader, Section};
 
@@ -221,6 +221,30 @@ fn read_cluster(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<ClusterConfig>
     let registry_given = s.has("schema_registry");
     let section = s.section(r, "schema_registry");
     let schema_registry = registry_given.then(|| read_schema_registry(r, section));
+    let mut section = s.section(r, "commit_probe");
+    let commit_enabled = or_default(section.field("enabled"), CommitProbeMode::Auto, |f| {
+        f.choice(
+            r,
+            &[
+                ("auto", CommitProbeMode::Auto),
+                ("true", CommitProbeMode::On),
+                ("false", CommitProbeMode::Off),
+            ],
+            true,
+        )
+    });
+    let commit_group = section.field("group").map(|f| {
+        let group = f.string(r)?;
+        if group.trim().is_empty() {
+            f.error(
+                r,
+                "empty; expected the consumer group id the commit probe commits in",
+            );
+            return None;
+        }
+        Some(group)
+    });
+    section.finish(r);
     s.finish(r);
 
     let protocol = protocol?;
@@ -285,6 +309,13 @@ fn read_cluster(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<ClusterConfig>
         lag_duration: lag_duration?,
         granularity: granularity?,
     };
+    let commit_probe = CommitProbeConfig {
+        enabled: commit_enabled?,
+        group: match commit_group {
+            Some(group) => Some(group?),
+            None => None,
+        },
+    };
     Some(ClusterConfig {
         name: name?,
         bootstrap_servers: bootstrap_servers?,
@@ -297,6 +328,7 @@ fn read_cluster(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<ClusterConfig>
         topics,
         consumer_groups,
         schema_registry,
+        commit_probe,
     })
 }
 

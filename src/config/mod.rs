@@ -312,7 +312,32 @@ fn read_checks(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<ChecksConfig> {
         f.duration(r, &PROBE_TIMEOUT)
     });
     sr.finish(r);
+    let mut cm = s.section(r, "commit");
+    let commit_interval = or_default(cm.field("interval"), DEFAULT_COMMIT_INTERVAL, |f| {
+        f.duration(r, &SLOW_INTERVAL)
+    });
+    let commit_timeout = or_default(cm.field("timeout"), DEFAULT_COMMIT_TIMEOUT, |f| {
+        f.duration(r, &COMMIT_TIMEOUT)
+    });
+    let cm_path = cm.path().to_owned();
+    cm.finish(r);
     s.finish(r);
+    let commit = match (commit_interval, commit_timeout) {
+        (Some(interval), Some(timeout)) if timeout >= interval => {
+            r.error(
+                format!("{cm_path}.timeout"),
+                None,
+                format!(
+                    "{} must be shorter than {cm_path}.interval ({})",
+                    humantime::format_duration(timeout),
+                    humantime::format_duration(interval)
+                ),
+            );
+            None
+        }
+        (Some(interval), Some(timeout)) => Some(ConnectivityConfig { interval, timeout }),
+        _ => None,
+    };
     let (interval, timeout) = (interval?, timeout?);
     if timeout >= interval {
         r.error(
@@ -338,6 +363,7 @@ fn read_checks(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<ChecksConfig> {
             interval: sr_interval?,
             timeout: sr_timeout?,
         },
+        commit: commit?,
     })
 }
 

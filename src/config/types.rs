@@ -44,6 +44,10 @@ pub const DEFAULT_CONSUMER_GROUPS_INTERVAL: Duration = Duration::from_secs(30);
 /// Schema Registry probe interval and timeout.
 pub const DEFAULT_SCHEMA_REGISTRY_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_SCHEMA_REGISTRY_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The commit probe's group, before the agent's `service.instance.id`.
+pub const COMMIT_GROUP_PREFIX: &str = "cc-heartbeat-commit-";
 /// OTLP endpoints per protocol, as the OpenTelemetry specification sets them.
 pub const DEFAULT_OTLP_GRPC_ENDPOINT: &str = "http://localhost:4317";
 pub const DEFAULT_OTLP_HTTP_ENDPOINT: &str = "http://localhost:4318/v1/metrics";
@@ -77,6 +81,10 @@ pub(super) const LOSS_TIMEOUT: RangeInclusive<Duration> = MIN_INTERVAL..=DAY;
 pub(super) const RETENTION: RangeInclusive<Duration> = MINUTE..=Duration::from_secs(30 * 86_400);
 /// `checks.{metadata,topic,offsets,consumer_groups,schema_registry}.interval`.
 pub(super) const SLOW_INTERVAL: RangeInclusive<Duration> = Duration::from_secs(1)..=DAY;
+/// `checks.commit.timeout`: long enough for librdkafka to look the coordinator up again
+/// once the one it knew stopped answering (it waits a second before asking).
+pub(super) const COMMIT_TIMEOUT: RangeInclusive<Duration> =
+    Duration::from_secs(2)..=Duration::from_secs(300);
 /// `checks.connectivity.timeout`, `checks.schema_registry.timeout`.
 pub(super) const PROBE_TIMEOUT: RangeInclusive<Duration> =
     Duration::from_millis(10)..=Duration::from_secs(300);
@@ -135,6 +143,7 @@ pub struct ClusterConfig {
     /// The cluster's Schema Registry, probed when given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schema_registry: Option<SchemaRegistryConfig>,
+    pub commit_probe: CommitProbeConfig,
 }
 
 /// A Schema Registry to probe.
@@ -154,6 +163,51 @@ pub struct SchemaRegistryConfig {
 pub struct BasicAuth {
     pub username: String,
     pub password: Secret,
+}
+
+/// `clusters[].commit_probe`: whether the commit probe runs, and the group it commits in.
+#[derive(Clone, Debug, Serialize)]
+pub struct CommitProbeConfig {
+    pub enabled: CommitProbeMode,
+    /// Its own group; by default `cc-heartbeat-commit-` and the agent's
+    /// `service.instance.id` (set when the agent starts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+impl Default for CommitProbeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: CommitProbeMode::Auto,
+            group: None,
+        }
+    }
+}
+
+/// When the commit probe runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitProbeMode {
+    /// Runs; a refusal of its group (no ACL) turns it off, said once.
+    Auto,
+    /// Runs; refusals are failures like any other.
+    On,
+    Off,
+}
+
+impl CommitProbeMode {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::On => "true",
+            Self::Off => "false",
+        }
+    }
+}
+
+impl Serialize for CommitProbeMode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 /// Which consumer groups the lag check reports, and how.
@@ -344,6 +398,8 @@ pub struct ChecksConfig {
     pub offsets: SeriesCheckConfig,
     pub consumer_groups: SeriesCheckConfig,
     pub schema_registry: ConnectivityConfig,
+    /// The commit probe's rounds (`clusters[].commit_probe` says where it runs).
+    pub commit: ConnectivityConfig,
 }
 
 /// A check that reports series per topic or group: how often, and how many at most.

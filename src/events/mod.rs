@@ -28,6 +28,7 @@ macro_rules! warn_or_debug {
 pub mod broker;
 pub mod cap;
 pub mod cluster;
+pub mod commit;
 pub mod export;
 pub mod groups;
 pub mod heartbeat;

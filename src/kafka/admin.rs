@@ -8,6 +8,7 @@ use rdkafka::client::Client;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use super::metadata::{ClusterView, view_from};
+use super::native::coordinator::{self, GroupCoordinator};
 use super::native::groups::{self, CommittedOffset, GroupSummary};
 use super::native::offsets::{self, OffsetSpec, PartitionOffset};
 use super::native::{self, AdminError, ClusterDescription};
@@ -64,6 +65,9 @@ pub enum Request {
     ListOffsets,
     ListGroups,
     OffsetFetch,
+    /// DescribeConsumerGroups (the commit probe's look at its group and coordinator).
+    DescribeGroup,
+    OffsetCommit,
     /// The heartbeat consumer's fetches: librdkafka makes them, only refusals are seen.
     Fetch,
 }
@@ -78,6 +82,8 @@ impl Request {
             Self::ListOffsets => "list_offsets",
             Self::ListGroups => "list_groups",
             Self::OffsetFetch => "offset_fetch",
+            Self::DescribeGroup => "describe_group",
+            Self::OffsetCommit => "offset_commit",
             Self::Fetch => "fetch",
         }
     }
@@ -265,6 +271,45 @@ impl Admin {
             })
             .and_then(|r| r);
         self.settle(Request::OffsetFetch, result)
+    }
+
+    /// DescribeConsumerGroups of one group: its coordinator and state.
+    pub async fn describe_group(
+        &self,
+        group: String,
+        timeout: Duration,
+    ) -> Result<GroupCoordinator, AdminError> {
+        let result = self
+            .blocking(move |client| coordinator::describe_group(client, &group, timeout))
+            .await
+            .map_err(|source| AdminError::Task {
+                request: "DescribeConsumerGroups",
+                source,
+            })
+            .and_then(|r| r);
+        self.settle(Request::DescribeGroup, result)
+    }
+
+    /// Commits `offset` for one partition in `group` (a group without members).
+    pub async fn commit_offset(
+        &self,
+        group: String,
+        topic: String,
+        partition: i32,
+        offset: i64,
+        timeout: Duration,
+    ) -> Result<(), AdminError> {
+        let result = self
+            .blocking(move |client| {
+                coordinator::commit_offset(client, &group, &topic, partition, offset, timeout)
+            })
+            .await
+            .map_err(|source| AdminError::Task {
+                request: "AlterConsumerGroupOffsets",
+                source,
+            })
+            .and_then(|r| r);
+        self.settle(Request::OffsetCommit, result)
     }
 
     /// DescribeCluster: every broker with its rack. Not every cluster answers it (librdkafka's

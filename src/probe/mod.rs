@@ -14,6 +14,7 @@
 
 pub mod broker;
 pub mod cap;
+pub mod commit;
 pub mod groups;
 pub mod heartbeat;
 pub mod metadata;

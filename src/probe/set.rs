@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use super::Wake;
 use super::broker::{BrokerProbe, BrokerProbeParts};
+use super::commit::{self, CommitParts, CommitProbe};
 use super::groups::{GroupsParts, GroupsProbe};
 use super::heartbeat::{
     self, HeartbeatClients, HeartbeatParts, HeartbeatProbe, HeartbeatReceiver, Tap,
@@ -16,7 +17,7 @@ use super::metadata::{MetadataParts, MetadataWatch};
 use super::offsets::{OffsetsParts, OffsetsProbe};
 use super::schema_registry::{RegistryParts, RegistryProbe};
 use super::topic::{TopicParts, TopicProbe};
-use crate::config::{ChecksConfig, ClusterConfig, HeartbeatConfig};
+use crate::config::{ChecksConfig, ClusterConfig, CommitProbeMode, HeartbeatConfig};
 use crate::events::cluster::ClusterRequests;
 use crate::health::{Condition, Latch};
 use crate::kafka::ClientTiming;
@@ -48,6 +49,8 @@ pub struct ProbeSet {
     pub registry: Option<Result<RegistryProbe, TlsSetupError>>,
     pub offsets: Option<OffsetsProbe>,
     pub groups: Option<GroupsProbe>,
+    /// The commit path, unless `commit_probe.enabled` is false.
+    pub commit: Option<CommitProbe>,
     pub topic: TopicProbe,
     pub heartbeat: HeartbeatProbe,
     /// Owns the heartbeat's bookkeeping; runs as a task of its own beside the probes.
@@ -139,6 +142,22 @@ impl ProbeSet {
                 instruments: s.instruments.clone(),
             })
         });
+        let commit = (s.cluster.commit_probe.enabled != CommitProbeMode::Off).then(|| {
+            CommitProbe::new(CommitParts {
+                labels: labels.clone(),
+                admin: admin.clone(),
+                view: view.clone(),
+                topic: s.heartbeat.topic.clone(),
+                group: commit::group_of(
+                    s.cluster.commit_probe.group.as_deref(),
+                    clients.instance_id(),
+                ),
+                mode: s.cluster.commit_probe.enabled,
+                check: s.checks.commit,
+                positions: clients.read_positions(),
+                instruments: s.instruments.clone(),
+            })
+        });
         let topic = TopicProbe::new(TopicParts {
             admin,
             config: s.heartbeat.clone(),
@@ -166,6 +185,7 @@ impl ProbeSet {
             registry,
             offsets,
             groups,
+            commit,
             topic,
             heartbeat,
             receiver,

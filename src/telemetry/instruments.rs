@@ -41,6 +41,8 @@ pub struct Instruments {
     registry_duration: Histogram<f64>,
     registry_checks: Counter<u64>,
     cluster_requests: Counter<u64>,
+    commit_duration: Histogram<f64>,
+    coordinator_changes: Counter<u64>,
     /// Values of the observable gauges, written through events, read at each export.
     gauges: Arc<GaugeBoard>,
     /// Keeps the observable gauges' callbacks registered.
@@ -270,6 +272,15 @@ impl Instruments {
                     "Metadata and admin requests to the cluster by kafka.request and outcome (error.type, and kafka.error.code where the broker gave one, on failure); fetch counts the heartbeat consumer's refused fetches.",
                 )
                 .build(),
+            commit_duration: seconds(
+                name::COMMIT_DURATION,
+                "The commit probe's round trips to its group's coordinator, by kafka.commit.operation: find_coordinator (DescribeConsumerGroups, which names the coordinator), commit (OffsetCommit), fetch (OffsetFetch); error.type on failure.",
+            ),
+            coordinator_changes: meter
+                .u64_counter(name::COMMIT_COORDINATOR_CHANGES)
+                .with_unit("{event}")
+                .with_description("The commit probe's group coordinator moved to another broker.")
+                .build(),
             gauges,
             _observable: Arc::new(observable_gauges),
             _observable_seconds: Arc::new(lag_seconds),
@@ -469,6 +480,14 @@ impl Instruments {
 
     /// Counts one request to the cluster (`attrs`: the cluster's, `kafka.request`, and on
     /// failure `error.type` and `kafka.error.code`).
+    pub(crate) fn record_commit(&self, took: Duration, attrs: &[KeyValue]) {
+        self.commit_duration.record(took.as_secs_f64(), attrs);
+    }
+
+    pub(crate) fn count_coordinator_change(&self, attrs: &[KeyValue]) {
+        self.coordinator_changes.add(1, attrs);
+    }
+
     pub(crate) fn count_cluster_request(&self, attrs: &[KeyValue]) {
         self.cluster_requests.add(1, attrs);
     }

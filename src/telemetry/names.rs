@@ -44,6 +44,8 @@ pub mod name {
     pub const GROUP_OFFSET_SUM: &str = "kafka.consumer_group.offset_sum";
     pub const GROUP_STATE: &str = "kafka.consumer_group.state";
     pub const TOPIC_PARTITIONS_OFFLINE: &str = "kafka.topic.partitions.offline";
+    pub const COMMIT_DURATION: &str = "kafka.commit.duration";
+    pub const COMMIT_COORDINATOR_CHANGES: &str = "kafka.commit.coordinator.changes";
     pub const BUILD_INFO: &str = "cc_heartbeat.build.info";
     pub const EXPORT_BATCHES: &str = "cc_heartbeat.export.batches";
     pub const EXPORT_POINTS_REJECTED: &str = "cc_heartbeat.export.points.rejected";
@@ -71,6 +73,9 @@ pub mod attr {
     pub const BROKER_RACK: &str = "kafka.broker.rack";
     /// The agent's zone, the client side of a path to a broker's rack.
     pub const CLIENT_ZONE: &str = "kafka.client.zone";
+    /// The commit probe's step: `find_coordinator`, `commit`, `fetch`.
+    pub const COMMIT_OPERATION: &str = "kafka.commit.operation";
+    pub const COORDINATOR_ID: &str = "kafka.coordinator.id";
     pub const SERVER_ADDRESS: &str = "server.address";
     pub const SERVER_PORT: &str = "server.port";
     pub const CONNECTION_STAGE: &str = "kafka.connection.stage";

@@ -262,6 +262,15 @@ public final class KafkaTestAdmin {
                         .describedGroups().get(w[1]).get(TIMEOUT_S, TimeUnit.SECONDS);
                 return " " + group.coordinator().id();
             }
+            case "committed": {
+                Map<TopicPartition, OffsetAndMetadata> offsets = admin.listConsumerGroupOffsets(w[1])
+                        .partitionsToOffsetAndMetadata().get(TIMEOUT_S, TimeUnit.SECONDS);
+                return offsets.entrySet().stream()
+                        .filter(e -> e.getValue() != null)
+                        .map(e -> " " + e.getKey().topic() + ":" + e.getKey().partition() + ":" + e.getValue().offset())
+                        .sorted()
+                        .collect(Collectors.joining());
+            }
             case "group": {
                 ConsumerGroupDescription group = admin.describeConsumerGroups(List.of(w[1]))
                         .describedGroups().get(w[1]).get(TIMEOUT_S, TimeUnit.SECONDS);

@@ -51,7 +51,7 @@ fn bad_configs_report_every_problem_with_its_key() {
             &[],
             &[
                 "clusters[0].bootstrap_servers (line 3): environment variable BOOTSTRAP is not set (referenced as ${BOOTSTRAP})",
-                "clusters[0].colour (line 4): unknown key; expected one of: bootstrap_servers, consumer_groups, labels, librdkafka, name, sasl, schema_registry, security_protocol, tls, topics",
+                "clusters[0].colour (line 4): unknown key; expected one of: bootstrap_servers, commit_probe, consumer_groups, labels, librdkafka, name, sasl, schema_registry, security_protocol, tls, topics",
                 "heartbeat.interval (line 6): \"5\" has no unit; expected a duration like 500ms, 5s, 1m or 1h",
                 "heartbeat.intervall (line 7): unknown key; expected one of: create_topic, interval, loss_timeout, message_timeout, partitions, read_back, replication_factor, retention, topic",
                 "export.otlp.protocol (line 9): \"carrier-pigeon\" is not valid; expected one of: grpc, http/protobuf, http",
@@ -405,6 +405,24 @@ fn bad_configs_report_every_problem_with_its_key() {
             "clusters:\n  - {name: a, bootstrap_servers: 'x:1'}\n  - {name: b, name: c, bootstrap_servers: 'x:1'}\n",
             &[],
             &["clusters[1].name (line 3): not valid YAML: duplicated key in mapping"],
+        ),
+        (
+            "the commit probe's keys",
+            "clusters:\n  - name: a\n    bootstrap_servers: 'x:1'\n    commit_probe: {enabled: maybe, group: ''}\nchecks:\n  commit: {interval: 5s, timeout: 500ms}\n",
+            &[],
+            &[
+                "clusters[0].commit_probe.enabled (line 4): \"maybe\" is not valid; expected one of: auto, true, false",
+                "clusters[0].commit_probe.group (line 4): empty; expected the consumer group id the commit probe commits in",
+                "checks.commit.timeout (line 6): 500ms is too short; expected from 2s to 5m",
+            ],
+        ),
+        (
+            "a commit timeout as long as its interval",
+            "clusters: [{name: a, bootstrap_servers: 'x:1'}]\nchecks:\n  commit: {interval: 5s, timeout: 5s}\n",
+            &[],
+            &[
+                "checks.commit.timeout (line 3): 5s must be shorter than checks.commit.interval (5s)",
+            ],
         ),
         (
             "an escaped surrogate",

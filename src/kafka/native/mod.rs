@@ -3,12 +3,14 @@
 //! DescribeCluster (every broker with its rack, the controller, the cluster id),
 //! DescribeTopics (the heartbeat topic's id), CreateTopics, the controller id from cached
 //! metadata, and the broker a produced message went to; ListOffsets in [`offsets`], a
-//! group's committed offsets in [`groups`].
+//! group's committed offsets in [`groups`], a group's coordinator and a commit in
+//! [`coordinator`].
 //!
 //! With its submodules and `heap.rs`, the only code with `unsafe`. Each `unsafe` block holds one foreign call (or one read of
 //! memory librdkafka hands out) and states why it is sound; everything around it is safe code.
 #![allow(unsafe_code)]
 
+pub mod coordinator;
 pub mod groups;
 pub mod offsets;
 pub mod queue;

@@ -166,6 +166,16 @@ impl HeartbeatClients {
         })
     }
 
+    /// Where the heartbeat reader is in each partition, for a probe that reports it.
+    pub fn read_positions(&self) -> ReadPositions {
+        ReadPositions(Arc::clone(&self.positions))
+    }
+
+    /// The agent's `service.instance.id`, which its own groups are named after.
+    pub fn instance_id(&self) -> &str {
+        &self.origin.instance
+    }
+
     /// The cluster-level requests, on the producer's handle.
     pub fn admin(&self) -> Admin {
         Admin::new(self.producer.clone())
@@ -194,6 +204,17 @@ impl HeartbeatClients {
                 .instrument(span(Role::Consumer)),
             );
         }
+    }
+}
+
+/// The heartbeat reader's positions, read-only.
+#[derive(Clone, Debug)]
+pub struct ReadPositions(Arc<Positions>);
+
+impl ReadPositions {
+    /// The offset after the last heartbeat record read from `partition`.
+    pub fn next(&self, partition: i32) -> Option<i64> {
+        self.0.next(partition)
     }
 }
 

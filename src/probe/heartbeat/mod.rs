@@ -43,7 +43,7 @@ use clients::{Consumer, Event, Events, Positions, Recreation};
 use payload::Origin;
 
 pub use crate::events::heartbeat::{Observation, Tap};
-pub use clients::HeartbeatClients;
+pub use clients::{HeartbeatClients, ReadPositions};
 pub use receiver::HeartbeatReceiver;
 
 /// How long one watermark lookup may take before the partition is retried later.
