@@ -24,6 +24,8 @@ pub struct KafkaProxy {
     visible: Arc<AtomicI32>,
     /// Milliseconds each new connection waits before it is connected upstream.
     connect_delay: Arc<AtomicU64>,
+    /// Milliseconds each answer of a broker (by upstream port) is held, on every connection.
+    answer_delays: Arc<HashMap<u16, AtomicU64>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -39,6 +41,12 @@ impl KafkaProxy {
             ports.insert(upstream, listener.local_addr().unwrap().port());
             listeners.push((listener, upstream));
         }
+        let answer_delays: Arc<HashMap<u16, AtomicU64>> = Arc::new(
+            ports
+                .keys()
+                .map(|upstream| (*upstream, AtomicU64::new(0)))
+                .collect(),
+        );
         let ports = Arc::new(ports);
         let visible = Arc::new(AtomicI32::new(visible));
         let connect_delay = Arc::new(AtomicU64::new(0));
@@ -48,12 +56,14 @@ impl KafkaProxy {
             .map(|(listener, upstream)| {
                 let (ports, visible, topic) = (ports.clone(), visible.clone(), topic.clone());
                 let connect_delay = connect_delay.clone();
+                let answer_delays = answer_delays.clone();
                 tokio::spawn(async move {
                     while let Ok((client, _)) = listener.accept().await {
                         let rewrite = Rewrite {
                             ports: ports.clone(),
                             visible: visible.clone(),
                             topic: topic.clone(),
+                            answer_delays: answer_delays.clone(),
                         };
                         let delay = Duration::from_millis(connect_delay.load(Ordering::SeqCst));
                         tokio::spawn(async move {
@@ -68,8 +78,19 @@ impl KafkaProxy {
             ports,
             visible,
             connect_delay,
+            answer_delays,
             tasks,
         }
+    }
+
+    /// Holds every answer of the broker listening on `upstream` for `delay` from the moment it
+    /// arrives (in order, on every connection to it): a slow path to that broker alone.
+    pub fn delay_answers(&self, upstream: u16, delay: Duration) {
+        let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.answer_delays
+            .get(&upstream)
+            .expect("a broker behind the proxy")
+            .store(millis, Ordering::SeqCst);
     }
 
     /// Holds every connection made from now on for `delay` before relaying it.
@@ -108,6 +129,7 @@ struct Rewrite {
     ports: Arc<HashMap<u16, u16>>,
     visible: Arc<AtomicI32>,
     topic: Arc<String>,
+    answer_delays: Arc<HashMap<u16, AtomicU64>>,
 }
 
 /// Relays one client connection to `upstream`, rewriting Metadata answers.
@@ -136,8 +158,28 @@ async fn serve(client: TcpStream, upstream: u16, rewrite: Rewrite) {
             }
         }
     };
+    // Answers are read as they come and written once their delay (if any) has passed since
+    // they arrived, so a delay adds to each answer and does not pile up behind the one before.
+    let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel();
+    let delay = rewrite
+        .answer_delays
+        .get(&upstream)
+        .map_or(0, |d| d.load(Ordering::SeqCst));
+    let answer_delays = rewrite.answer_delays.clone();
+    let read_answers = async move {
+        while let Some(frame) = read_frame(&mut server_read).await {
+            let delay = answer_delays
+                .get(&upstream)
+                .map_or(delay, |d| d.load(Ordering::SeqCst));
+            let due = tokio::time::Instant::now() + Duration::from_millis(delay);
+            if arrived_tx.send((due, frame)).is_err() {
+                break;
+            }
+        }
+    };
     let responses = async move {
-        while let Some(mut frame) = read_frame(&mut server_read).await {
+        while let Some((due, mut frame)) = arrived.recv().await {
+            tokio::time::sleep_until(due).await;
             if frame.len() >= 4 {
                 let correlation = i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]);
                 let api = pending.lock().unwrap().remove(&correlation);
@@ -154,7 +196,7 @@ async fn serve(client: TcpStream, upstream: u16, rewrite: Rewrite) {
             }
         }
     };
-    tokio::join!(requests, responses);
+    tokio::join!(requests, read_answers, responses);
 }
 
 async fn read_frame(stream: &mut (impl AsyncReadExt + Unpin)) -> Option<Vec<u8>> {

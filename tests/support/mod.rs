@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod otlp;
 pub mod process;
+pub mod prometheus;
 pub mod registry;
 pub mod tansu;
 pub mod tls;
