@@ -376,8 +376,10 @@ fn names_used(text: &str) -> BTreeSet<String> {
 }
 
 /// Label names that look like metric names.
-const LABELS: [&str; 10] = [
+const LABELS: [&str; 12] = [
     "kafka_request",
+    "kafka_commit_operation",
+    "kafka_coordinator_id",
     "kafka_client_zone",
     "kafka_error_code",
     "kafka_cluster_name",

@@ -94,14 +94,17 @@ impl CoordinatorMoved<'_> {
     }
 }
 
-/// The first coordinator a run found (logged at DEBUG: `check` and the metrics show it).
+/// The first coordinator a run found (logged at DEBUG: `check` and the metrics show it). The
+/// moves counter starts at 0 here, so the first move is an increase a query can see.
 pub struct CoordinatorFound<'a> {
+    pub base: &'a [KeyValue],
     pub group: &'a str,
     pub coordinator: &'a GroupCoordinator,
 }
 
 impl CoordinatorFound<'_> {
-    pub fn emit(self) {
+    pub fn emit(self, instruments: &Instruments) {
+        instruments.start_coordinator_changes(self.base);
         debug!(
             name: "commit.coordinator_found",
             group = self.group,

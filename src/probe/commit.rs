@@ -166,10 +166,11 @@ impl CommitProbe {
             .emit(&self.parts.instruments),
             Some(_) => {}
             None => CoordinatorFound {
+                base,
                 group,
                 coordinator: &found,
             }
-            .emit(),
+            .emit(&self.parts.instruments),
         }
         CoordinatorLabels {
             id: Some(found.id),

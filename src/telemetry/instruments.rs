@@ -488,6 +488,11 @@ impl Instruments {
         self.coordinator_changes.add(1, attrs);
     }
 
+    /// Makes the series of coordinator moves exist, at 0.
+    pub(crate) fn start_coordinator_changes(&self, attrs: &[KeyValue]) {
+        self.coordinator_changes.add(0, attrs);
+    }
+
     pub(crate) fn count_cluster_request(&self, attrs: &[KeyValue]) {
         self.cluster_requests.add(1, attrs);
     }
