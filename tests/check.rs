@@ -55,6 +55,15 @@ fn check_reports_a_healthy_cluster_and_exits_0() {
         report.contains(&format!("heartbeat topic {topic}: 3 partitions")),
         "{report}"
     );
+    // librdkafka's mock does not describe groups: the commit probe (`auto`) says it is not
+    // measured, and that is no problem.
+    assert!(
+        report.contains("commit path (group cc-heartbeat-commit-")
+            && report.contains(
+                "not measured (the group may not be used, or the cluster does not describe groups)"
+            ),
+        "{report}"
+    );
     // The offsets check: the heartbeat topic's three partitions, fully replicated.
     assert!(
         report.contains("offsets: 1 topics, 3 partitions, 0 under-replicated, 0 without a leader"),

@@ -518,6 +518,15 @@ async fn a_principal_missing_one_permission_is_told_once_and_the_rest_goes_on() 
                         .count()
                         <= 1
                 );
+                // The commit probe (`auto`) stops where its group may not be used: said once,
+                // at INFO, and nothing measured.
+                assert_eq!(
+                    seen.log.matches("The commit probe stops").count(),
+                    1,
+                    "{}",
+                    seen.log
+                );
+                assert_eq!(seen.sum("kafka_commit_duration_seconds_count", ""), 0.0);
             }
             _ => unreachable!(),
         }

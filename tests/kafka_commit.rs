@@ -147,6 +147,49 @@ async fn the_commit_path_names_its_coordinator_and_sees_it_move() {
         0
     );
 
+    // `check` walks the same path once and names the coordinator and its rack, as Kafka does
+    // for the check's own group.
+    let checked = blocking({
+        let bootstrap = kafka.bootstrap();
+        let topic = topic.clone();
+        move || {
+            let config = support::process::config_file(&format!(
+                "clusters: [{{name: kafka, bootstrap_servers: '{bootstrap}', commit_probe: {{enabled: true}}}}]\n\
+                 heartbeat: {{topic: {topic}, message_timeout: 2s}}\nexport: {{otlp: {{enabled: false}}}}\n"
+            ));
+            let out = support::process::run_to_end(
+                &["check", "--json", "--config", config.path().to_str().unwrap()],
+                &[("OTEL_RESOURCE_ATTRIBUTES", "service.instance.id=commit-check")],
+                Duration::from_secs(120),
+            );
+            let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+            let told = kafka.admin("coordinator cc-heartbeat-commit-commit-check");
+            (report, told)
+        }
+    })
+    .await;
+    let (report, told) = checked;
+    let commit = &report["clusters"][0]["commit"];
+    assert_eq!(
+        commit["group"], "cc-heartbeat-commit-commit-check",
+        "{report}"
+    );
+    let coordinator = commit["coordinator"].as_i64().expect("a coordinator");
+    assert_eq!(coordinator.to_string(), told.trim(), "{report}");
+    assert_eq!(
+        commit["rack"].as_str(),
+        Some(Kafka::rack(i32::try_from(coordinator).unwrap()).as_str())
+    );
+    let steps: Vec<&str> = commit["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s[0].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["find_coordinator", "commit", "fetch"], "{report}");
+    assert_eq!(report["healthy"], true, "{report}");
+
     // The coordinator's broker stops (controlled shutdown): the group moves.
     let before = slow_or_failed(&agent);
     blocking(move || kafka.stop_node(id)).await;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::error::{Chain, ErrorKind, broker_error_code};
 use crate::kafka::native::coordinator::GroupCoordinator;
@@ -116,7 +116,8 @@ impl CoordinatorFound<'_> {
     }
 }
 
-/// The group may not be used by this principal and the probe is `auto`: it stops, said once.
+/// The group may not be used by this principal and the probe is `auto`: it stops, said once
+/// (at INFO: `auto` runs it only where it is allowed).
 pub struct CommitProbeOff<'a> {
     pub group: &'a str,
     pub error: &'a (dyn std::error::Error + 'static),
@@ -124,12 +125,12 @@ pub struct CommitProbeOff<'a> {
 
 impl CommitProbeOff<'_> {
     pub fn emit(self) {
-        warn!(
+        info!(
             name: "commit.probe_off",
             group = self.group,
             error.type = ErrorKind::of(self.error).as_str(),
             error = %Chain(self.error),
-            "The commit probe stops: this principal may not use its group. Grant READ and DESCRIBE on the group (or on groups prefixed cc-heartbeat-) to measure the commit path, or set commit_probe.enabled: false to silence this.",
+            "The commit probe stops: this principal may not use its group. Grant READ and DESCRIBE on the group (or on groups prefixed cc-heartbeat-) to measure the commit path, or set commit_probe.enabled: false.",
         );
     }
 }

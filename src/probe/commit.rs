@@ -130,6 +130,14 @@ impl CommitProbe {
         let started = Instant::now();
         let result = request.await;
         let took = started.elapsed();
+        // A request the cluster does not serve, or (`auto`) may not be used, is not a
+        // measurement of the path: the probe stops or goes on without it.
+        let not_measured = result.as_ref().err().is_some_and(|e| {
+            unsupported(e) || (self.parts.mode == CommitProbeMode::Auto && refused(e))
+        });
+        if not_measured {
+            return result;
+        }
         CommitStepTimed {
             base,
             step,
@@ -145,6 +153,17 @@ impl CommitProbe {
             .steps
             .push((step.as_str().to_owned(), took.as_secs_f64() * 1000.0));
         result
+    }
+
+    /// Whether the probe stops for `error`: `auto`, and this principal may not use the group
+    /// (or commit on the heartbeat topic). Said once.
+    fn stops_for(&mut self, error: &AdminError, group: &str) -> bool {
+        if self.parts.mode != CommitProbeMode::Auto || !refused(error) {
+            return false;
+        }
+        CommitProbeOff { group, error }.emit();
+        self.off = true;
+        true
     }
 
     /// Notes the coordinator `found` (logging and counting a move), and returns its id and
@@ -277,13 +296,7 @@ impl Probe for CommitProbe {
             }
             Some(Ok(found)) => self.found(found, &base, &group, &view),
             Some(Err(source)) => {
-                if self.parts.mode == CommitProbeMode::Auto && refused(&source) {
-                    CommitProbeOff {
-                        group: &group,
-                        error: &source,
-                    }
-                    .emit();
-                    self.off = true;
+                if self.stops_for(&source, &group) {
                     report.off = true;
                     return Ok(report);
                 }
@@ -319,6 +332,10 @@ impl Probe for CommitProbe {
             .await;
         let committed = match committed {
             Ok(()) => true,
+            Err(source) if self.stops_for(&source, &group) => {
+                report.off = true;
+                return Ok(report);
+            }
             Err(source) => {
                 failed.get_or_insert(CommitError::Commit {
                     group: group.clone(),
@@ -337,6 +354,10 @@ impl Probe for CommitProbe {
             )
             .await;
         match read {
+            Err(source) if self.stops_for(&source, &group) => {
+                report.off = true;
+                return Ok(report);
+            }
             Err(source) => {
                 failed.get_or_insert(CommitError::Fetch {
                     group: group.clone(),
