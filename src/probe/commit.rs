@@ -133,7 +133,9 @@ impl CommitProbe {
         // A request the cluster does not serve, or (`auto`) may not be used, is not a
         // measurement of the path: the probe stops or goes on without it.
         let not_measured = result.as_ref().err().is_some_and(|e| {
-            unsupported(e) || (self.parts.mode == CommitProbeMode::Auto && refused(e))
+            unsupported(e)
+                || unknown_topic(e)
+                || (self.parts.mode == CommitProbeMode::Auto && refused(e))
         });
         if not_measured {
             return result;
@@ -198,6 +200,17 @@ impl CommitProbe {
                 .or_else(|| view.broker(found.id).and_then(|b| b.rack.clone())),
         }
     }
+}
+
+/// Whether `error` says the partition committed on does not exist.
+fn unknown_topic(error: &AdminError) -> bool {
+    matches!(
+        error,
+        AdminError::Failed {
+            code: RDKafkaErrorCode::UnknownTopicOrPartition,
+            ..
+        }
+    )
 }
 
 /// Whether `error` says the cluster does not answer the request at all.
@@ -332,6 +345,9 @@ impl Probe for CommitProbe {
             .await;
         let committed = match committed {
             Ok(()) => true,
+            // The heartbeat topic is not there (yet, or any more): nothing to commit on, and
+            // nothing wrong with the commit path; the topic probe reports the topic.
+            Err(source) if unknown_topic(&source) => false,
             Err(source) if self.stops_for(&source, &group) => {
                 report.off = true;
                 return Ok(report);
