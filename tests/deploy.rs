@@ -211,9 +211,9 @@ fn env_value<'a>(container: &'a Value, name: &str) -> &'a str {
 #[test]
 fn the_daemonset_overlay_renders_with_probes_limits_and_a_locked_down_pod() {
     let overlay = "deploy/kubernetes/overlays/daemonset";
-    check_overlay(overlay, "DaemonSet", "http://$(K8S_NODE_IP):4317");
+    check_overlay(overlay, "DaemonSet", "http://otel-collector-node:4317");
     // The round-trip agents beside it, exporting to their node's collector too.
-    check_overlay(overlay, "Deployment", "http://$(K8S_NODE_IP):4317");
+    check_overlay(overlay, "Deployment", "http://otel-collector-node:4317");
     let objects = render(overlay);
     let container = |kind: &str| {
         find(&objects, kind, "cc-heartbeat")["spec"]["template"]["spec"]["containers"][0].clone()
@@ -392,27 +392,65 @@ fn both_overlays_deploy_the_collector_the_agents_export_to() {
                 .unwrap_or_else(|| panic!("{overlay}: port {name}"))
         };
         assert_eq!(port("otlp-grpc")["containerPort"], 4317);
-        if kind == "DaemonSet" {
-            // The agent sends to its node's IP: the collector listens on the node's port.
-            assert_eq!(endpoint, "http://$(K8S_NODE_IP):4317");
-            assert_eq!(port("otlp-grpc")["hostPort"], 4317, "{overlay}");
+        // No port on the node's address: the collector is reached through a Service.
+        assert!(
+            c["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p.get("hostPort").is_none()),
+            "{overlay}: no hostPort"
+        );
+        let service_name = if kind == "DaemonSet" {
+            "otel-collector-node"
         } else {
-            assert_eq!(endpoint, "http://otel-collector:4317");
-            let service = find(&objects, "Service", "otel-collector");
-            assert_eq!(service["metadata"]["name"], "otel-collector");
-            let ports = service["spec"]["ports"].as_array().unwrap();
-            assert!(
-                ports
-                    .iter()
-                    .any(|p| p["port"] == 4317 && p["targetPort"] == "otlp-grpc")
+            "otel-collector"
+        };
+        assert_eq!(endpoint, format!("http://{service_name}:4317"), "{overlay}");
+        let service = find(&objects, "Service", service_name);
+        let ports = service["spec"]["ports"].as_array().unwrap();
+        assert!(
+            ports
+                .iter()
+                .any(|p| p["port"] == 4317 && p["targetPort"] == "otlp-grpc")
+        );
+        assert!(selects(
+            service["spec"]["selector"].as_object().unwrap(),
+            collector["spec"]["template"]["metadata"]["labels"]
+                .as_object()
+                .unwrap()
+        ));
+        if kind == "DaemonSet" {
+            // Each agent's exports stay on its node, and the round-trip agents use it too.
+            assert_eq!(service["spec"]["internalTrafficPolicy"], "Local");
+            let round_trip = &find(&objects, "Deployment", "cc-heartbeat-round-trip")["spec"]["template"]
+                ["spec"]["containers"][0];
+            assert_eq!(
+                env_value(round_trip, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+                "http://otel-collector-node:4317"
             );
+        } else {
+            // Drains keep one of the two collectors, and never wait on an unhealthy one.
+            let pdb = find(&objects, "PodDisruptionBudget", "otel-collector");
+            assert_eq!(pdb["spec"]["minAvailable"], 1);
+            assert_eq!(pdb["spec"]["unhealthyPodEvictionPolicy"], "AlwaysAllow");
             assert!(selects(
-                service["spec"]["selector"].as_object().unwrap(),
+                pdb["spec"]["selector"]["matchLabels"].as_object().unwrap(),
                 collector["spec"]["template"]["metadata"]["labels"]
                     .as_object()
                     .unwrap()
             ));
+            assert!(collector["spec"]["replicas"].as_i64().unwrap() > 1);
         }
+        // The Go runtime's soft memory limit sits below the container's.
+        let limit = c["resources"]["limits"]["memory"].as_str().unwrap();
+        let soft = env_value(c, "GOMEMLIMIT");
+        let mib = |v: &str, unit: &str| v.strip_suffix(unit).unwrap().parse::<f64>().unwrap();
+        let ratio = mib(&soft, "MiB") / mib(limit, "Mi");
+        assert!(
+            (0.7..0.9).contains(&ratio),
+            "{overlay}: GOMEMLIMIT {soft} of {limit}"
+        );
         // Health probes on the health_check extension's port.
         assert_eq!(port("health")["containerPort"], 13133);
         assert_eq!(c["livenessProbe"]["httpGet"]["port"], "health");
