@@ -123,7 +123,12 @@ async fn dashboard_and_alerts(route: Route) {
             narrow.bootstrap(),
             apps.bootstrap()
         ),
-        &[],
+        // Its node and zone, as the Kubernetes manifests give them: the "by agent" panels
+        // show them beside the agent (from target_info).
+        &[
+            ("OTEL_RESOURCE_ATTRIBUTES", "k8s.node.name=node-a"),
+            ("CC_HEARTBEAT_ZONE", "zone-q"),
+        ],
     );
     agent.wait_ready(http_port, Duration::from_secs(30)).await;
     // Through the collector, a per-node agent as the DaemonSet overlay runs it beside the
@@ -308,6 +313,20 @@ async fn dashboard_and_alerts(route: Route) {
         );
     }
 
+    // The "by agent" panels name each agent's node and zone.
+    for (panel, expr) in dashboard_queries()
+        .into_iter()
+        .filter(|(panel, _)| panel.ends_with("by agent"))
+    {
+        let result = prometheus.query(&expr).await;
+        assert!(
+            result
+                .iter()
+                .any(|s| s["metric"]["k8s_node_name"] == "node-a"
+                    && s["metric"]["cloud_availability_zone"] == "zone-q"),
+            "{panel}: {result:?}"
+        );
+    }
     // Names: none has the `_ratio` suffix a unit of `1` would bring, and every metric the
     // dashboard and the alert rules use is one the agent exports.
     let exposition = exposition_text(&metrics_url).await;

@@ -227,7 +227,12 @@ pub fn dashboard_queries() -> Vec<(String, String)> {
     let mut queries = Vec::new();
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().into_iter().flatten() {
-            let expr = target["expr"].as_str().unwrap().replace("$cluster", ".*");
+            // As Grafana would: every cluster, and a rate window of four scrape intervals.
+            let expr = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$cluster", ".*")
+                .replace("$__rate_interval", "1m");
             queries.push((panel["title"].as_str().unwrap().to_owned(), expr));
         }
     }
