@@ -60,6 +60,7 @@ pub async fn run(
             health::serve(
                 config.http.listen,
                 readiness.clone(),
+                config.http.readiness,
                 options.prometheus.clone(),
                 cancel.clone(),
             )

@@ -209,11 +209,23 @@ async fn sigterm_stops_the_agent_with_exit_0_and_secrets_never_reach_its_logs() 
         },
     )
     .await;
+    // The agent runs: ready (the default `http.readiness: agent`), saying what Kafka waits
+    // for; the Kafka readiness is not.
     let readyz = support::process::http_get(&format!("http://127.0.0.1:{http_port}/readyz"))
         .await
         .unwrap();
-    assert_eq!(readyz.status(), 503);
+    assert_eq!(readyz.status(), 200);
     let body = readyz.text().await.unwrap();
+    assert!(
+        body.starts_with("ready (the agent runs; Kafka: waiting for:")
+            && body.contains("with-credentials"),
+        "{body}"
+    );
+    let kafka = support::process::http_get(&format!("http://127.0.0.1:{http_port}/readyz/kafka"))
+        .await
+        .unwrap();
+    assert_eq!(kafka.status(), 503);
+    let body = kafka.text().await.unwrap();
     assert!(body.contains("with-credentials"), "{body}");
     assert!(agent.is_running());
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -446,7 +446,7 @@ fn both_overlays_deploy_the_collector_the_agents_export_to() {
         let limit = c["resources"]["limits"]["memory"].as_str().unwrap();
         let soft = env_value(c, "GOMEMLIMIT");
         let mib = |v: &str, unit: &str| v.strip_suffix(unit).unwrap().parse::<f64>().unwrap();
-        let ratio = mib(&soft, "MiB") / mib(limit, "Mi");
+        let ratio = mib(soft, "MiB") / mib(limit, "Mi");
         assert!(
             (0.7..0.9).contains(&ratio),
             "{overlay}: GOMEMLIMIT {soft} of {limit}"

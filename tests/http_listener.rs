@@ -44,7 +44,7 @@ async fn idle_half_requests_take_neither_the_probes_sockets_nor_healthz() {
     let base = format!("http://127.0.0.1:{http_port}");
     let started = Instant::now();
     loop {
-        if let Ok(r) = http_get(&format!("{base}/readyz")).await
+        if let Ok(r) = http_get(&format!("{base}/readyz/kafka")).await
             && r.status().is_success()
         {
             break;

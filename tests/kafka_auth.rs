@@ -363,7 +363,7 @@ async fn run_as(kafka: &'static Kafka, user: &str, topic: &str, extra: &str) -> 
             }
         }
     };
-    let ready = get("/readyz").await;
+    let ready = get("/readyz/kafka").await;
     let metrics = get("/metrics").await;
     let (_, log) = agent.terminate(Duration::from_secs(10)).await;
     assert!(!log.contains(PERM_PASSWORD), "the password leaked");

@@ -63,7 +63,7 @@ async fn a_wrong_password_reads_as_the_cluster_down_with_auth_everywhere() {
              \x20   sasl: {{mechanism: SCRAM-SHA-512, username: {AGENT}, password: '{WRONG_PASSWORD}'}}\n\
              heartbeat: {{topic: {}}}\n\
              export: {{otlp: {{endpoint: '{}', interval: 1s}}}}\n\
-             http: {{listen: '127.0.0.1:{http_port}', prometheus: true}}\n",
+             http: {{listen: '127.0.0.1:{http_port}', prometheus: true, readiness: kafka}}\n",
             kafka.bootstrap_on(Listener::Sasl),
             unique_topic("cc-heartbeat-wrong-key"),
             receiver.endpoint()
@@ -109,6 +109,7 @@ async fn a_wrong_password_reads_as_the_cluster_down_with_auth_everywhere() {
         "the broker probe runs: {exposition}"
     );
 
+    // `http.readiness: kafka`: /readyz follows the cluster.
     let ready = http_get(&format!("http://127.0.0.1:{http_port}/readyz"))
         .await
         .unwrap();

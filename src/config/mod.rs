@@ -425,10 +425,21 @@ fn read_http(r: &mut Reader<'_>, mut s: Section<'_>) -> Option<HttpConfig> {
         }
     });
     let prometheus = or_default(s.field("prometheus"), false, |f| f.bool(r));
+    let readiness = or_default(s.field("readiness"), ReadinessMode::Agent, |f| {
+        f.choice(
+            r,
+            &[
+                ("agent", ReadinessMode::Agent),
+                ("kafka", ReadinessMode::Kafka),
+            ],
+            true,
+        )
+    });
     s.finish(r);
     Some(HttpConfig {
         listen: listen?,
         prometheus: prometheus?,
+        readiness: readiness?,
     })
 }
 

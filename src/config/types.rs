@@ -602,6 +602,21 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Also serve the metrics for Prometheus to scrape, at `/metrics`.
     pub prometheus: bool,
+    /// What `/readyz` follows.
+    pub readiness: ReadinessMode,
+}
+
+/// What `/readyz` follows (`/readyz/kafka` always follows Kafka).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadinessMode {
+    /// Ready while the agent runs: Kafka's health is in the metrics, and a rollout or a drain
+    /// does not wait for a cluster.
+    #[default]
+    Agent,
+    /// Ready once every cluster's metadata and first heartbeat are in, and while the clusters
+    /// can be used and their heartbeat topics exist.
+    Kafka,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -1,8 +1,11 @@
 //! The HTTP listener (`http.listen`):
 //!
 //! - `GET /healthz`: 200 while the process serves requests.
-//! - `GET /readyz`: 200 once every cluster's metadata was fetched and its first heartbeat
-//!   made the round trip; 503 before, with what is still pending in the body.
+//! - `GET /readyz`: with `http.readiness: agent` (the default), 200 while the agent runs,
+//!   saying in the body what Kafka still waits for; with `kafka`, as `/readyz/kafka`.
+//! - `GET /readyz/kafka`: 200 once every cluster's metadata was fetched and its first
+//!   heartbeat made the round trip, while the clusters can be used and their topics exist;
+//!   503 otherwise, with what is pending in the body.
 //! - `GET /metrics`: the metrics in Prometheus text format, or OpenMetrics with exemplars when
 //!   the scraper asks for it, when `http.prometheus` is on.
 
@@ -21,6 +24,7 @@ use axum::routing::get;
 use connections::{Activity, Admission, Connections, SharedStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::ReadinessMode;
 use crate::error::BuildError;
 use crate::telemetry::Scrape;
 
@@ -123,6 +127,7 @@ impl Condition {
 pub async fn serve(
     addr: SocketAddr,
     readiness: Readiness,
+    mode: ReadinessMode,
     prometheus: Option<Scrape>,
     cancel: CancellationToken,
 ) -> Result<HealthServer, BuildError> {
@@ -132,7 +137,14 @@ pub async fn serve(
     let local = listener.local_addr().unwrap_or(addr);
     let mut app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
+        .route(
+            "/readyz",
+            get(move |state: State<Readiness>| readyz(state, mode)),
+        )
+        .route(
+            "/readyz/kafka",
+            get(|state: State<Readiness>| readyz(state, ReadinessMode::Kafka)),
+        )
         .with_state(readiness);
     let routes = if let Some(scrape) = prometheus {
         app = app.route(
@@ -277,15 +289,23 @@ async fn metrics(
     }
 }
 
-async fn readyz(State(readiness): State<Readiness>) -> (StatusCode, String) {
+/// Ready: always while the agent runs (`agent`), saying what Kafka waits for; or only once
+/// Kafka is (`kafka`, and `/readyz/kafka`).
+async fn readyz(State(readiness): State<Readiness>, mode: ReadinessMode) -> (StatusCode, String) {
     let pending = readiness.pending();
-    if pending.is_empty() {
-        (StatusCode::OK, "ready\n".to_owned())
-    } else {
-        (
+    match (mode, pending.is_empty()) {
+        (_, true) => (StatusCode::OK, "ready\n".to_owned()),
+        (ReadinessMode::Agent, false) => (
+            StatusCode::OK,
+            format!(
+                "ready (the agent runs; Kafka: waiting for: {})\n",
+                pending.join(", ")
+            ),
+        ),
+        (ReadinessMode::Kafka, false) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("waiting for: {}\n", pending.join(", ")),
-        )
+        ),
     }
 }
 

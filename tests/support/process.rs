@@ -109,9 +109,10 @@ impl AgentProcess {
         self.child.try_wait().expect("try_wait").is_none()
     }
 
-    /// Polls `/readyz` until it answers 200.
+    /// Polls `/readyz/kafka` until it answers 200: the clusters answered and the first
+    /// heartbeats made it.
     pub async fn wait_ready(&mut self, http_port: u16, timeout: Duration) {
-        let url = format!("http://127.0.0.1:{http_port}/readyz");
+        let url = format!("http://127.0.0.1:{http_port}/readyz/kafka");
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Ok(response) = http_get(&url).await
