@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -562,6 +562,28 @@ fn the_compose_file_references_files_images_and_ports_that_exist() {
             .is_file(),
         "the Dockerfile"
     );
+    // The collector: a stable host name (Datadog's host), and every variable its config's
+    // backend blocks use, passed in from the shell or an .env file.
+    let collector = &services["otel-collector"];
+    assert_eq!(collector["hostname"], "otel-collector");
+    let config = read(&format!("{COLLECTOR_DIR}/otel-collector.yaml"));
+    let used: BTreeSet<String> = regex::Regex::new(r"\$\{env:([A-Z0-9_]+)\}")
+        .unwrap()
+        .captures_iter(&config)
+        .map(|c| c[1].to_owned())
+        .collect();
+    assert!(used.len() >= 5, "{used:?}");
+    for var in &used {
+        let expected = match var.as_str() {
+            "DD_SITE" => "${DD_SITE:-datadoghq.com}".to_owned(),
+            _ => format!("${{{var}:-}}"),
+        };
+        assert_eq!(
+            collector["environment"][var],
+            expected.as_str(),
+            "otel-collector gets {var}"
+        );
+    }
     let published: Vec<String> = services
         .values()
         .flat_map(|s| s["ports"].as_array().into_iter().flatten())
@@ -703,8 +725,9 @@ fn the_collector_configs_are_wired_as_the_readme_says() {
     // The exporter's queue batches; the discouraged batch processor is gone.
     assert!(config["processors"].get("batch").is_none());
 
-    // Every backend block, once uncommented, in its own pipeline, Datadog's through
-    // cumulative_to_delta.
+    // Every backend block, once uncommented, in its own pipeline. Datadog's exporter turns
+    // cumulative counters into deltas itself (no stateful processor before it), and tags the
+    // points with the resource's attributes.
     let all = document(&uncommented(&text));
     assert_datadog_block(
         "otel-collector.yaml, uncommented",
@@ -723,11 +746,14 @@ fn the_collector_configs_are_wired_as_the_readme_says() {
             "{pipeline}"
         );
     }
-    assert!(
-        pipelines["metrics/datadog"]["processors"]
-            .as_array()
-            .unwrap()
-            .contains(&Value::from("cumulative_to_delta"))
+    assert_eq!(
+        pipelines["metrics/datadog"]["processors"],
+        serde_json::json!(["memory_limiter"])
+    );
+    assert!(all["processors"].get("cumulative_to_delta").is_none());
+    assert_eq!(
+        all["exporters"]["datadog"]["metrics"]["resource_attributes_as_tags"],
+        true
     );
     let exporters = &all["exporters"];
     assert_eq!(
