@@ -2,7 +2,7 @@
 
 //! The shipped collector configs in a real OpenTelemetry Collector (built from the builder
 //! manifest in tests/otelcol): its own `validate` on each file, on every backend block enabled,
-//! and on the Kubernetes merge; and the agent's counts through it across a collector restart,
+//! on the Kubernetes merge, and with the backends' Kubernetes components; and the agent's counts through it across a collector restart,
 //! with cumulative and with delta temporality, against a witness reading the topic.
 
 mod support;
@@ -57,11 +57,34 @@ fn the_collector_validates_the_shipped_configs() {
     let dir = tempfile::tempdir().unwrap();
     let k8s = repo("deploy/kubernetes/collector/config/k8s.yaml");
     let every = every_backend_but_datadog(dir.path());
+    // The Kubernetes components' fragments, a third --config after both files (Datadog's is
+    // checked against the exporter's keys in tests/deploy.rs).
+    let component = |name: &str| repo(&format!("deploy/kubernetes/components/{name}/{name}.yaml"));
     for (what, configs) in [
         ("otel-collector.yaml", vec![shipped()]),
         ("every backend block enabled", vec![every.clone()]),
         ("merged with k8s.yaml", vec![shipped(), k8s.clone()]),
-        ("every backend, merged with k8s.yaml", vec![every, k8s]),
+        (
+            "every backend, merged with k8s.yaml",
+            vec![every, k8s.clone()],
+        ),
+        (
+            "the Honeycomb component",
+            vec![shipped(), k8s.clone(), component("honeycomb")],
+        ),
+        (
+            "the Grafana Cloud component",
+            vec![shipped(), k8s.clone(), component("grafana-cloud")],
+        ),
+        (
+            "both components",
+            vec![
+                shipped(),
+                k8s,
+                component("honeycomb"),
+                component("grafana-cloud"),
+            ],
+        ),
     ] {
         let paths: Vec<&std::path::Path> = configs.iter().map(PathBuf::as_path).collect();
         let (ok, out) = validate(&paths, &BACKEND_ENV);

@@ -178,14 +178,25 @@ fn check_overlay(overlay: &str, kind: &str, otlp_endpoint: &str) {
         "{overlay}: the volume names the generated ConfigMap"
     );
     assert_eq!(c["volumeMounts"][0]["mountPath"], "/etc/cc-heartbeat");
-    let secret_name = c["envFrom"][0]["secretRef"]["name"].as_str().unwrap();
-    let secret = find(&objects, "Secret", secret_name);
-    let env: BTreeMap<String, String> = secret["stringData"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+    // The credentials are the Secret the README has the user create, with exactly the keys
+    // the config needs; no Secret is rendered, so applying never overwrites it.
+    assert_eq!(
+        c["envFrom"][0]["secretRef"]["name"], "cc-heartbeat-credentials",
+        "{overlay}"
+    );
+    assert!(
+        !objects.iter().any(|o| o["kind"] == "Secret"),
+        "{overlay}: no Secret in the repository's manifests"
+    );
+    let env: BTreeMap<String, String> = readme_secret_keys("cc-heartbeat-credentials")
+        .into_iter()
+        .map(|k| (k, "x:1".to_owned()))
         .collect();
+    assert_eq!(
+        env.keys().cloned().collect::<BTreeSet<_>>(),
+        env_references(config_map["data"]["config.yaml"].as_str().unwrap()),
+        "{overlay}: the README's Secret has the keys the config uses"
+    );
     assert_valid_config(
         overlay,
         config_map["data"]["config.yaml"].as_str().unwrap(),
@@ -195,6 +206,201 @@ fn check_overlay(overlay: &str, kind: &str, otlp_endpoint: &str) {
         env_value(c, "CC_HEARTBEAT_CONFIG"),
         "/etc/cc-heartbeat/config.yaml"
     );
+}
+
+/// The keys of Secret `name` in the README's `kubectl create secret generic` command.
+fn readme_secret_keys(name: &str) -> BTreeSet<String> {
+    let readme = read("README.md");
+    let start = readme
+        .find(&format!("create secret generic {name} "))
+        .unwrap_or_else(|| panic!("the README creates Secret {name}"));
+    // The command runs until the first line that does not continue it.
+    let mut command = String::new();
+    for line in readme[start..].lines() {
+        command.push_str(line);
+        if !line.trim_end().ends_with('\\') {
+            break;
+        }
+    }
+    let keys: BTreeSet<String> = regex::Regex::new(r"--from-literal=([A-Z0-9_]+)=")
+        .unwrap()
+        .captures_iter(&command)
+        .map(|c| c[1].to_owned())
+        .collect();
+    assert!(!keys.is_empty(), "{command}");
+    keys
+}
+
+/// The `${VAR}` (agent config) and `${env:VAR}` (collector config) references of a text that
+/// have no default (`${VAR:-default}` is left out): what must be set.
+fn env_references(text: &str) -> BTreeSet<String> {
+    regex::Regex::new(r"\$\{(?:env:)?([A-Z0-9_]+)\}")
+        .unwrap()
+        .captures_iter(text)
+        .map(|c| c[1].to_owned())
+        .collect()
+}
+
+/// `overlay` with `components` added, as a user's own overlay would: rendered from a copy of
+/// deploy/kubernetes (with `extra` files written into it first).
+fn render_with(overlay: &str, components: &[&str], extra: &[(&str, &str)]) -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("kubernetes");
+    let status = std::process::Command::new("cp")
+        .args([
+            "-r",
+            repo("deploy/kubernetes").to_str().unwrap(),
+            copy.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for (path, text) in extra {
+        std::fs::write(copy.join(path), text).unwrap();
+    }
+    let mine = copy.join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    let components: Vec<String> = components
+        .iter()
+        .map(|c| format!("  - ../components/{c}\n"))
+        .collect();
+    std::fs::write(
+        mine.join("kustomization.yaml"),
+        format!(
+            "resources: [../overlays/{overlay}]\ncomponents:\n{}",
+            components.concat()
+        ),
+    )
+    .unwrap();
+    support::yaml::kustomize(mine.to_str().unwrap())
+}
+
+/// Each backend's component, on either overlay: its collector config fragment becomes the
+/// collector's third `--config` (merged into the same ConfigMap), and every variable the
+/// fragment uses comes from the Secret the README has the user create, key by key; nothing
+/// else changes and no Secret is rendered.
+#[test]
+fn each_backend_component_adds_its_pipelines_and_credentials_to_either_collector() {
+    for overlay in ["daemonset", "deployment"] {
+        let kind = if overlay == "daemonset" {
+            "DaemonSet"
+        } else {
+            "Deployment"
+        };
+        let plain = render(&format!("deploy/kubernetes/overlays/{overlay}"));
+        for (component, file, secret) in [
+            ("datadog", "datadog.yaml", "otel-collector-datadog"),
+            ("honeycomb", "honeycomb.yaml", "otel-collector-honeycomb"),
+            (
+                "grafana-cloud",
+                "grafana-cloud.yaml",
+                "otel-collector-grafana-cloud",
+            ),
+        ] {
+            let what = format!("{overlay} + {component}");
+            let objects = render_with(overlay, &[component], &[]);
+            assert_eq!(objects.len(), plain.len(), "{what}: nothing added or lost");
+            assert!(!objects.iter().any(|o| o["kind"] == "Secret"), "{what}");
+            let collector = find(&objects, kind, "otel-collector");
+            let c = &collector["spec"]["template"]["spec"]["containers"][0];
+            let mount = c["volumeMounts"][0]["mountPath"].as_str().unwrap();
+            let args: Vec<&str> = c["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap())
+                .collect();
+            assert_eq!(
+                args,
+                [
+                    format!("--config={mount}/otel-collector.yaml"),
+                    format!("--config={mount}/k8s.yaml"),
+                    format!("--config={mount}/{file}"),
+                ],
+                "{what}"
+            );
+            let volume = &collector["spec"]["template"]["spec"]["volumes"][0];
+            let config_map = find(
+                &objects,
+                "ConfigMap",
+                volume["configMap"]["name"].as_str().unwrap(),
+            );
+            let fragment = read(&format!("deploy/kubernetes/components/{component}/{file}"));
+            assert_eq!(config_map["data"][file], fragment.as_str(), "{what}");
+            assert!(config_map["data"]["otel-collector.yaml"].is_string());
+            let wanted = env_references(&fragment);
+            assert_eq!(
+                wanted,
+                readme_secret_keys(secret),
+                "{what}: the README's Secret"
+            );
+            for var in &wanted {
+                let entry = c["env"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|e| e["name"] == var.as_str())
+                    .unwrap_or_else(|| panic!("{what}: {var} in the collector's env"));
+                assert_eq!(
+                    entry["valueFrom"]["secretKeyRef"],
+                    serde_json::json!({"name": secret, "key": var}),
+                    "{what}"
+                );
+            }
+            // The exporter's own keys, and its pipelines with the Kubernetes attributes.
+            let config = document(&fragment);
+            if component == "datadog" {
+                assert_datadog_block(&what, &config["exporters"]["datadog"]);
+            }
+            for (name, pipeline) in config["service"]["pipelines"].as_object().unwrap() {
+                assert_eq!(
+                    pipeline["processors"],
+                    serde_json::json!(["memory_limiter", "k8s_attributes", "resource_detection"]),
+                    "{what}: {name}"
+                );
+            }
+        }
+    }
+}
+
+/// The credentials component makes the agents' Secret from an untracked file (its example's
+/// keys are the config's), in the agents' namespace, and the agents use it by its new name.
+#[test]
+fn the_credentials_component_makes_the_secret_from_an_untracked_file() {
+    let example = read("deploy/kubernetes/components/credentials-env-file/credentials.env.example");
+    let keys: BTreeSet<String> = example
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k.to_owned()))
+        .collect();
+    assert_eq!(keys, readme_secret_keys("cc-heartbeat-credentials"));
+    assert_eq!(
+        read("deploy/kubernetes/components/credentials-env-file/.gitignore").trim(),
+        "credentials.env"
+    );
+    let objects = render_with(
+        "daemonset",
+        &["credentials-env-file"],
+        &[("components/credentials-env-file/credentials.env", &example)],
+    );
+    let secret = find(&objects, "Secret", "cc-heartbeat-credentials-");
+    assert_eq!(secret["metadata"]["namespace"], "cc-heartbeat");
+    let data: BTreeSet<String> = secret["data"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(data, keys);
+    for (kind, name) in [
+        ("DaemonSet", "cc-heartbeat"),
+        ("Deployment", "cc-heartbeat-round-trip"),
+    ] {
+        let c = &find(&objects, kind, name)["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(
+            c["envFrom"][0]["secretRef"]["name"], secret["metadata"]["name"],
+            "{kind}"
+        );
+    }
 }
 
 fn env_value<'a>(container: &'a Value, name: &str) -> &'a str {
