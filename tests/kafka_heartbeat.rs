@@ -300,9 +300,17 @@ async fn produce_samples_name_the_broker_that_led_when_leaders_move() {
     for _ in 0..MOVES {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let began = Instant::now();
+        let expected: Vec<i32> = leaders
+            .last()
+            .unwrap()
+            .2
+            .iter()
+            .map(|l| l % 3 + 1)
+            .collect();
         let next = blocking({
             let topic = topic.clone();
             let current = leaders.last().unwrap().2.clone();
+            let expected = expected.clone();
             move || {
                 for (p, leader) in current.iter().enumerate() {
                     // The next broker first: reassigning the replica order and electing the
@@ -313,17 +321,19 @@ async fn produce_samples_name_the_broker_that_led_when_leaders_move() {
                     kafka.admin(&format!("reassign {topic} {p} {order}"));
                     kafka.admin(&format!("elect-preferred {topic} {p}"));
                 }
-                kafka.leaders(&topic)
+                // The broker that answers the description may learn of the last election a
+                // moment after the one that confirmed it.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    let now = kafka.leaders(&topic);
+                    if now == expected || Instant::now() > deadline {
+                        return now;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
             }
         })
         .await;
-        let expected: Vec<i32> = leaders
-            .last()
-            .unwrap()
-            .2
-            .iter()
-            .map(|l| l % 3 + 1)
-            .collect();
         assert_eq!(next, expected, "Kafka moved every leader");
         leaders.push((began, Instant::now(), next));
     }
