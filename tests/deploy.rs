@@ -1021,6 +1021,43 @@ fn the_dockerfile_builds_a_release_and_runs_it_non_root_without_a_shell() {
             "pinned: {from}"
         );
     }
+    // BuildKit: the registry and target directory are cache mounts, so a source change does
+    // not rebuild librdkafka; the image says what it is (OCI labels), its version and licence
+    // those of Cargo.toml.
+    assert_eq!(text.lines().next(), Some("# syntax=docker/dockerfile:1"));
+    let build_run = text
+        .split("RUN ")
+        .find(|r| r.contains("cargo build --release --locked"))
+        .expect("the build step");
+    for target in ["/usr/local/cargo/registry", "/src/target"] {
+        assert!(
+            build_run.contains(&format!("--mount=type=cache,target={target}")),
+            "cache mount for {target}"
+        );
+    }
+    // Cargo.toml's [package] fields come first, one per line.
+    let manifest = read("Cargo.toml");
+    let package = |key: &str| -> String {
+        manifest
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("Cargo.toml's {key}"))
+            .to_owned()
+    };
+    let label = |key: &str| -> String {
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("org.opencontainers.image.{key}=")))
+            .unwrap_or_else(|| panic!("label {key}"));
+        let value = line.split_once('=').unwrap().1;
+        value.trim_end_matches(" \\").trim_matches('"').to_owned()
+    };
+    assert_eq!(label("licenses"), package("license"));
+    assert_eq!(label("revision"), "$VCS_REVISION");
+    assert_eq!(label("version"), "$VERSION");
+    assert!(text.contains(&format!("ARG VERSION={}", package("version"))));
+    assert_eq!(label("title"), "cc-heartbeat");
     let runtime = froms.last().unwrap();
     assert!(
         runtime.contains("gcr.io/distroless/") && runtime.contains(":nonroot"),
