@@ -12,7 +12,10 @@ use rdkafka::client::{Client, ClientContext};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{AdminError, Event, Handle, Options, Queue, admin_request, owned};
+use super::{
+    AdminError, Event, Handle, Options, Queue, admin_request, error_of, first_group_partitions,
+    owned,
+};
 
 /// A group's coordinator and state, as DescribeConsumerGroups answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,7 +66,8 @@ pub fn describe_group<C: ClientContext>(
         // SAFETY: a non-null description of the live event.
         let error = unsafe { rd::rd_kafka_ConsumerGroupDescription_error(description) };
         if !error.is_null() {
-            return Err(failed(REQUEST, error));
+            // SAFETY: non-null, owned by the live event.
+            return Err(unsafe { error_of(REQUEST, error) });
         }
         // SAFETY (all four): the description and its coordinator node belong to the live
         // event; the state name is a static string; strings are copied at once.
@@ -146,21 +150,8 @@ pub fn commit_offset<C: ClientContext>(
         // SAFETY: live result; `count` receives the length of the returned array.
         let groups =
             unsafe { rd::rd_kafka_AlterConsumerGroupOffsets_result_groups(result, &mut count) };
-        if count == 0 || groups.is_null() {
-            return Err(AdminError::UnexpectedEvent { request: REQUEST });
-        }
-        // SAFETY: `groups` points to `count` (at least one) pointers owned by the result.
-        let first = unsafe { *groups };
-        if first.is_null() {
-            return Err(AdminError::UnexpectedEvent { request: REQUEST });
-        }
-        // SAFETY: a non-null group result of the live event.
-        let error = unsafe { rd::rd_kafka_group_result_error(first) };
-        if !error.is_null() {
-            return Err(failed(REQUEST, error));
-        }
-        // SAFETY: as above; the list (or NULL) belongs to the group result.
-        let list = unsafe { rd::rd_kafka_group_result_partitions(first) };
+        // SAFETY: just returned by the live result, with its count.
+        let list = unsafe { first_group_partitions(REQUEST, groups, count) }?;
         if list.is_null() {
             return Ok(());
         }
@@ -181,16 +172,4 @@ pub fn commit_offset<C: ClientContext>(
         Ok(())
     };
     admin_request(client, REQUEST, op, timeout, send, read)
-}
-
-/// A librdkafka error object as an [`AdminError`].
-fn failed(request: &'static str, error: *const rd::rd_kafka_error_t) -> AdminError {
-    // SAFETY (both): a non-null error owned by a live result; its text is copied.
-    let code: RDKafkaErrorCode = unsafe { rd::rd_kafka_error_code(error) }.into();
-    let message = unsafe { owned(rd::rd_kafka_error_string(error)) };
-    AdminError::Failed {
-        request,
-        message: message.unwrap_or_default(),
-        code,
-    }
 }

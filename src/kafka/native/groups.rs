@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use rdkafka::bindings as rd;
 use rdkafka::client::{Client, ClientContext};
-use rdkafka::error::RDKafkaErrorCode;
 
-use super::{AdminError, Event, Handle, Options, Queue, admin_request, owned};
+use super::{
+    AdminError, Event, Handle, Options, Queue, admin_request, first_group_partitions, owned,
+};
 
 /// One committed offset of a group.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,28 +68,8 @@ pub fn committed_offsets<C: ClientContext>(
         // SAFETY: live result; `count` receives the length of the returned array.
         let groups =
             unsafe { rd::rd_kafka_ListConsumerGroupOffsets_result_groups(result, &mut count) };
-        if count == 0 {
-            return Err(AdminError::UnexpectedEvent { request: REQUEST });
-        }
-        // SAFETY: `groups` points to `count` (at least one) pointers owned by the result.
-        let first = unsafe { *groups };
-        if first.is_null() {
-            return Err(AdminError::UnexpectedEvent { request: REQUEST });
-        }
-        // SAFETY: a non-null group result of the live event.
-        let error = unsafe { rd::rd_kafka_group_result_error(first) };
-        if !error.is_null() {
-            // SAFETY (both): a non-null error of the live group result; its text is copied.
-            let code: RDKafkaErrorCode = unsafe { rd::rd_kafka_error_code(error) }.into();
-            let message = unsafe { owned(rd::rd_kafka_error_string(error)) };
-            return Err(AdminError::Failed {
-                request: REQUEST,
-                message: message.unwrap_or_default(),
-                code,
-            });
-        }
-        // SAFETY: as above; the list (or NULL) belongs to the group result.
-        let list = unsafe { rd::rd_kafka_group_result_partitions(first) };
+        // SAFETY: just returned by the live result, with its count.
+        let list = unsafe { first_group_partitions(REQUEST, groups, count) }?;
         if list.is_null() {
             return Ok(Vec::new());
         }

@@ -93,6 +93,50 @@ unsafe fn owned(ptr: *const c_char) -> Option<String> {
     Some(text.to_string_lossy().into_owned())
 }
 
+/// A librdkafka error object (owned by a live result) as an [`AdminError`].
+///
+/// # Safety
+/// `error` is non-null and owned by a result that outlives this call.
+unsafe fn error_of(request: &'static str, error: *const rd::rd_kafka_error_t) -> AdminError {
+    // SAFETY (both): per this function's contract; the text is copied at once.
+    let code: RDKafkaErrorCode = unsafe { rd::rd_kafka_error_code(error) }.into();
+    let message = unsafe { owned(rd::rd_kafka_error_string(error)) };
+    AdminError::Failed {
+        request,
+        message: message.unwrap_or_default(),
+        code,
+    }
+}
+
+/// The partition list (possibly NULL) of the first group result of a group admin answer, once
+/// that result's own error is checked.
+///
+/// # Safety
+/// `groups` and `count` are what a live result's `…_result_groups` call returned: `groups`
+/// points to `count` group results owned by that result, which outlives the list.
+unsafe fn first_group_partitions(
+    request: &'static str,
+    groups: *mut *const rd::rd_kafka_group_result_t,
+    count: usize,
+) -> Result<*const rd::rd_kafka_topic_partition_list_t, AdminError> {
+    if count == 0 || groups.is_null() {
+        return Err(AdminError::UnexpectedEvent { request });
+    }
+    // SAFETY: `groups` points to `count` (at least one) pointers, per the contract.
+    let first = unsafe { *groups };
+    if first.is_null() {
+        return Err(AdminError::UnexpectedEvent { request });
+    }
+    // SAFETY: a non-null group result of the live result.
+    let error = unsafe { rd::rd_kafka_group_result_error(first) };
+    if !error.is_null() {
+        // SAFETY: non-null, owned by the live result.
+        return Err(unsafe { error_of(request, error) });
+    }
+    // SAFETY: as above; the list (or NULL) belongs to the group result.
+    Ok(unsafe { rd::rd_kafka_group_result_partitions(first) })
+}
+
 /// Frees what an admin request allocated, however the call ends.
 struct Request {
     queue: *mut rd::rd_kafka_queue_t,
