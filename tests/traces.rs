@@ -63,6 +63,19 @@ fn agent_with(
     )
 }
 
+/// A one-broker mock, a receiver, and an agent keeping no healthy span, once heartbeats flow.
+async fn flowing_unsampled() -> (MockKafka, OtlpReceiver, AgentProcess) {
+    let mock = MockKafka::new(1);
+    let receiver = OtlpReceiver::start(0).await;
+    let agent = agent(&mock, &receiver, "grpc", "{sample_ratio: 0}");
+    eventually(Duration::from_secs(30), "heartbeats flow", || {
+        let last = receiver.requests().pop()?;
+        (counter_value(&last, "kafka.heartbeat.messages.received", &[]) > 5).then_some(())
+    })
+    .await;
+    (mock, receiver, agent)
+}
+
 fn outcome(span: &Span) -> String {
     attr(&span.attributes, "cc_heartbeat.heartbeat.outcome").unwrap_or_default()
 }
@@ -403,14 +416,7 @@ async fn openmetrics_exemplars(http_port: u16, sample: &str) -> Vec<(String, Str
 /// carries that span's ids.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_sends_are_kept_with_their_error() {
-    let mock = MockKafka::new(1);
-    let receiver = OtlpReceiver::start(0).await;
-    let agent = agent(&mock, &receiver, "grpc", "{sample_ratio: 0}");
-    eventually(Duration::from_secs(30), "heartbeats flow", || {
-        let last = receiver.requests().pop()?;
-        (counter_value(&last, "kafka.heartbeat.messages.received", &[]) > 5).then_some(())
-    })
-    .await;
+    let (mock, receiver, agent) = flowing_unsampled().await;
     mock.broker_down(1);
     let failed = eventually(Duration::from_secs(30), "failed sends kept", || {
         let failed: Vec<Span> = receiver
@@ -462,14 +468,7 @@ async fn failed_sends_are_kept_with_their_error() {
 /// second `receive` says `late`. As many lost traces arrive as the lost counter says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_heartbeat_is_a_trace_that_ends_at_the_loss() {
-    let mock = MockKafka::new(1);
-    let receiver = OtlpReceiver::start(0).await;
-    let agent = agent(&mock, &receiver, "grpc", "{sample_ratio: 0}");
-    eventually(Duration::from_secs(30), "heartbeats flow", || {
-        let last = receiver.requests().pop()?;
-        (counter_value(&last, "kafka.heartbeat.messages.received", &[]) > 5).then_some(())
-    })
-    .await;
+    let (mock, receiver, agent) = flowing_unsampled().await;
     // Longer than the 3 s loss timeout.
     mock.delay_fetches(1, 3, Duration::from_secs(5));
     let by_outcome = |wanted: &str| -> Vec<Span> {
