@@ -86,6 +86,7 @@ pub fn demo_config(bootstrap: &str, options: &DemoOptions) -> Result<Config, con
     let text = format!(
         "clusters:\n  - name: demo\n    bootstrap_servers: '{bootstrap}'\n\
          \x20   librdkafka: {{fetch.wait.max.ms: '10'}}\n\
+         \x20   commit_probe: {{enabled: false}}\n\
          heartbeat:\n  interval: {interval}\n  loss_timeout: 10s\n  message_timeout: 3s\n\
          checks:\n  metadata: {{interval: 5s}}\n\
          export:\n  otlp: {export}\n",
@@ -93,7 +94,8 @@ pub fn demo_config(bootstrap: &str, options: &DemoOptions) -> Result<Config, con
     );
     // The mock cluster answers an empty fetch only after the fetch wait, even when a message
     // arrives meanwhile (a real broker answers at once), so a short wait keeps e2e honest here.
-    // The demo ignores OTEL_* variables: its export is what its options say.
+    // The demo ignores OTEL_* variables: its export is what its options say. The mock cluster
+    // does not describe consumer groups, so the commit probe stays off.
     config::from_str("demo", &text, &|_| None)
 }
 
