@@ -134,6 +134,25 @@ impl Admin {
         result
     }
 
+    /// Runs one librdkafka admin call (`name`, for a task that did not run) off the async
+    /// threads, and tells the observer how `request` ended.
+    async fn native<T: Send + 'static>(
+        &self,
+        request: Request,
+        name: &'static str,
+        call: impl FnOnce(&Client<DeliveryContext>) -> Result<T, AdminError> + Send + 'static,
+    ) -> Result<T, AdminError> {
+        let result = self
+            .blocking(call)
+            .await
+            .map_err(|source| AdminError::Task {
+                request: name,
+                source,
+            })
+            .and_then(|r| r);
+        self.settle(request, result)
+    }
+
     /// Runs `request` on the producer's client, off the async threads.
     async fn blocking<T: Send + 'static>(
         &self,
@@ -231,29 +250,19 @@ impl Admin {
         spec: OffsetSpec,
         timeout: Duration,
     ) -> Result<Vec<PartitionOffset>, AdminError> {
-        let result = self
-            .blocking(move |client| offsets::list_offsets(client, &partitions, spec, timeout))
-            .await
-            .map_err(|source| AdminError::Task {
-                request: "ListOffsets",
-                source,
-            })
-            .and_then(|r| r);
-        self.settle(Request::ListOffsets, result)
+        self.native(Request::ListOffsets, "ListOffsets", move |client| {
+            offsets::list_offsets(client, &partitions, spec, timeout)
+        })
+        .await
     }
 
     /// Every consumer group with its state and member count; `partial` when some broker did
     /// not answer.
     pub async fn groups(&self, timeout: Duration) -> Result<(Vec<GroupSummary>, bool), AdminError> {
-        let result = self
-            .blocking(move |client| groups::list_groups(client, timeout))
-            .await
-            .map_err(|source| AdminError::Task {
-                request: "ListGroups",
-                source,
-            })
-            .and_then(|r| r);
-        self.settle(Request::ListGroups, result)
+        self.native(Request::ListGroups, "ListGroups", move |client| {
+            groups::list_groups(client, timeout)
+        })
+        .await
     }
 
     /// The offsets `group` committed.
@@ -262,15 +271,12 @@ impl Admin {
         group: String,
         timeout: Duration,
     ) -> Result<Vec<CommittedOffset>, AdminError> {
-        let result = self
-            .blocking(move |client| groups::committed_offsets(client, &group, timeout))
-            .await
-            .map_err(|source| AdminError::Task {
-                request: "ListConsumerGroupOffsets",
-                source,
-            })
-            .and_then(|r| r);
-        self.settle(Request::OffsetFetch, result)
+        self.native(
+            Request::OffsetFetch,
+            "ListConsumerGroupOffsets",
+            move |client| groups::committed_offsets(client, &group, timeout),
+        )
+        .await
     }
 
     /// DescribeConsumerGroups of one group: its coordinator and state.
@@ -279,15 +285,12 @@ impl Admin {
         group: String,
         timeout: Duration,
     ) -> Result<GroupCoordinator, AdminError> {
-        let result = self
-            .blocking(move |client| coordinator::describe_group(client, &group, timeout))
-            .await
-            .map_err(|source| AdminError::Task {
-                request: "DescribeConsumerGroups",
-                source,
-            })
-            .and_then(|r| r);
-        self.settle(Request::DescribeGroup, result)
+        self.native(
+            Request::DescribeGroup,
+            "DescribeConsumerGroups",
+            move |client| coordinator::describe_group(client, &group, timeout),
+        )
+        .await
     }
 
     /// Commits `offset` for one partition in `group` (a group without members).
@@ -299,31 +302,23 @@ impl Admin {
         offset: i64,
         timeout: Duration,
     ) -> Result<(), AdminError> {
-        let result = self
-            .blocking(move |client| {
+        self.native(
+            Request::OffsetCommit,
+            "AlterConsumerGroupOffsets",
+            move |client| {
                 coordinator::commit_offset(client, &group, &topic, partition, offset, timeout)
-            })
-            .await
-            .map_err(|source| AdminError::Task {
-                request: "AlterConsumerGroupOffsets",
-                source,
-            })
-            .and_then(|r| r);
-        self.settle(Request::OffsetCommit, result)
+            },
+        )
+        .await
     }
 
     /// DescribeCluster: every broker with its rack. Not every cluster answers it (librdkafka's
     /// mock does not), so callers treat a failure as "racks unknown".
     pub async fn describe(&self, timeout: Duration) -> Result<ClusterDescription, AdminError> {
-        let result = self
-            .blocking(move |client| native::describe_cluster(client, timeout))
-            .await
-            .map_err(|source| AdminError::Task {
-                request: "DescribeCluster",
-                source,
-            })
-            .and_then(|r| r);
-        self.settle(Request::DescribeCluster, result)
+        self.native(Request::DescribeCluster, "DescribeCluster", move |client| {
+            native::describe_cluster(client, timeout)
+        })
+        .await
     }
 
     /// The id of `topic` (DescribeTopics), where the cluster reports one.
@@ -333,15 +328,10 @@ impl Admin {
         timeout: Duration,
     ) -> Result<Option<u128>, AdminError> {
         let topic = topic.to_owned();
-        let result = self
-            .blocking(move |client| native::topic_id(client, &topic, timeout))
-            .await
-            .map_err(|source| AdminError::Task {
-                request: "DescribeTopics",
-                source,
-            })
-            .and_then(|r| r);
-        self.settle(Request::DescribeTopics, result)
+        self.native(Request::DescribeTopics, "DescribeTopics", move |client| {
+            native::topic_id(client, &topic, timeout)
+        })
+        .await
     }
 
     /// Creates the heartbeat topic as `plan` says; an existing topic counts as success.
