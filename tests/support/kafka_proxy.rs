@@ -161,16 +161,12 @@ async fn serve(client: TcpStream, upstream: u16, rewrite: Rewrite) {
     // Answers are read as they come and written once their delay (if any) has passed since
     // they arrived, so a delay adds to each answer and does not pile up behind the one before.
     let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel();
-    let delay = rewrite
-        .answer_delays
-        .get(&upstream)
-        .map_or(0, |d| d.load(Ordering::SeqCst));
     let answer_delays = rewrite.answer_delays.clone();
     let read_answers = async move {
         while let Some(frame) = read_frame(&mut server_read).await {
             let delay = answer_delays
                 .get(&upstream)
-                .map_or(delay, |d| d.load(Ordering::SeqCst));
+                .map_or(0, |d| d.load(Ordering::SeqCst));
             let due = tokio::time::Instant::now() + Duration::from_millis(delay);
             if arrived_tx.send((due, frame)).is_err() {
                 break;
