@@ -144,7 +144,7 @@ fn run(path: Option<&Path>, log_level: Option<&str>) -> ExitCode {
     );
     let result = with_runtime(async {
         let identity = Identity::from_env().with_zone(config.agent.zone.as_deref());
-        let telemetry = Telemetry::build(&identity, &config.export, config.http.prometheus, |b| b)?;
+        let telemetry = Telemetry::build(&identity, &config.export, config.http.prometheus, None)?;
         let options = app::RunOptions {
             health: true,
             prometheus: telemetry.prometheus.clone(),

@@ -121,7 +121,7 @@ pub async fn run(
     output::report(&header(&options, partitions));
 
     let identity = Identity::from_env();
-    let telemetry = Telemetry::build(&identity, &config.export, false, |b| b)?;
+    let telemetry = Telemetry::build(&identity, &config.export, false, None)?;
     let (tap, mut observations) = mpsc::channel(16_384);
     let stop_agent = CancellationToken::new();
     let agent = {

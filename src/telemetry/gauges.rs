@@ -5,246 +5,231 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Meter, ObservableGauge};
 
 use super::instruments::name;
+use super::meters::Meters;
 
 /// Reads one gauge's points from a cluster's values.
 type ReadGauge = fn(&ClusterGauges, &mut dyn FnMut(i64, &[KeyValue]));
 
-/// Registers every observable gauge on `meter`, each reading `gauges` at export time.
-pub(super) fn register(
-    meter: &Meter,
-    gauges: &Arc<GaugeBoard>,
-) -> (Vec<ObservableGauge<i64>>, ObservableGauge<f64>) {
+/// Registers every observable gauge on `meters`, each reading `gauges` at export time.
+pub(super) fn register(meters: &Meters, gauges: &Arc<GaugeBoard>) {
     let observable =
         |name: &'static str, unit: &'static str, description: &'static str, read: ReadGauge| {
             let board = Arc::clone(gauges);
-            meter
-                .i64_observable_gauge(name)
-                .with_unit(unit)
-                .with_description(description)
-                .with_callback(move |observer| {
-                    board.read(|cluster| read(cluster, &mut |v, attrs| observer.observe(v, attrs)))
-                })
-                .build()
+            meters.i64_observable_gauge(name, unit, description, move |observer| {
+                board.read(|cluster| read(cluster, &mut |v, attrs| observer.observe(v, attrs)))
+            });
         };
-    let observable_gauges = vec![
-        observable(
-            name::REGISTRY_UP,
-            "{registry}",
-            "1 if the last probe of the Schema Registry passed every stage (DNS, TCP, TLS, HTTP), else 0.",
-            |c, observe| {
-                if let Some((attrs, up)) = &c.registry_up {
-                    observe(i64::from(*up), attrs);
+    observable(
+        name::REGISTRY_UP,
+        "{registry}",
+        "1 if the last probe of the Schema Registry passed every stage (DNS, TCP, TLS, HTTP), else 0.",
+        |c, observe| {
+            if let Some((attrs, up)) = &c.registry_up {
+                observe(i64::from(*up), attrs);
+            }
+        },
+    );
+    observable(
+        name::BROKER_UP,
+        "{broker}",
+        "1 if the last probe of the broker passed every stage (DNS, TCP, TLS, Kafka), else 0.",
+        |c, observe| {
+            for (attrs, up) in c.broker_up.values() {
+                observe(i64::from(*up), attrs);
+            }
+        },
+    );
+    observable(
+        name::CLUSTER_BROKERS,
+        "{broker}",
+        "Brokers in the latest metadata.",
+        brokers,
+    );
+    observable(
+        name::BROKERS,
+        "{broker}",
+        "Brokers in the latest metadata (the kafkametricsreceiver's name for kafka.cluster.brokers).",
+        brokers,
+    );
+    observable(
+        name::CLUSTER_UP,
+        "{cluster}",
+        "1 while the agent can use the cluster (its last metadata request succeeded), 0 from the first failure on; kafka.cluster.requests says why.",
+        |c, observe| {
+            if let Some((attrs, up)) = &c.cluster_up {
+                observe(i64::from(*up), attrs);
+            }
+        },
+    );
+    observable(
+        name::BROKER_CONTROLLER,
+        "{broker}",
+        "1 on the broker the cluster reports as controller, 0 on the others (on KRaft clusters the reported controller is any live broker).",
+        |c, observe| {
+            for (attrs, is) in &c.controller {
+                observe(*is, attrs);
+            }
+        },
+    );
+    observable(
+        name::HEARTBEAT_LEADER_BROKERS,
+        "{broker}",
+        "Brokers that lead at least one heartbeat partition.",
+        |c, observe| {
+            if let Some(n) = c.leader_brokers {
+                observe(n, &c.heartbeat_attrs);
+            }
+        },
+    );
+    observable(
+        name::PARTITION_CURRENT_OFFSET,
+        "{message}",
+        "Offset the next record of the partition will get (high watermark).",
+        |c, observe| {
+            for p in &c.partitions {
+                if let Some(v) = p.current {
+                    observe(v, &p.attrs);
                 }
-            },
-        ),
-        observable(
-            name::BROKER_UP,
-            "{broker}",
-            "1 if the last probe of the broker passed every stage (DNS, TCP, TLS, Kafka), else 0.",
-            |c, observe| {
-                for (attrs, up) in c.broker_up.values() {
-                    observe(i64::from(*up), attrs);
+            }
+        },
+    );
+    observable(
+        name::PARTITION_OLDEST_OFFSET,
+        "{message}",
+        "Offset of the oldest record the partition keeps (log start).",
+        |c, observe| {
+            for p in &c.partitions {
+                if let Some(v) = p.oldest {
+                    observe(v, &p.attrs);
                 }
-            },
-        ),
-        observable(
-            name::CLUSTER_BROKERS,
-            "{broker}",
-            "Brokers in the latest metadata.",
-            brokers,
-        ),
-        observable(
-            name::BROKERS,
-            "{broker}",
-            "Brokers in the latest metadata (the kafkametricsreceiver's name for kafka.cluster.brokers).",
-            brokers,
-        ),
-        observable(
-            name::CLUSTER_UP,
-            "{cluster}",
-            "1 while the agent can use the cluster (its last metadata request succeeded), 0 from the first failure on; kafka.cluster.requests says why.",
-            |c, observe| {
-                if let Some((attrs, up)) = &c.cluster_up {
-                    observe(i64::from(*up), attrs);
+            }
+        },
+    );
+    observable(
+        name::PARTITION_REPLICAS,
+        "{replica}",
+        "Replicas of the partition.",
+        |c, observe| {
+            for p in &c.partitions {
+                observe(p.replicas, &p.attrs);
+            }
+        },
+    );
+    observable(
+        name::PARTITION_REPLICAS_IN_SYNC,
+        "{replica}",
+        "In-sync replicas of the partition.",
+        |c, observe| {
+            for p in &c.partitions {
+                observe(p.in_sync, &p.attrs);
+            }
+        },
+    );
+    observable(
+        name::TOPIC_PARTITIONS,
+        "{partition}",
+        "Partitions of the topic.",
+        |c, observe| {
+            for t in &c.topics {
+                observe(t.partitions, &t.attrs);
+            }
+        },
+    );
+    observable(
+        name::TOPIC_PARTITIONS_OFFLINE,
+        "{partition}",
+        "Partitions of the topic without a leader: they can be neither written nor read.",
+        |c, observe| {
+            for t in &c.topics {
+                observe(t.offline, &t.attrs);
+            }
+        },
+    );
+    observable(
+        name::GROUP_LAG,
+        "{message}",
+        "Records of the partition the group has not consumed: high watermark minus committed offset.",
+        |c, observe| {
+            for p in &c.group_partitions {
+                observe(p.lag, &p.attrs);
+            }
+        },
+    );
+    observable(
+        name::GROUP_OFFSET,
+        "{message}",
+        "Offset the group committed on the partition.",
+        |c, observe| {
+            for p in &c.group_partitions {
+                observe(p.offset, &p.attrs);
+            }
+        },
+    );
+    observable(
+        name::GROUP_LAG_SUM,
+        "{message}",
+        "Lag of the group summed over the topic's partitions.",
+        |c, observe| {
+            for t in &c.group_topics {
+                observe(t.lag_sum, &t.attrs);
+            }
+        },
+    );
+    observable(
+        name::GROUP_OFFSET_SUM,
+        "{message}",
+        "Offsets the group committed, summed over the topic's partitions.",
+        |c, observe| {
+            for t in &c.group_topics {
+                observe(t.offset_sum, &t.attrs);
+            }
+        },
+    );
+    observable(
+        name::GROUP_STATE,
+        "{group}",
+        "1 for the group's current state (state: Stable, Empty, PreparingRebalance, CompletingRebalance, Dead, …), 0 for the others.",
+        |c, observe| {
+            for (attrs, is) in &c.group_states {
+                observe(*is, attrs);
+            }
+        },
+    );
+    observable(
+        name::GROUP_MEMBERS,
+        "{member}",
+        "Members of the group.",
+        |c, observe| {
+            for (attrs, n) in &c.groups {
+                observe(*n, attrs);
+            }
+        },
+    );
+    observable(
+        name::SERIES_DROPPED,
+        "{series}",
+        "Series a check did not export because of its max_series cap.",
+        |c, observe| {
+            for (attrs, n) in c.dropped.values() {
+                observe(*n, attrs);
+            }
+        },
+    );
+    let board = Arc::clone(gauges);
+    meters.f64_observable_gauge(
+        name::GROUP_LAG_DURATION,
+        "s",
+        "Age of the oldest record the group has not consumed on the partition (0 when caught up).",
+        move |observer| {
+            board.read(|c| {
+                for (attrs, v) in &c.group_lag_seconds {
+                    observer.observe(*v, attrs);
                 }
-            },
-        ),
-        observable(
-            name::BROKER_CONTROLLER,
-            "{broker}",
-            "1 on the broker the cluster reports as controller, 0 on the others (on KRaft clusters the reported controller is any live broker).",
-            |c, observe| {
-                for (attrs, is) in &c.controller {
-                    observe(*is, attrs);
-                }
-            },
-        ),
-        observable(
-            name::HEARTBEAT_LEADER_BROKERS,
-            "{broker}",
-            "Brokers that lead at least one heartbeat partition.",
-            |c, observe| {
-                if let Some(n) = c.leader_brokers {
-                    observe(n, &c.heartbeat_attrs);
-                }
-            },
-        ),
-        observable(
-            name::PARTITION_CURRENT_OFFSET,
-            "{message}",
-            "Offset the next record of the partition will get (high watermark).",
-            |c, observe| {
-                for p in &c.partitions {
-                    if let Some(v) = p.current {
-                        observe(v, &p.attrs);
-                    }
-                }
-            },
-        ),
-        observable(
-            name::PARTITION_OLDEST_OFFSET,
-            "{message}",
-            "Offset of the oldest record the partition keeps (log start).",
-            |c, observe| {
-                for p in &c.partitions {
-                    if let Some(v) = p.oldest {
-                        observe(v, &p.attrs);
-                    }
-                }
-            },
-        ),
-        observable(
-            name::PARTITION_REPLICAS,
-            "{replica}",
-            "Replicas of the partition.",
-            |c, observe| {
-                for p in &c.partitions {
-                    observe(p.replicas, &p.attrs);
-                }
-            },
-        ),
-        observable(
-            name::PARTITION_REPLICAS_IN_SYNC,
-            "{replica}",
-            "In-sync replicas of the partition.",
-            |c, observe| {
-                for p in &c.partitions {
-                    observe(p.in_sync, &p.attrs);
-                }
-            },
-        ),
-        observable(
-            name::TOPIC_PARTITIONS,
-            "{partition}",
-            "Partitions of the topic.",
-            |c, observe| {
-                for t in &c.topics {
-                    observe(t.partitions, &t.attrs);
-                }
-            },
-        ),
-        observable(
-            name::TOPIC_PARTITIONS_OFFLINE,
-            "{partition}",
-            "Partitions of the topic without a leader: they can be neither written nor read.",
-            |c, observe| {
-                for t in &c.topics {
-                    observe(t.offline, &t.attrs);
-                }
-            },
-        ),
-        observable(
-            name::GROUP_LAG,
-            "{message}",
-            "Records of the partition the group has not consumed: high watermark minus committed offset.",
-            |c, observe| {
-                for p in &c.group_partitions {
-                    observe(p.lag, &p.attrs);
-                }
-            },
-        ),
-        observable(
-            name::GROUP_OFFSET,
-            "{message}",
-            "Offset the group committed on the partition.",
-            |c, observe| {
-                for p in &c.group_partitions {
-                    observe(p.offset, &p.attrs);
-                }
-            },
-        ),
-        observable(
-            name::GROUP_LAG_SUM,
-            "{message}",
-            "Lag of the group summed over the topic's partitions.",
-            |c, observe| {
-                for t in &c.group_topics {
-                    observe(t.lag_sum, &t.attrs);
-                }
-            },
-        ),
-        observable(
-            name::GROUP_OFFSET_SUM,
-            "{message}",
-            "Offsets the group committed, summed over the topic's partitions.",
-            |c, observe| {
-                for t in &c.group_topics {
-                    observe(t.offset_sum, &t.attrs);
-                }
-            },
-        ),
-        observable(
-            name::GROUP_STATE,
-            "{group}",
-            "1 for the group's current state (state: Stable, Empty, PreparingRebalance, CompletingRebalance, Dead, …), 0 for the others.",
-            |c, observe| {
-                for (attrs, is) in &c.group_states {
-                    observe(*is, attrs);
-                }
-            },
-        ),
-        observable(
-            name::GROUP_MEMBERS,
-            "{member}",
-            "Members of the group.",
-            |c, observe| {
-                for (attrs, n) in &c.groups {
-                    observe(*n, attrs);
-                }
-            },
-        ),
-        observable(
-            name::SERIES_DROPPED,
-            "{series}",
-            "Series a check did not export because of its max_series cap.",
-            |c, observe| {
-                for (attrs, n) in c.dropped.values() {
-                    observe(*n, attrs);
-                }
-            },
-        ),
-    ];
-    let lag_seconds = {
-        let board = Arc::clone(gauges);
-        meter
-            .f64_observable_gauge(name::GROUP_LAG_DURATION)
-            .with_unit("s")
-            .with_description(
-                "Age of the oldest record the group has not consumed on the partition (0 when caught up).",
-            )
-            .with_callback(move |observer| {
-                board.read(|c| {
-                    for (attrs, v) in &c.group_lag_seconds {
-                        observer.observe(*v, attrs);
-                    }
-                });
-            })
-            .build()
-    };
-    (observable_gauges, lag_seconds)
+            });
+        },
+    );
 }
 
 /// One partition's offsets and replication, with its attributes.

@@ -7,15 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{
-    Counter, Histogram, Meter, MeterProvider as _, ObservableCounter, ObservableGauge,
-};
+use opentelemetry::metrics::{Counter, Histogram};
 
 use super::export::stats::ExportStats;
 use super::gauges::{self, GaugeBoard};
 pub(crate) use super::gauges::{
     GroupPartitionPoint, GroupRound, GroupTopicPoint, PartitionPoint, TopicPoint,
 };
+use super::meters::Meters;
 use crate::config::{DEFAULT_HISTOGRAM_BOUNDARIES, MessagingNames};
 
 pub use super::names::{SCHEMA_URL, SkipReason, attr, name};
@@ -45,10 +44,6 @@ pub struct Instruments {
     coordinator_changes: Counter<u64>,
     /// Values of the observable gauges, written through events, read at each export.
     gauges: Arc<GaugeBoard>,
-    /// Keeps the observable gauges' callbacks registered.
-    _observable: Arc<Vec<ObservableGauge<i64>>>,
-    _observable_seconds: Arc<ObservableGauge<f64>>,
-    _own: Arc<OwnInstruments>,
     /// The spans the probes build beside their points.
     pub traces: super::traces::Traces,
 }
@@ -84,110 +79,84 @@ fn with_operation(attrs: &[KeyValue], name: &'static str, kind: &'static str) ->
     out
 }
 
-/// The agent's own instruments, kept registered: which build runs, and how its exports fare.
-#[derive(Debug)]
-struct OwnInstruments {
-    _build_info: ObservableGauge<i64>,
-    _batches: ObservableCounter<u64>,
-    _rejected: ObservableCounter<u64>,
-    _held: ObservableGauge<i64>,
-    _held_bytes: ObservableGauge<i64>,
-}
-
-impl OwnInstruments {
-    fn new(meter: &Meter, stats: &Arc<ExportStats>) -> Self {
-        let build = [
-            KeyValue::new(attr::SERVICE_VERSION, super::SERVICE_VERSION),
-            KeyValue::new(attr::VCS_REVISION, super::VCS_REVISION),
-        ];
-        let batches = Arc::clone(stats);
-        let rejected = Arc::clone(stats);
-        let held = Arc::clone(stats);
-        let held_bytes = Arc::clone(stats);
-        Self {
-            _build_info: meter
-                .i64_observable_gauge(name::BUILD_INFO)
-                .with_unit("{build}")
-                .with_description("1, with the version and commit of the running agent.")
-                .with_callback(move |observer| observer.observe(1, &build))
-                .build(),
-            _batches: meter
-                .u64_observable_counter(name::EXPORT_BATCHES)
-                .with_unit("{batch}")
-                .with_description("OTLP export requests by signal and outcome (error.type on failure).")
-                .with_callback(move |observer| {
-                    for (signal, error, n) in batches.batches() {
-                        let mut attrs = vec![KeyValue::new(attr::OTEL_SIGNAL, signal.as_str())];
-                        if let Some(error) = error {
-                            attrs.push(KeyValue::new(attr::ERROR_TYPE, error));
-                        }
-                        observer.observe(n, &attrs);
-                    }
-                })
-                .build(),
-            _rejected: meter
-                .u64_observable_counter(name::EXPORT_POINTS_REJECTED)
-                .with_unit("{point}")
-                .with_description("Points the receiver refused (partial success, a permanent error) or the full delta buffer dropped.")
-                .with_callback(move |observer| {
-                    for (signal, n) in rejected.rejected() {
-                        observer.observe(n, &[KeyValue::new(attr::OTEL_SIGNAL, signal.as_str())]);
-                    }
-                })
-                .build(),
-            _held: meter
-                .i64_observable_gauge(name::EXPORT_BATCHES_HELD)
-                .with_unit("{batch}")
-                .with_description("Delta export requests held while the collector is away (export.otlp.delta_buffer).")
-                .with_callback(move |observer| {
-                    observer.observe(
-                        held.held(),
-                        &[KeyValue::new(attr::OTEL_SIGNAL, super::export::stats::Signal::Metrics.as_str())],
-                    );
-                })
-                .build(),
-            _held_bytes: meter
-                .i64_observable_gauge(name::EXPORT_BUFFER_SIZE)
-                .with_unit("By")
-                .with_description("Bytes of the delta export requests held, encoded (export.otlp.delta_buffer_size).")
-                .with_callback(move |observer| {
-                    observer.observe(
-                        held_bytes.held_bytes(),
-                        &[KeyValue::new(attr::OTEL_SIGNAL, super::export::stats::Signal::Metrics.as_str())],
-                    );
-                })
-                .build(),
-        }
-    }
+/// Registers the agent's own instruments: which build runs, and how its exports fare.
+fn register_own(meters: &Meters, stats: &Arc<ExportStats>) {
+    let build = [
+        KeyValue::new(attr::SERVICE_VERSION, super::SERVICE_VERSION),
+        KeyValue::new(attr::VCS_REVISION, super::VCS_REVISION),
+    ];
+    meters.i64_observable_gauge(
+        name::BUILD_INFO,
+        "{build}",
+        "1, with the version and commit of the running agent.",
+        move |observer| observer.observe(1, &build),
+    );
+    let batches = Arc::clone(stats);
+    meters.u64_observable_counter(
+        name::EXPORT_BATCHES,
+        "{batch}",
+        "OTLP export requests by signal and outcome (error.type on failure).",
+        move |observer| {
+            for (signal, error, n) in batches.batches() {
+                let mut attrs = vec![KeyValue::new(attr::OTEL_SIGNAL, signal.as_str())];
+                if let Some(error) = error {
+                    attrs.push(KeyValue::new(attr::ERROR_TYPE, error));
+                }
+                observer.observe(n, &attrs);
+            }
+        },
+    );
+    let rejected = Arc::clone(stats);
+    meters.u64_observable_counter(
+        name::EXPORT_POINTS_REJECTED,
+        "{point}",
+        "Points the receiver refused (partial success, a permanent error) or the full delta buffer dropped.",
+        move |observer| {
+            for (signal, n) in rejected.rejected() {
+                observer.observe(n, &[KeyValue::new(attr::OTEL_SIGNAL, signal.as_str())]);
+            }
+        },
+    );
+    let metrics_signal = || {
+        [KeyValue::new(
+            attr::OTEL_SIGNAL,
+            super::export::stats::Signal::Metrics.as_str(),
+        )]
+    };
+    let held = Arc::clone(stats);
+    meters.i64_observable_gauge(
+        name::EXPORT_BATCHES_HELD,
+        "{batch}",
+        "Delta export requests held while the collector is away (export.otlp.delta_buffer).",
+        move |observer| observer.observe(held.held(), &metrics_signal()),
+    );
+    let held_bytes = Arc::clone(stats);
+    meters.i64_observable_gauge(
+        name::EXPORT_BUFFER_SIZE,
+        "By",
+        "Bytes of the delta export requests held, encoded (export.otlp.delta_buffer_size).",
+        move |observer| observer.observe(held_bytes.held_bytes(), &metrics_signal()),
+    );
 }
 
 impl Instruments {
-    pub(crate) fn new(meter: &Meter, stats: &Arc<ExportStats>, names: MessagingNames) -> Self {
-        let own = OwnInstruments::new(meter, stats);
+    pub(crate) fn new(meters: &Meters, stats: &Arc<ExportStats>, names: MessagingNames) -> Self {
+        register_own(meters, stats);
         let gauges = Arc::new(GaugeBoard::default());
-        let (observable_gauges, lag_seconds) = gauges::register(meter, &gauges);
+        gauges::register(meters, &gauges);
         let seconds = |name: &'static str, description: &'static str| {
-            meter
-                .f64_histogram(name)
-                .with_unit("s")
-                .with_description(description)
-                .with_boundaries(DEFAULT_HISTOGRAM_BOUNDARIES.to_vec())
-                .build()
+            meters.f64_histogram(name, "s", description, &DEFAULT_HISTOGRAM_BOUNDARIES)
         };
         let messages = |name: &'static str, description: &'static str| {
-            meter
-                .u64_counter(name)
-                .with_unit("{message}")
-                .with_description(description)
-                .build()
+            meters.u64_counter(name, "{message}", description)
         };
         let semconv = names.semconv().then(|| SemconvMessaging {
-            operation_duration: meter
-                .f64_histogram(name::SEMCONV_OPERATION_DURATION)
-                .with_unit("s")
-                .with_description("Duration of the heartbeat's send: from the send call until the broker acknowledged it (acks=all).")
-                .with_boundaries(SEMCONV_DURATION_BOUNDARIES.to_vec())
-                .build(),
+            operation_duration: meters.f64_histogram(
+                name::SEMCONV_OPERATION_DURATION,
+                "s",
+                "Duration of the heartbeat's send: from the send call until the broker acknowledged it (acks=all).",
+                &SEMCONV_DURATION_BOUNDARIES,
+            ),
             sent_messages: messages(
                 name::SEMCONV_SENT_MESSAGES,
                 "Heartbeats the producer attempted to send to the broker (error.type on failure).",
@@ -238,53 +207,24 @@ impl Instruments {
                 name::MESSAGES_AMBIGUOUS,
                 "Heartbeats whose send failed client-side (error.type, e.g. timeout) but that were consumed back: written after all.",
             ),
-            topic_recreations: meter
-                .u64_counter(name::TOPIC_RECREATIONS)
-                .with_unit("{event}")
-                .with_description(
-                    "The heartbeat topic disappeared and came back, or its offsets went back; heartbeats in flight then are not counted lost.",
-                )
-                .build(),
+            topic_recreations: meters.u64_counter(name::TOPIC_RECREATIONS, "{event}", "The heartbeat topic disappeared and came back, or its offsets went back; heartbeats in flight then are not counted lost."),
             connection_duration: seconds(
                 name::BROKER_CONNECTION_DURATION,
                 "Time spent in each stage of a broker probe: dns, tcp, tls, kafka (ApiVersions).",
             ),
-            connection_checks: meter
-                .u64_counter(name::BROKER_CONNECTION_CHECKS)
-                .with_unit("{check}")
-                .with_description(
-                    "Broker probes run, by outcome (failing stage and error.type on failure).",
-                )
-                .build(),
+            connection_checks: meters.u64_counter(name::BROKER_CONNECTION_CHECKS, "{check}", "Broker probes run, by outcome (failing stage and error.type on failure)."),
             registry_duration: seconds(
                 name::REGISTRY_CONNECTION_DURATION,
                 "Time spent in each stage of a Schema Registry probe: dns, tcp, tls, http.",
             ),
-            registry_checks: meter
-                .u64_counter(name::REGISTRY_CHECKS)
-                .with_unit("{check}")
-                .with_description("Schema Registry probes run, by outcome (error.type on failure).")
-                .build(),
-            cluster_requests: meter
-                .u64_counter(name::CLUSTER_REQUESTS)
-                .with_unit("{request}")
-                .with_description(
-                    "Metadata and admin requests to the cluster by kafka.request and outcome (error.type, and kafka.error.code where the broker gave one, on failure); fetch counts the heartbeat consumer's refused fetches.",
-                )
-                .build(),
+            registry_checks: meters.u64_counter(name::REGISTRY_CHECKS, "{check}", "Schema Registry probes run, by outcome (error.type on failure)."),
+            cluster_requests: meters.u64_counter(name::CLUSTER_REQUESTS, "{request}", "Metadata and admin requests to the cluster by kafka.request and outcome (error.type, and kafka.error.code where the broker gave one, on failure); fetch counts the heartbeat consumer's refused fetches."),
             commit_duration: seconds(
                 name::COMMIT_DURATION,
                 "The commit probe's round trips to its group's coordinator, by kafka.commit.operation: find_coordinator (DescribeConsumerGroups, which names the coordinator), commit (OffsetCommit), fetch (OffsetFetch); error.type on failure.",
             ),
-            coordinator_changes: meter
-                .u64_counter(name::COMMIT_COORDINATOR_CHANGES)
-                .with_unit("{event}")
-                .with_description("The commit probe's group coordinator moved to another broker.")
-                .build(),
+            coordinator_changes: meters.u64_counter(name::COMMIT_COORDINATOR_CHANGES, "{event}", "The commit probe's group coordinator moved to another broker."),
             gauges,
-            _observable: Arc::new(observable_gauges),
-            _observable_seconds: Arc::new(lag_seconds),
-            _own: Arc::new(own),
             traces: super::traces::Traces::disabled(),
         }
     }
@@ -292,9 +232,8 @@ impl Instruments {
     /// Instruments that record nowhere, for a one-shot run (`check`) that reports what it
     /// found on the terminal instead.
     pub fn unexported() -> Self {
-        let provider = opentelemetry::metrics::noop::NoopMeterProvider::new();
         Self::new(
-            &provider.meter(crate::telemetry::SERVICE_NAME),
+            &Meters::new(Vec::new()),
             &Arc::default(),
             MessagingNames::Agent,
         )

@@ -6,6 +6,7 @@ mod gauges;
 pub mod instruments;
 pub mod logging;
 pub mod logs;
+mod meters;
 mod names;
 pub(crate) mod openmetrics;
 pub mod traces;
@@ -133,9 +134,15 @@ pub(crate) fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// The meter provider and the instruments built from it.
+/// A metric reader beside the agent's own (tests add an in-memory one), on a provider of its
+/// own like every reader (see `meters`).
+pub type ExtraReader = Box<dyn FnOnce(MeterProviderBuilder) -> MeterProviderBuilder>;
+
+/// The meter providers, one per reader, and the instruments that record into all of them.
 pub struct Telemetry {
-    provider: SdkMeterProvider,
+    providers: Vec<SdkMeterProvider>,
+    /// The provider of the extra reader, when one was given.
+    extra: Option<SdkMeterProvider>,
     pub instruments: Instruments,
     /// Registry behind `/metrics`, when the Prometheus endpoint is on.
     pub prometheus: Option<Scrape>,
@@ -245,18 +252,21 @@ impl Scrape {
 const SHUTDOWN_EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Telemetry {
-    /// Builds the provider with the OTLP reader when export is enabled; `configure` may add
-    /// readers (tests, the Prometheus endpoint). Must run inside the tokio runtime.
+    /// Builds a provider for the OTLP reader when export is enabled, one for the Prometheus
+    /// endpoint when on, and one for `extra`. Must run inside the tokio runtime.
     pub fn build(
         identity: &Identity,
         export: &ExportConfig,
         prometheus: bool,
-        configure: impl FnOnce(MeterProviderBuilder) -> MeterProviderBuilder,
+        extra: Option<ExtraReader>,
     ) -> Result<Self, BuildError> {
         let otlp = &export.otlp;
-        let mut builder = SdkMeterProvider::builder().with_resource(identity.resource.clone());
-        if otlp.histogram == HistogramKind::Exponential {
-            builder = builder.with_view(|instrument: &opentelemetry_sdk::metrics::Instrument| {
+        let builder = || {
+            let builder = SdkMeterProvider::builder().with_resource(identity.resource.clone());
+            if otlp.histogram != HistogramKind::Exponential {
+                return builder;
+            }
+            builder.with_view(|instrument: &opentelemetry_sdk::metrics::Instrument| {
                 (instrument.kind() == InstrumentKind::Histogram).then(|| {
                     Stream::builder()
                         .with_aggregation(Aggregation::Base2ExponentialHistogram {
@@ -267,8 +277,9 @@ impl Telemetry {
                         .build()
                         .ok()
                 })?
-            });
-        }
+            })
+        };
+        let mut providers = Vec::new();
         let stats = Arc::new(export::stats::ExportStats::default());
         let exemplars = Arc::new(export::exemplars::Exemplars::default());
         if otlp.enabled {
@@ -277,7 +288,7 @@ impl Telemetry {
             let reader = PeriodicReader::builder(exporter)
                 .with_interval(otlp.interval)
                 .build();
-            builder = builder.with_reader(reader);
+            providers.push(builder().with_reader(reader).build());
             ExportConfigured { otlp: Some(otlp) }.emit();
         } else {
             ExportConfigured { otlp: None }.emit();
@@ -288,7 +299,7 @@ impl Telemetry {
                 .with_registry(registry.clone())
                 .build()
                 .map_err(BuildError::Prometheus)?;
-            builder = builder.with_reader(reader);
+            providers.push(builder().with_reader(reader).build());
             Some(Scrape {
                 registry,
                 exemplars: Arc::clone(&exemplars),
@@ -296,8 +307,10 @@ impl Telemetry {
         } else {
             None
         };
-        let mut telemetry =
-            Self::with_stats(configure(builder).build(), &stats, export.messaging_names);
+        let extra = extra.map(|add| add(builder()).build());
+        providers.extend(extra.clone());
+        let mut telemetry = Self::with_stats(providers, &stats, export.messaging_names);
+        telemetry.extra = extra;
         telemetry.prometheus = registry;
         telemetry.instruments.traces =
             traces::Traces::build(export, &identity.resource, Arc::clone(&stats), exemplars)
@@ -317,37 +330,49 @@ impl Telemetry {
 
     /// Wraps an existing provider (tests build one with an in-memory reader).
     pub fn from_provider(provider: SdkMeterProvider) -> Self {
-        Self::with_stats(provider, &std::sync::Arc::default(), MessagingNames::Agent)
+        let mut telemetry = Self::with_stats(
+            vec![provider.clone()],
+            &std::sync::Arc::default(),
+            MessagingNames::Agent,
+        );
+        telemetry.extra = Some(provider);
+        telemetry
     }
 
     fn with_stats(
-        provider: SdkMeterProvider,
+        providers: Vec<SdkMeterProvider>,
         stats: &std::sync::Arc<export::stats::ExportStats>,
         names: MessagingNames,
     ) -> Self {
-        let meter = provider.meter_with_scope(
-            opentelemetry::InstrumentationScope::builder(SERVICE_NAME)
-                .with_version(SERVICE_VERSION)
-                .with_schema_url(names::SCHEMA_URL)
-                .build(),
+        let scope = opentelemetry::InstrumentationScope::builder(SERVICE_NAME)
+            .with_version(SERVICE_VERSION)
+            .with_schema_url(names::SCHEMA_URL)
+            .build();
+        let meters = meters::Meters::new(
+            providers
+                .iter()
+                .map(|p| p.meter_with_scope(scope.clone()))
+                .collect(),
         );
-        let instruments = Instruments::new(&meter, stats, names);
+        let instruments = Instruments::new(&meters, stats, names);
         Self {
-            provider,
+            providers,
+            extra: None,
             instruments,
             prometheus: None,
             logs: logs::Logs::default(),
         }
     }
 
-    pub fn provider(&self) -> &SdkMeterProvider {
-        &self.provider
+    /// The provider of the extra reader (or of `from_provider`'s).
+    pub fn extra_provider(&self) -> Option<&SdkMeterProvider> {
+        self.extra.as_ref()
     }
 
     /// Sends the final export and stops the reader, and sends the spans still queued;
     /// blocking work runs off the async threads.
     pub async fn shutdown(self) {
-        let provider = self.provider;
+        let providers = self.providers;
         let traces = self.instruments.traces.clone();
         let logs = self.logs;
         let result = tokio::task::spawn_blocking(move || {
@@ -364,7 +389,11 @@ impl Telemetry {
                     .emit();
                 }
             }
-            provider.shutdown_with_timeout(SHUTDOWN_EXPORT_TIMEOUT)
+            // Each provider's final collection; the first error is the one reported.
+            providers
+                .iter()
+                .map(|p| p.shutdown_with_timeout(SHUTDOWN_EXPORT_TIMEOUT))
+                .fold(Ok(()), Result::and)
         })
         .await;
         match result {
@@ -438,5 +467,81 @@ mod tests {
         assert_eq!(id.instance_id, "node-7");
         assert_eq!(get(&id, "service.name").as_deref(), Some("heartbeat-east"));
         assert_eq!(get(&id, "k8s.node.name").as_deref(), Some("worker 1"));
+    }
+
+    /// The brokers whose `kafka.broker.up` point a collection holds.
+    fn brokers_up(metrics: &opentelemetry_sdk::metrics::data::ResourceMetrics) -> Vec<String> {
+        use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+        let mut ids = Vec::new();
+        for metric in metrics.scope_metrics().flat_map(|s| s.metrics()) {
+            if metric.name() != names::name::BROKER_UP {
+                continue;
+            }
+            if let AggregatedMetrics::I64(MetricData::Gauge(g)) = metric.data() {
+                for point in g.data_points() {
+                    ids.extend(
+                        point
+                            .attributes()
+                            .filter(|kv| kv.key.as_str() == names::attr::BROKER_ID)
+                            .map(|kv| kv.value.to_string()),
+                    );
+                }
+            }
+        }
+        ids
+    }
+
+    /// Two readers' collections: neither holds a series observed by the other's callbacks
+    /// and gone since (the SDK runs a provider's callbacks into all of its readers).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_reader_sees_only_what_its_own_collection_observed() {
+        let config = crate::config::from_str(
+            "t",
+            "clusters: [{name: a, bootstrap_servers: 'x:1'}]\nexport: {otlp: {enabled: false}}\n",
+            &|_| None,
+        )
+        .unwrap();
+        let exporter = opentelemetry_sdk::metrics::InMemoryMetricExporter::default();
+        let reader = PeriodicReader::builder(exporter.clone())
+            .with_interval(Duration::from_secs(3600))
+            .build();
+        let telemetry = Telemetry::build(
+            &Identity::resolve(&|_| None),
+            &config.export,
+            true,
+            Some(Box::new(move |b| b.with_reader(reader))),
+        )
+        .unwrap();
+        let (instruments, scrape) = (
+            &telemetry.instruments,
+            telemetry.prometheus.clone().unwrap(),
+        );
+        let provider = telemetry.extra_provider().unwrap();
+        let collect = || {
+            provider.force_flush().unwrap();
+            brokers_up(&exporter.get_finished_metrics().unwrap().pop().unwrap())
+        };
+        let up = |id: i32| {
+            let attrs = vec![KeyValue::new(names::attr::BROKER_ID, id.to_string())];
+            instruments.set_broker_up("a", id, attrs, true);
+        };
+        let scraped = || -> Vec<String> {
+            let (_, text) = scrape.render(false).unwrap();
+            text.lines()
+                .filter(|l| l.starts_with("kafka_broker_up{"))
+                .filter_map(|l| l.split("kafka_broker_id=\"").nth(1)?.split('"').next())
+                .map(str::to_owned)
+                .collect()
+        };
+
+        up(1);
+        assert_eq!(scraped(), vec!["1"]);
+        instruments.remove_broker_up("a", 1);
+        up(2);
+        assert_eq!(collect(), vec!["2"], "broker 1 left before this collection");
+
+        instruments.remove_broker_up("a", 2);
+        up(3);
+        assert_eq!(scraped(), vec!["3"], "broker 2 left before this scrape");
     }
 }

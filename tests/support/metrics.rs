@@ -194,11 +194,22 @@ pub fn gauge(rm: &ResourceMetrics, name: &str, filter: &[(&str, &str)]) -> Vec<i
 /// Panics when several do: a filter must name one series.
 pub fn gauge_one(rm: &ResourceMetrics, name: &str, filter: &[(&str, &str)]) -> Option<i64> {
     let values = gauge(rm, name, filter);
-    assert!(
-        values.len() <= 1,
-        "{name} {filter:?} matches {} points",
-        values.len()
-    );
+    if values.len() > 1 {
+        let points: Vec<String> = find(rm, name)
+            .map(|metric| match metric.data() {
+                AggregatedMetrics::I64(MetricData::Gauge(g)) => g
+                    .data_points()
+                    .filter(|p| matches(p.attributes(), filter))
+                    .map(|p| format!("{} {:?}", p.value(), p.attributes().collect::<Vec<_>>()))
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .unwrap_or_default();
+        panic!(
+            "{name} {filter:?} matches {} points: {points:#?}",
+            values.len()
+        );
+    }
     values.first().copied()
 }
 

@@ -193,11 +193,17 @@ impl TestAgent {
         let reader = PeriodicReader::builder(exporter.clone())
             .with_interval(Duration::from_secs(3600))
             .build();
-        let telemetry = Telemetry::build(&identity, &config.export, config.http.prometheus, |b| {
-            b.with_reader(reader)
-        })
+        let telemetry = Telemetry::build(
+            &identity,
+            &config.export,
+            config.http.prometheus,
+            Some(Box::new(move |b| b.with_reader(reader))),
+        )
         .expect("telemetry");
-        let provider = telemetry.provider().clone();
+        let provider = telemetry
+            .extra_provider()
+            .expect("the test's reader")
+            .clone();
         let (tap, mut rx) = mpsc::channel(65_536);
         let observations = Arc::new(Mutex::new(Vec::new()));
         {
