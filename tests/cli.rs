@@ -270,8 +270,20 @@ fn demo_measures_heartbeats_and_shows_an_injected_fault() {
     println!("{stdout}");
     assert!(out.status.success(), "{}", text(&out.stderr));
     // A labelled summary table every 3 s.
-    let header = "[  3s] partition leader   ack p50   ack p99   e2e p50   e2e p99  sent failed received  lost";
+    let header = "[  3s] partition leader rack     ack p50   ack p99   e2e p50   e2e p99  sent failed received  lost";
     assert!(stdout.contains(header), "{stdout}");
+    // Each leader's rack, as the agent learned it from the mock cluster (zone-a for broker 1, …).
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .filter(|l| l.starts_with("       ") && !l.trim_start().starts_with("all"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(rows.len() >= 6, "{stdout}");
+    for row in &rows {
+        let leader: u8 = row[1].parse().expect("leader");
+        let rack = format!("zone-{}", char::from(b'a' + leader - 1));
+        assert_eq!(row[2], rack, "{stdout}");
+    }
     assert!(
         stdout.contains("fault injected: broker 2 down for 4s"),
         "{stdout}"

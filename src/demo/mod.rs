@@ -106,6 +106,15 @@ pub async fn run(
 ) -> Result<Totals, BuildError> {
     let mock: MockCluster<'static, DefaultProducerContext> =
         MockCluster::new(BROKERS).map_err(BuildError::MockCluster)?;
+    // A rack per broker, as managed clusters name their zones: the racks reach every
+    // per-broker point, as they do on a real cluster.
+    for broker in 1..=BROKERS {
+        mock.broker_rack(
+            broker,
+            &format!("zone-{}", char::from(b'a' + broker as u8 - 1)),
+        )
+        .map_err(BuildError::MockCluster)?;
+    }
     let partitions = options.partitions.max(1);
     mock.create_topic(config::DEFAULT_TOPIC, partitions, BROKERS)
         .map_err(BuildError::MockCluster)?;

@@ -43,6 +43,7 @@ impl Totals {
 #[derive(Debug, Default)]
 struct PartitionWindow {
     leader: Option<i32>,
+    rack: Option<String>,
     ack: Vec<Duration>,
     e2e: Vec<Duration>,
     sent: u64,
@@ -68,13 +69,17 @@ impl Summary {
             Observation::Acked {
                 partition,
                 leader,
+                rack,
                 latency,
                 error,
                 trace,
                 ..
             } => {
                 let w = self.window.entry(partition).or_default();
-                w.leader = leader.or(w.leader);
+                // A leader that left the metadata (a broker down) keeps the rack it had.
+                if leader.is_some() && (leader != w.leader || rack.is_some()) {
+                    (w.leader, w.rack) = (leader, rack);
+                }
                 w.sent += 1;
                 self.totals.sent += 1;
                 match error {
@@ -115,6 +120,7 @@ impl Summary {
         let mut table = Table::new([
             Column::left("partition", 9),
             Column::right("leader", 6),
+            Column::left("rack", 6),
             Column::right("ack p50", 9),
             Column::right("ack p99", 9),
             Column::right("e2e p50", 9),
@@ -137,6 +143,7 @@ impl Summary {
             table.row([
                 partition.to_string(),
                 w.leader.map_or("-".into(), |l| l.to_string()),
+                w.rack.clone().unwrap_or_else(|| "-".into()),
                 percentile(&mut w.ack, 50.0),
                 percentile(&mut w.ack, 99.0),
                 percentile(&mut w.e2e, 50.0),
@@ -153,12 +160,14 @@ impl Summary {
             all.lost += w.lost;
             *w = PartitionWindow {
                 leader: w.leader,
+                rack: w.rack.take(),
                 ..PartitionWindow::default()
             };
         }
         let blank = String::new;
         table.row([
             "all".to_owned(),
+            blank(),
             blank(),
             blank(),
             blank(),
@@ -204,6 +213,7 @@ mod tests {
             partition: 0,
             seq: 0,
             leader: Some(2),
+            rack: Some("zone-b".into()),
             latency: Duration::from_millis(4),
             error: None,
             trace: None,
@@ -212,6 +222,7 @@ mod tests {
             partition: 0,
             seq: 1,
             leader: Some(2),
+            rack: Some("zone-b".into()),
             latency: Duration::from_millis(3000),
             error: Some(ErrorKind::Timeout),
             trace: Some(opentelemetry::trace::TraceId::from(0xabc_u128)),
@@ -237,7 +248,7 @@ mod tests {
                 && lines[0].contains("lost")
         );
         let row: Vec<&str> = lines[1].split_whitespace().collect();
-        assert_eq!(row[..6], ["0", "2", "4.0", "ms", "4.0", "ms"]);
+        assert_eq!(row[..7], ["0", "2", "zone-b", "4.0", "ms", "4.0", "ms"]);
         assert!(
             lines[1].ends_with("produce failed: timeout (trace 00000000000000000000000000000abc)"),
             "the failure names its trace: {table}"
@@ -254,7 +265,7 @@ mod tests {
                 .nth(1)
                 .unwrap()
                 .split_whitespace()
-                .eq(["0", "2", "-", "-", "-", "-", "0", "0", "0", "0"]),
+                .eq(["0", "2", "zone-b", "-", "-", "-", "-", "0", "0", "0", "0"]),
             "{next}"
         );
     }

@@ -24,6 +24,8 @@ pub enum Observation {
         partition: i32,
         seq: u64,
         leader: Option<i32>,
+        /// The leader's rack, where the metadata knows it.
+        rack: Option<String>,
         latency: Duration,
         error: Option<ErrorKind>,
         /// The trace a failed send is kept in, when spans are on.
@@ -87,6 +89,11 @@ impl Recorder<'_> {
             attrs.push(KeyValue::new(attr::SERVER_PORT, i64::from(b.port)));
         }
         attrs
+    }
+
+    /// The broker's rack, where the metadata knows it.
+    fn rack(&self, id: i32) -> Option<String> {
+        self.view.broker(id)?.rack.clone()
     }
 }
 
@@ -164,6 +171,7 @@ impl HeartbeatAcked {
             partition: self.partition,
             seq: self.seq,
             leader: self.leader,
+            rack: self.leader.and_then(|id| r.rack(id)),
             latency: self.latency,
             error: None,
             trace: None,
@@ -215,6 +223,7 @@ impl HeartbeatSendFailed<'_> {
             partition: self.partition,
             seq: self.seq,
             leader: self.leader,
+            rack: self.leader.and_then(|id| r.rack(id)),
             latency: self.latency.unwrap_or_default(),
             error: Some(kind),
             trace: self.trace,

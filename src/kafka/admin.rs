@@ -312,8 +312,8 @@ impl Admin {
         .await
     }
 
-    /// DescribeCluster: every broker with its rack. Not every cluster answers it (librdkafka's
-    /// mock does not), so callers treat a failure as "racks unknown".
+    /// DescribeCluster: every broker with its rack. Not every cluster answers it, so callers
+    /// treat a failure as "racks unknown".
     pub async fn describe(&self, timeout: Duration) -> Result<ClusterDescription, AdminError> {
         self.native(Request::DescribeCluster, "DescribeCluster", move |client| {
             native::describe_cluster(client, timeout)

@@ -187,7 +187,7 @@ impl MetadataWatch {
     /// Adds what the metadata answer lacks, from two optional requests run side by side:
     /// racks and the controller (DescribeCluster), and the heartbeat topic's id
     /// (DescribeTopics; a new id under the same name is a recreated topic, even one never
-    /// seen missing). Not every cluster answers them (librdkafka's mock does not), so after a
+    /// seen missing). Not every cluster answers them, so after a
     /// failure each is skipped for a while; without the id, recreation is still seen when the
     /// topic is missing in between.
     async fn describe(&mut self, view: Arc<ClusterView>) -> Arc<ClusterView> {

@@ -1284,6 +1284,29 @@ rd_kafka_mock_buf_write_Metadata_Topic(rd_kafka_mock_cluster_t *mcluster,
 
 
 /**
+ * @brief The controller a Metadata response names: the cluster's
+ *        controller_id when that broker is up, else the up broker with the
+ *        lowest id, else -1 (none, as Kafka answers). controller_id is never
+ *        set by the mock, and its 0 is no broker: admin requests that go to
+ *        the controller waited for one until they timed out.
+ */
+static int32_t
+rd_kafka_mock_controller_id(const rd_kafka_mock_cluster_t *mcluster) {
+        const rd_kafka_mock_broker_t *mrkb;
+        int32_t lowest = -1;
+
+        TAILQ_FOREACH(mrkb, &mcluster->brokers, link) {
+                if (!mrkb->up)
+                        continue;
+                if (mrkb->id == mcluster->controller_id)
+                        return mrkb->id;
+                if (lowest == -1 || mrkb->id < lowest)
+                        lowest = mrkb->id;
+        }
+        return lowest;
+}
+
+/**
  * @brief Handle MetadataRequest
  */
 static int rd_kafka_mock_handle_Metadata(rd_kafka_mock_connection_t *mconn,
@@ -1334,7 +1357,8 @@ static int rd_kafka_mock_handle_Metadata(rd_kafka_mock_connection_t *mconn,
 
         if (rkbuf->rkbuf_reqhdr.ApiVersion >= 1) {
                 /* Response: ControllerId */
-                rd_kafka_buf_write_i32(resp, mcluster->controller_id);
+                rd_kafka_buf_write_i32(resp,
+                                       rd_kafka_mock_controller_id(mcluster));
         }
 
         /* #Topics */
