@@ -374,3 +374,100 @@ async fn topic_granularity_reports_each_group_per_topic_only() {
     );
     agent.stop().await;
 }
+
+/// The group's state as the agent last reported it: the state whose point is 1.
+fn reported_state(agent: &TestAgent, group: &str) -> Option<String> {
+    let m = agent.try_metrics()?;
+    attribute_sets(&m, name::GROUP_STATE)
+        .into_iter()
+        .filter(|attrs| attrs.iter().any(|(k, v)| k == "group" && v == group))
+        .filter_map(|attrs| {
+            let state = attrs.iter().find(|(k, _)| k == "state")?.1.clone();
+            let filter = [("group", group), ("state", state.as_str())];
+            (gauge_one(&m, name::GROUP_STATE, &filter)? == 1).then_some(state)
+        })
+        .next()
+}
+
+/// A rebalance that cannot finish: a member that stopped polling (an application stuck in its
+/// processing) holds the group in PreparingRebalance when another joins, until its rebalance
+/// timeout. The agent reports that state every round for as long as it lasts, as Kafka's own
+/// admin client describes it (what `KafkaConsumerGroupRebalanceStuck` alerts on), and Stable
+/// again once the stuck member leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_that_cannot_finish_is_reported_until_the_group_is_stable_again() {
+    let kafka = tokio::task::spawn_blocking(Kafka::shared).await.unwrap();
+    let bootstrap = kafka.bootstrap();
+    let topic = unique_topic("jobs");
+    let group = unique_topic("app");
+    kafka.create_topic(&topic, 2, 3);
+    // Joined, then never polled again: it cannot take part in the next rebalance. Its
+    // rebalance timeout (max.poll.interval.ms) bounds how long the group waits for it.
+    let stuck = support::groups::member_with(
+        &bootstrap,
+        &group,
+        &topic,
+        2,
+        &[("max.poll.interval.ms", "120000")],
+    );
+    let agent = TestAgent::start(config(&format!(
+        "clusters:\n  - name: stuck\n    bootstrap_servers: '{bootstrap}'\n    consumer_groups: {{include: ['^{group}$']}}\n\
+         heartbeat: {{topic: {}, interval: 1s}}\n\
+         checks: {{consumer_groups: {{interval: 1s}}, offsets: {{enabled: false}}}}\n\
+         export: {{otlp: {{enabled: false}}}}\n",
+        unique_topic("hb")
+    )));
+    eventually(Duration::from_secs(30), "the group reported Stable", || {
+        (reported_state(&agent, &group).as_deref() == Some("Stable")).then_some(())
+    })
+    .await;
+
+    // A second member joins: the coordinator waits for the first to rejoin, which it cannot.
+    let newcomer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    newcomer.subscribe(&[&topic]).unwrap();
+    let _ = newcomer.poll(Duration::from_millis(500));
+    eventually(
+        Duration::from_secs(30),
+        "the group reported rebalancing",
+        || (reported_state(&agent, &group).as_deref() == Some("PreparingRebalance")).then_some(()),
+    )
+    .await;
+    // Reported so at every round for 15 s, while Kafka's admin client says the same.
+    let since = std::time::Instant::now();
+    while since.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            reported_state(&agent, &group).as_deref(),
+            Some("PreparingRebalance"),
+            "after {:?}",
+            since.elapsed()
+        );
+    }
+    let described = kafka.admin(&format!("group {group}"));
+    assert!(described.starts_with("PreparingRebalance"), "{described}");
+
+    // The stuck member goes (its process restarted): the rebalance completes without it.
+    tokio::task::spawn_blocking(move || drop(stuck))
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "the group reported Stable again",
+        || {
+            let _ = newcomer.poll(Duration::from_millis(100));
+            (reported_state(&agent, &group).as_deref() == Some("Stable")).then_some(())
+        },
+    )
+    .await;
+    let m = agent.metrics();
+    assert_eq!(
+        gauge_one(&m, name::GROUP_MEMBERS, &[("group", group.as_str())]),
+        Some(1)
+    );
+    agent.stop().await;
+}

@@ -34,13 +34,27 @@ pub async fn produce(bootstrap: &str, topic: &str, partition: i32, count: usize)
 
 /// The application's consumer: a member of `group` that commits what the test says.
 pub fn member(bootstrap: &str, group: &str, topic: &str, partitions: usize) -> BaseConsumer {
-    let consumer: BaseConsumer = ClientConfig::new()
+    member_with(bootstrap, group, topic, partitions, &[])
+}
+
+/// The same, with librdkafka `settings` of the test's.
+pub fn member_with(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: usize,
+    settings: &[(&str, &str)],
+) -> BaseConsumer {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
+        .set("auto.offset.reset", "earliest");
+    for (key, value) in settings {
+        config.set(*key, *value);
+    }
+    let consumer: BaseConsumer = config.create().unwrap();
     consumer.subscribe(&[topic]).unwrap();
     // Polling joins the group; it has every partition once the assignment arrives.
     for _ in 0..300 {
