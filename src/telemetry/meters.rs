@@ -13,6 +13,31 @@ use std::sync::Arc;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{AsyncInstrument, Counter, Histogram, Meter, SyncInstrument};
 
+/// An observable instrument's builder on [`Meters`]: registers `callback` with every meter.
+/// The SDK keeps the callbacks for the life of the provider (its observable handles are
+/// markers), so nothing is returned.
+macro_rules! observable {
+    ($method:ident, $value:ty) => {
+        pub(crate) fn $method(
+            &self,
+            name: &'static str,
+            unit: &'static str,
+            description: &'static str,
+            callback: impl Fn(&dyn AsyncInstrument<$value>) + Send + Sync + 'static,
+        ) {
+            let callback = Arc::new(callback);
+            for m in &self.0 {
+                let callback = Arc::clone(&callback);
+                m.$method(name)
+                    .with_unit(unit)
+                    .with_description(description)
+                    .with_callback(move |o| callback(o))
+                    .build();
+            }
+        }
+    };
+}
+
 /// Builds every instrument once per meter; with no meter, instruments record nowhere.
 pub(crate) struct Meters(Vec<Meter>);
 
@@ -61,61 +86,9 @@ impl Meters {
         Histogram::new(Arc::new(FanOut(histograms)))
     }
 
-    /// Registers `callback` with every meter. The SDK keeps the callbacks for the life of the
-    /// provider (its observable handles are markers), so nothing is returned.
-    pub(crate) fn i64_observable_gauge(
-        &self,
-        name: &'static str,
-        unit: &'static str,
-        description: &'static str,
-        callback: impl Fn(&dyn AsyncInstrument<i64>) + Send + Sync + 'static,
-    ) {
-        let callback = Arc::new(callback);
-        for m in &self.0 {
-            let callback = Arc::clone(&callback);
-            m.i64_observable_gauge(name)
-                .with_unit(unit)
-                .with_description(description)
-                .with_callback(move |o| callback(o))
-                .build();
-        }
-    }
-
-    pub(crate) fn f64_observable_gauge(
-        &self,
-        name: &'static str,
-        unit: &'static str,
-        description: &'static str,
-        callback: impl Fn(&dyn AsyncInstrument<f64>) + Send + Sync + 'static,
-    ) {
-        let callback = Arc::new(callback);
-        for m in &self.0 {
-            let callback = Arc::clone(&callback);
-            m.f64_observable_gauge(name)
-                .with_unit(unit)
-                .with_description(description)
-                .with_callback(move |o| callback(o))
-                .build();
-        }
-    }
-
-    pub(crate) fn u64_observable_counter(
-        &self,
-        name: &'static str,
-        unit: &'static str,
-        description: &'static str,
-        callback: impl Fn(&dyn AsyncInstrument<u64>) + Send + Sync + 'static,
-    ) {
-        let callback = Arc::new(callback);
-        for m in &self.0 {
-            let callback = Arc::clone(&callback);
-            m.u64_observable_counter(name)
-                .with_unit(unit)
-                .with_description(description)
-                .with_callback(move |o| callback(o))
-                .build();
-        }
-    }
+    observable!(i64_observable_gauge, i64);
+    observable!(f64_observable_gauge, f64);
+    observable!(u64_observable_counter, u64);
 }
 
 /// One instrument per meter, each given every measurement.
