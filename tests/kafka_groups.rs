@@ -399,7 +399,8 @@ async fn a_rebalance_that_cannot_finish_is_reported_until_the_group_is_stable_ag
     let kafka = tokio::task::spawn_blocking(Kafka::shared).await.unwrap();
     let bootstrap = kafka.bootstrap();
     let topic = unique_topic("jobs");
-    let group = unique_topic("app");
+    // Not `app-`: the lag test, beside it on the shared cluster, watches every such group.
+    let group = unique_topic("rebalancing");
     kafka.create_topic(&topic, 2, 3);
     // Joined, then never polled again: it cannot take part in the next rebalance. Its
     // rebalance timeout (max.poll.interval.ms) bounds how long the group waits for it.
