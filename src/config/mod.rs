@@ -122,16 +122,6 @@ pub fn from_str(
     let section = top.section(&mut r, "log");
     let log = read_log(&mut r, section);
     top.finish(&mut r);
-    if let (Some(export), Some(http)) = (&export, &http)
-        && http.prometheus
-        && export.otlp.histogram == HistogramKind::Exponential
-    {
-        r.error(
-            "http.prometheus",
-            None,
-            "the Prometheus endpoint cannot expose exponential histograms; set export.otlp.histogram: explicit, or scrape them through a collector",
-        );
-    }
 
     let mut errors = r.into_errors();
     // Checks across fields name a key path; the line is the key's, or its nearest ancestor's.

@@ -261,9 +261,11 @@ impl Telemetry {
         extra: Option<ExtraReader>,
     ) -> Result<Self, BuildError> {
         let otlp = &export.otlp;
-        let builder = || {
+        // `histogram: exponential` is the OTLP export's (and a test reader's, standing in for
+        // it): `/metrics` keeps explicit buckets, the only histograms the text format has.
+        let builder = |exponential: bool| {
             let builder = SdkMeterProvider::builder().with_resource(identity.resource.clone());
-            if otlp.histogram != HistogramKind::Exponential {
+            if !exponential || otlp.histogram != HistogramKind::Exponential {
                 return builder;
             }
             builder.with_view(|instrument: &opentelemetry_sdk::metrics::Instrument| {
@@ -288,7 +290,7 @@ impl Telemetry {
             let reader = PeriodicReader::builder(exporter)
                 .with_interval(otlp.interval)
                 .build();
-            providers.push(builder().with_reader(reader).build());
+            providers.push(builder(true).with_reader(reader).build());
             ExportConfigured { otlp: Some(otlp) }.emit();
         } else {
             ExportConfigured { otlp: None }.emit();
@@ -299,7 +301,7 @@ impl Telemetry {
                 .with_registry(registry.clone())
                 .build()
                 .map_err(BuildError::Prometheus)?;
-            providers.push(builder().with_reader(reader).build());
+            providers.push(builder(false).with_reader(reader).build());
             Some(Scrape {
                 registry,
                 exemplars: Arc::clone(&exemplars),
@@ -307,7 +309,7 @@ impl Telemetry {
         } else {
             None
         };
-        let extra = extra.map(|add| add(builder()).build());
+        let extra = extra.map(|add| add(builder(true)).build());
         providers.extend(extra.clone());
         let mut telemetry = Self::with_stats(providers, &stats, export.messaging_names);
         telemetry.extra = extra;
@@ -491,13 +493,16 @@ mod tests {
         ids
     }
 
-    /// Two readers' collections: neither holds a series observed by the other's callbacks
-    /// and gone since (the SDK runs a provider's callbacks into all of its readers).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn a_reader_sees_only_what_its_own_collection_observed() {
+    /// Telemetry with `/metrics` and an in-memory reader beside it, for `export`.
+    fn with_scrape_and_reader(
+        export: &str,
+    ) -> (
+        Telemetry,
+        opentelemetry_sdk::metrics::InMemoryMetricExporter,
+    ) {
         let config = crate::config::from_str(
             "t",
-            "clusters: [{name: a, bootstrap_servers: 'x:1'}]\nexport: {otlp: {enabled: false}}\n",
+            &format!("clusters: [{{name: a, bootstrap_servers: 'x:1'}}]\nexport: {export}\n"),
             &|_| None,
         )
         .unwrap();
@@ -512,6 +517,50 @@ mod tests {
             Some(Box::new(move |b| b.with_reader(reader))),
         )
         .unwrap();
+        (telemetry, exporter)
+    }
+
+    /// With `histogram: exponential`, the OTLP export (here the test's reader standing in
+    /// for it) gets exponential histograms and `/metrics` explicit buckets: the Prometheus
+    /// exporter drops exponential histograms, so the scrape lost every latency.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn exponential_histograms_go_to_otlp_and_explicit_buckets_to_the_scrape() {
+        use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+        let (telemetry, exporter) =
+            with_scrape_and_reader("{otlp: {enabled: false, histogram: exponential}}");
+        let attrs = [KeyValue::new(names::attr::BROKER_ID, "1")];
+        telemetry
+            .instruments
+            .record_produce(Duration::from_millis(3), &attrs);
+
+        let (_, text) = telemetry
+            .prometheus
+            .as_ref()
+            .unwrap()
+            .render(false)
+            .unwrap();
+        assert!(
+            text.contains("kafka_heartbeat_produce_duration_seconds_bucket{"),
+            "{text}"
+        );
+        telemetry.extra_provider().unwrap().force_flush().unwrap();
+        let metrics = exporter.get_finished_metrics().unwrap().pop().unwrap();
+        let produce = metrics
+            .scope_metrics()
+            .flat_map(|s| s.metrics())
+            .find(|m| m.name() == names::name::PRODUCE_DURATION)
+            .unwrap();
+        assert!(matches!(
+            produce.data(),
+            AggregatedMetrics::F64(MetricData::ExponentialHistogram(_))
+        ));
+    }
+
+    /// Two readers' collections: neither holds a series observed by the other's callbacks
+    /// and gone since (the SDK runs a provider's callbacks into all of its readers).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_reader_sees_only_what_its_own_collection_observed() {
+        let (telemetry, exporter) = with_scrape_and_reader("{otlp: {enabled: false}}");
         let (instruments, scrape) = (
             &telemetry.instruments,
             telemetry.prometheus.clone().unwrap(),

@@ -259,14 +259,6 @@ fn bad_configs_report_every_problem_with_its_key() {
             ],
         ),
         (
-            "Prometheus endpoint with exponential histograms",
-            "clusters: [{name: a, bootstrap_servers: 'x:1'}]\nexport: {otlp: {histogram: exponential}}\nhttp: {prometheus: true}\n",
-            &[],
-            &[
-                "http.prometheus (line 3): the Prometheus endpoint cannot expose exponential histograms; set export.otlp.histogram: explicit, or scrape them through a collector",
-            ],
-        ),
-        (
             "bad labels",
             "clusters:\n  - name: a\n    bootstrap_servers: x:1\n    labels: {env: prod, kafka.cluster.id: x, topic: t, 9lives: x, empty: '', ok_name: fine}\n",
             &[],
