@@ -277,6 +277,23 @@ async fn a_killed_broker_is_reported_and_everything_recovers_after_its_restart()
     )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // Broker 2 kept its rack through the outage: none of its series, from before, during or
+    // after it, lacks the rack (the broker was out of the metadata while fenced).
+    let m = agent.metrics();
+    for metric in [name::BROKER_CONNECTION_CHECKS, name::PRODUCE_DURATION] {
+        let sets: Vec<_> = support::metrics::attribute_sets(&m, metric)
+            .into_iter()
+            .filter(|set| set.iter().any(|(k, v)| k == "kafka.broker.id" && v == "2"))
+            .collect();
+        assert!(!sets.is_empty(), "{metric}: no series of broker 2");
+        for set in sets {
+            assert!(
+                set.iter()
+                    .any(|(k, v)| k == "kafka.broker.rack" && v == "zone-b"),
+                "{metric}: {set:?}"
+            );
+        }
+    }
     let (ledger, _) = witness_and_check(kafka, &topic, agent).await;
     // Sends that failed while the leaders moved failed for a reason, said as one.
     for (h, kind) in &ledger.failed {

@@ -139,14 +139,6 @@ impl ClusterView {
             .collect()
     }
 
-    /// Racks by broker id, where known.
-    pub fn racks(&self) -> std::collections::BTreeMap<i32, String> {
-        self.brokers
-            .iter()
-            .filter_map(|b| Some((b.id, b.rack.clone()?)))
-            .collect()
-    }
-
     /// Copies racks from a DescribeCluster answer onto the brokers.
     pub fn with_racks(mut self, racks: &std::collections::BTreeMap<i32, String>) -> Self {
         for b in &mut self.brokers {

@@ -7,6 +7,7 @@
 //! (then reminded of every few minutes), makes `/readyz` say so, and wakes the topic probe
 //! to create it again.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,6 +68,10 @@ pub struct MetadataWatch {
     usable: Option<Condition>,
     create_topic: Option<Wake>,
     brokers_changed: Option<Wake>,
+    /// Every broker's rack as DescribeCluster last gave it, kept while the broker is out of
+    /// the metadata: a broker back from an outage has its rack from its first view on, so
+    /// its series never start again without it.
+    racks: BTreeMap<i32, String>,
     /// Refreshes left before DescribeCluster, and DescribeTopics, are tried again.
     describe_skip: u32,
     topic_id_skip: u32,
@@ -91,6 +96,7 @@ impl MetadataWatch {
             usable: parts.usable,
             create_topic: parts.create_topic,
             brokers_changed: parts.brokers_changed,
+            racks: BTreeMap::new(),
             describe_skip: 0,
             topic_id_skip: 0,
             topic_seen: false,
@@ -190,7 +196,7 @@ impl MetadataWatch {
     /// seen missing). Not every cluster answers them, so after a
     /// failure each is skipped for a while; without the id, recreation is still seen when the
     /// topic is missing in between.
-    async fn describe(&mut self, view: Arc<ClusterView>) -> Arc<ClusterView> {
+    async fn describe(&mut self, view: ClusterView) -> ClusterView {
         let want_racks = skip(&mut self.describe_skip);
         let want_id = view.topic_present() && skip(&mut self.topic_id_skip);
         let cluster = async {
@@ -206,15 +212,16 @@ impl MetadataWatch {
             }
         };
         let (cluster, topic_id) = tokio::join!(cluster, topic_id);
-        let mut described = (*view).clone();
+        let mut described = view;
         match cluster {
             Some(Ok(description)) => {
                 let racks = description.racks();
-                if view.racks().is_empty() && !racks.is_empty() {
+                if self.racks.is_empty() && !racks.is_empty() {
                     RacksLearned { racks: &racks }.emit();
                 }
-                described.controller = view.controller.or(description.controller);
-                described = described.with_racks(&racks);
+                self.racks.extend(racks);
+                described.controller = described.controller.or(description.controller);
+                described = described.with_racks(&self.racks);
             }
             Some(Err(error)) => {
                 DescribeFailed {
@@ -241,10 +248,7 @@ impl MetadataWatch {
             }
             None => {}
         }
-        if described == *view {
-            return view;
-        }
-        self.publish(described)
+        described
     }
 }
 
@@ -275,8 +279,8 @@ impl Probe for MetadataWatch {
         "Metadata probe started: brokers, racks, controller and heartbeat partition leaders; changes are logged.".to_owned()
     }
 
-    /// Cancel-safe: a round cut while DescribeCluster runs has published the metadata; the
-    /// racks wait for the next round.
+    /// Cancel-safe: nothing is kept from a round cut before it published; one cut while
+    /// DescribeCluster refines a published view leaves the racks to the next round.
     async fn probe_once(&mut self) -> Result<Arc<ClusterView>, MetadataError> {
         let fetched = match self.admin.metadata(&self.topic, METADATA_TIMEOUT).await {
             Ok(fetched) => {
@@ -297,13 +301,28 @@ impl Probe for MetadataWatch {
                 return Err(error);
             }
         };
-        // Racks known so far carry over; DescribeCluster may refine them after.
-        let racks = self.view.borrow().racks();
-        let view = self.publish(fetched.with_racks(&racks));
-        self.watch_topic(&view);
+        // Racks known so far carry over. A broker whose rack is not known yet (at start, or
+        // a new broker) waits for DescribeCluster before the view is published, so that its
+        // series start with their rack rather than begin again with it a moment later.
+        let mut view = fetched.with_racks(&self.racks);
+        let describe_first =
+            self.describe_skip == 0 && view.brokers.iter().any(|b| !self.racks.contains_key(&b.id));
+        if describe_first {
+            view = self.describe(view).await;
+        }
+        let published = self.publish(view);
+        self.watch_topic(&published);
         if let Some(latch) = self.ready.take() {
             latch.release();
         }
-        Ok(self.describe(view).await)
+        if describe_first {
+            return Ok(published);
+        }
+        let described = self.describe((*published).clone()).await;
+        Ok(if described == *published {
+            published
+        } else {
+            self.publish(described)
+        })
     }
 }
