@@ -7,10 +7,9 @@
 
 use opentelemetry::KeyValue;
 
-use crate::error::{ErrorKind, broker_error_code};
 use crate::kafka::admin::{ObserveRequests, Request};
 use crate::telemetry::Instruments;
-use crate::telemetry::instruments::{ClusterLabels, attr, error_kv};
+use crate::telemetry::instruments::{ClusterLabels, attr, failure_kvs};
 
 /// Counts every request an `Admin` of one cluster makes, and sets `kafka.cluster.up` from the
 /// metadata requests.
@@ -33,10 +32,7 @@ impl ClusterRequests {
         let mut attrs = self.cluster.attrs().to_vec();
         attrs.push(KeyValue::new(attr::KAFKA_REQUEST, request.as_str()));
         if let Some(error) = error {
-            attrs.push(error_kv(ErrorKind::of(error)));
-            if let Some(code) = broker_error_code(error) {
-                attrs.push(KeyValue::new(attr::KAFKA_ERROR_CODE, code));
-            }
+            attrs.extend(failure_kvs(error));
         }
         self.instruments.count_cluster_request(&attrs);
         if request == Request::Metadata {

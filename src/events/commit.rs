@@ -7,10 +7,10 @@ use std::time::Duration;
 use opentelemetry::KeyValue;
 use tracing::{debug, info};
 
-use crate::error::{Chain, ErrorKind, broker_error_code};
+use crate::error::{Chain, ErrorKind};
 use crate::kafka::native::coordinator::GroupCoordinator;
 use crate::telemetry::Instruments;
-use crate::telemetry::instruments::{attr, error_kv};
+use crate::telemetry::instruments::{attr, failure_kvs};
 
 /// One step of the commit path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,10 +61,7 @@ impl CommitStepTimed<'_> {
             attrs.push(KeyValue::new(attr::BROKER_RACK, rack.clone()));
         }
         if let Some(error) = self.error {
-            attrs.push(error_kv(ErrorKind::of(error)));
-            if let Some(code) = broker_error_code(error) {
-                attrs.push(KeyValue::new(attr::KAFKA_ERROR_CODE, code));
-            }
+            attrs.extend(failure_kvs(error));
         }
         instruments.record_commit(self.took, &attrs);
     }

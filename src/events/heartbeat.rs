@@ -8,12 +8,14 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::error::{Chain, ErrorKind, broker_error_code};
+use crate::error::{Chain, ErrorKind};
 use crate::health::Latch;
 use opentelemetry::KeyValue;
 
 use crate::kafka::metadata::ClusterView;
-use crate::telemetry::instruments::{attr, broker_kv, error_kv, partition_kv, reason_kv};
+use crate::telemetry::instruments::{
+    attr, broker_kv, error_kv, failure_kvs, partition_kv, reason_kv,
+};
 use crate::telemetry::{ClusterAttributes, Instruments, SkipReason};
 use crate::tracker::Lost;
 
@@ -66,9 +68,10 @@ pub struct Recorder<'a> {
 }
 
 impl Recorder<'_> {
-    fn observe(&self, observation: Observation) {
+    /// Hands an observation to the tap (tests, the demo, `check`); built only when there is one.
+    fn observe(&self, observation: impl FnOnce() -> Observation) {
         if let Some(tap) = self.tap {
-            let _ = tap.try_send(observation);
+            let _ = tap.try_send(observation());
         }
     }
 
@@ -167,7 +170,7 @@ impl HeartbeatAcked {
             attrs.extend(r.broker(leader));
         }
         r.instruments.record_produce(self.latency, &attrs);
-        r.observe(Observation::Acked {
+        r.observe(|| Observation::Acked {
             partition: self.partition,
             seq: self.seq,
             leader: self.leader,
@@ -198,10 +201,7 @@ impl HeartbeatSendFailed<'_> {
     pub fn emit(self, r: &Recorder<'_>) {
         let kind = ErrorKind::of(self.error);
         let mut attrs = r.partition(self.partition);
-        attrs.push(error_kv(kind));
-        if let Some(code) = broker_error_code(self.error) {
-            attrs.push(KeyValue::new(attr::KAFKA_ERROR_CODE, code));
-        }
+        attrs.extend(failure_kvs(self.error));
         r.instruments.count_sent(&attrs);
         if let Some(latency) = self.latency {
             if let Some(leader) = self.leader {
@@ -219,7 +219,7 @@ impl HeartbeatSendFailed<'_> {
             error = %Chain(self.error),
             "Heartbeat produce failed; failures on this partition are counted until it recovers.",
         );
-        r.observe(Observation::Acked {
+        r.observe(|| Observation::Acked {
             partition: self.partition,
             seq: self.seq,
             leader: self.leader,
@@ -297,7 +297,7 @@ impl HeartbeatReceived {
             attrs.push(error_kv(kind));
             r.instruments.count_ambiguous(&attrs);
         }
-        r.observe(Observation::RoundTrip {
+        r.observe(|| Observation::RoundTrip {
             partition: self.partition,
             seq: self.seq,
             end_to_end: self.end_to_end,
@@ -466,7 +466,7 @@ impl HeartbeatsLost<'_> {
     pub fn emit(self, r: &Recorder<'_>) {
         for l in self.lost {
             r.instruments.count_lost(&r.partition(l.partition));
-            r.observe(Observation::Lost {
+            r.observe(|| Observation::Lost {
                 partition: l.partition,
                 seq: l.seq,
             });
@@ -556,7 +556,7 @@ impl HeartbeatDuplicated {
             offset = self.offset,
             "Duplicate heartbeat."
         );
-        r.observe(Observation::Duplicated {
+        r.observe(|| Observation::Duplicated {
             partition: self.partition,
         });
     }
@@ -593,7 +593,7 @@ impl MessageSkipped<'_> {
                 "Skipping a heartbeat of a later version (an agent being upgraded shares the topic).",
             );
         }
-        r.observe(Observation::Skipped {
+        r.observe(|| Observation::Skipped {
             partition: self.partition,
             reason: self.reason,
         });

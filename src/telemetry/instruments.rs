@@ -578,6 +578,15 @@ pub fn error_kv(kind: crate::error::ErrorKind) -> KeyValue {
     KeyValue::new(attr::ERROR_TYPE, kind.as_str())
 }
 
+/// A failure's attributes: its `error.type`, and `kafka.error.code` where a broker gave one.
+pub fn failure_kvs(error: &(dyn std::error::Error + 'static)) -> Vec<KeyValue> {
+    let mut attrs = vec![error_kv(crate::error::ErrorKind::of(error))];
+    if let Some(code) = crate::error::broker_error_code(error) {
+        attrs.push(KeyValue::new(attr::KAFKA_ERROR_CODE, code));
+    }
+    attrs
+}
+
 pub fn reason_kv(reason: SkipReason) -> KeyValue {
     KeyValue::new(attr::REASON, reason.as_str())
 }
