@@ -37,7 +37,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 
 use crate::error::TimedOut;
-use crate::events::probe::{ProbeFailed, ProbeRecovered, ProbeStarted};
+use crate::events::probe::{FailureStreak, ProbeStarted};
 use crate::telemetry::instruments::{attr, error_kv};
 use crate::telemetry::traces::{FinishedSpan, TraceIds, Traces, WallClock, in_span};
 
@@ -260,7 +260,7 @@ async fn run_rounds<P: Probe>(
     .emit();
     let start = Instant::now();
     let mut due = start;
-    let mut failures = 0u32;
+    let mut streak = FailureStreak::default();
     let mut retry_in = schedule.retry.map(|b| b.first);
     let mut requests = wake.listen();
     loop {
@@ -289,19 +289,11 @@ async fn run_rounds<P: Probe>(
         let traced = spans.record(P::KIND, started, error.as_deref().map(|e| e as _));
         match error {
             None => {
-                if failures > 0 {
-                    ProbeRecovered {
-                        kind: P::KIND,
-                        failures,
-                    }
-                    .emit();
-                }
-                failures = 0;
+                streak.recovered(P::KIND);
                 retry_in = schedule.retry.map(|b| b.first);
                 due = next_tick;
             }
             Some(error) => {
-                failures += 1;
                 due = match (schedule.retry, retry_in) {
                     (Some(backoff), Some(wait)) => {
                         retry_in = Some((wait * 2).min(backoff.max));
@@ -310,13 +302,7 @@ async fn run_rounds<P: Probe>(
                     _ => next_tick,
                 };
                 in_span(traced, || {
-                    ProbeFailed {
-                        kind: P::KIND,
-                        error: &*error,
-                        failures,
-                        retry_in: due.saturating_duration_since(now),
-                    }
-                    .emit();
+                    streak.failed(P::KIND, &*error, due.saturating_duration_since(now));
                 });
             }
         }
