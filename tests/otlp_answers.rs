@@ -424,3 +424,53 @@ async fn the_delta_buffers_memory_is_returned_after_the_flush() {
     let (status, _) = agent.terminate(Duration::from_secs(10)).await;
     assert!(status.success());
 }
+
+/// A collector that takes connections and never answers (frozen, or behind a proxy that
+/// black-holes): each signal's final export waits for it at shutdown, side by side, so the
+/// exit is delayed by one export timeout (5 s), not one per signal (15 s when in turn).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_never_answers_delays_the_exit_once_not_per_signal() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = silent.local_addr().unwrap();
+    // Holds every connection open, unread, until the test ends.
+    std::thread::spawn(move || {
+        let held: Vec<_> = silent.incoming().collect();
+        drop(held);
+    });
+    let mock = MockKafka::new(1);
+    let topic = unique_topic("silent");
+    mock.create_topic(&topic, 1);
+    let agent = AgentProcess::start(
+        &format!(
+            "clusters:\n  - name: silent\n    bootstrap_servers: '{}'\n\
+             heartbeat: {{topic: {topic}, interval: 250ms}}\n\
+             export:\n  otlp: {{endpoint: 'http://{address}', interval: 10s, timeout: 5s}}\n\
+             \x20 traces: {{sample_ratio: 1.0}}\n\
+             http: {{listen: '127.0.0.1:{}'}}\n",
+            mock.bootstrap(),
+            free_port()
+        ),
+        &[],
+    );
+    // Spans and log records are queued (their first export is due after 5 s), and the first
+    // metric export is due after 10 s: each signal's flush at shutdown meets the silence.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let started = Instant::now();
+    let (status, output) = agent.terminate(Duration::from_secs(30)).await;
+    let took = started.elapsed();
+    assert!(status.success(), "{status:?}:\n{output}");
+    // Each flush failed, said by the exporter (its own timeout) or by the shutdown (its bound),
+    // whichever came first.
+    let after = &output[output.find("SIGTERM received.").unwrap()..];
+    for signal in ["trace", "log", "metric"] {
+        assert!(
+            after.contains(&format!("{signal} export failed")),
+            "{signal}:\n{output}"
+        );
+    }
+    // One export timeout (5 s) plus the probes' stop; three in turn would be 15 s.
+    assert!(
+        took < Duration::from_secs(9),
+        "exit took {took:?}:\n{output}"
+    );
+}

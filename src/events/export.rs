@@ -301,6 +301,8 @@ impl HeaderNotSent<'_> {
 
 /// The final export at shutdown.
 pub struct FinalExport<'a> {
+    /// `metric`, `trace` or `log`.
+    pub signal: &'static str,
     /// `None` when it went through.
     pub error: Option<&'a (dyn std::error::Error + 'static)>,
 }
@@ -308,9 +310,9 @@ pub struct FinalExport<'a> {
 impl FinalExport<'_> {
     pub fn emit(self) {
         match self.error {
-            None => info!(name: "export.final_export", "Final metric export done."),
+            None => info!(name: "export.final_export", "Final {} export done.", self.signal),
             Some(error) => {
-                warn!(name: "export.final_export", error = %crate::error::Chain(error), "Final metric export failed.")
+                warn!(name: "export.final_export", error = %crate::error::Chain(error), "Final {} export failed.", self.signal)
             }
         }
     }

@@ -371,44 +371,51 @@ impl Telemetry {
         self.extra.as_ref()
     }
 
-    /// Sends the final export and stops the reader, and sends the spans still queued;
-    /// blocking work runs off the async threads.
+    /// Sends the final export of every signal and stops the readers and processors. The
+    /// signals flush side by side, each within [`SHUTDOWN_EXPORT_TIMEOUT`], so a collector that
+    /// does not answer delays the exit by that once, not once per signal and reader. Blocking
+    /// work runs off the async threads.
     pub async fn shutdown(self) {
-        let providers = self.providers;
         let traces = self.instruments.traces.clone();
         let logs = self.logs;
-        let result = tokio::task::spawn_blocking(move || {
-            // Spans and log records first: they are already made, while the final collection
-            // makes points.
-            for result in [
-                traces.shutdown(SHUTDOWN_EXPORT_TIMEOUT),
-                logs.shutdown(SHUTDOWN_EXPORT_TIMEOUT),
-            ] {
-                if let Err(error) = result {
-                    FinalExport {
-                        error: Some(&error),
+        let mut flushes = tokio::task::JoinSet::new();
+        flushes.spawn_blocking(move || ("trace", traces.shutdown(SHUTDOWN_EXPORT_TIMEOUT)));
+        flushes.spawn_blocking(move || ("log", logs.shutdown(SHUTDOWN_EXPORT_TIMEOUT)));
+        for provider in self.providers {
+            flushes.spawn_blocking(move || {
+                (
+                    "metric",
+                    provider.shutdown_with_timeout(SHUTDOWN_EXPORT_TIMEOUT),
+                )
+            });
+        }
+        let mut metrics: Result<(), Box<dyn std::error::Error + Send + Sync>> = Ok(());
+        while let Some(flushed) = flushes.join_next().await {
+            match flushed {
+                Ok(("metric", result)) => {
+                    // Each reader's final collection; the first error is the one reported.
+                    if metrics.is_ok() {
+                        metrics = result.map_err(Into::into);
                     }
-                    .emit();
+                }
+                Ok((signal, Err(error))) => FinalExport {
+                    signal,
+                    error: Some(&error),
+                }
+                .emit(),
+                Ok((_, Ok(()))) => {}
+                Err(error) => {
+                    if metrics.is_ok() {
+                        metrics = Err(error.into());
+                    }
                 }
             }
-            // Each provider's final collection; the first error is the one reported.
-            providers
-                .iter()
-                .map(|p| p.shutdown_with_timeout(SHUTDOWN_EXPORT_TIMEOUT))
-                .fold(Ok(()), Result::and)
-        })
-        .await;
-        match result {
-            Ok(Ok(())) => FinalExport { error: None }.emit(),
-            Ok(Err(error)) => FinalExport {
-                error: Some(&error),
-            }
-            .emit(),
-            Err(error) => FinalExport {
-                error: Some(&error),
-            }
-            .emit(),
         }
+        FinalExport {
+            signal: "metric",
+            error: metrics.as_ref().err().map(|e| &**e as _),
+        }
+        .emit();
     }
 }
 
