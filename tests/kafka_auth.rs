@@ -164,6 +164,7 @@ async fn a_scram_credential_deleted_under_a_running_agent_is_reported_as_auth() 
         move || {
             kafka.admin(&format!("scram-set {user} SCRAM-SHA-512 {password}"));
             kafka.grant_agent_acls(&user);
+            kafka.wait_authorized(&user, password);
         }
     })
     .await;
@@ -384,6 +385,11 @@ async fn principal_without(kafka: &'static Kafka, missing: &'static str) -> Stri
         let user = user.clone();
         move || {
             kafka.admin(&format!("scram-set {user} SCRAM-SHA-512 {PERM_PASSWORD}"));
+            if missing != "group" {
+                kafka.admin(&format!(
+                    "acl-add User:{user} group prefixed cc-heartbeat- describe,read"
+                ));
+            }
             let topic_ops: Vec<&str> = ["describe", "write", "read", "create"]
                 .into_iter()
                 .filter(|op| *op != missing)
@@ -392,11 +398,7 @@ async fn principal_without(kafka: &'static Kafka, missing: &'static str) -> Stri
                 "acl-add User:{user} topic prefixed cc-heartbeat {}",
                 topic_ops.join(",")
             ));
-            if missing != "group" {
-                kafka.admin(&format!(
-                    "acl-add User:{user} group prefixed cc-heartbeat- describe,read"
-                ));
-            }
+            kafka.wait_authorized(&user, PERM_PASSWORD);
         }
     })
     .await;

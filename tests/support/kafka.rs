@@ -168,8 +168,9 @@ impl Kafka {
             kafka.start_node(node.id);
         }
         kafka.wait_brokers(3, Duration::from_secs(90));
-        kafka.grant_agent_acls(AGENT);
         kafka.grant_agent_acls(OIDC_CLIENT);
+        kafka.grant_agent_acls(AGENT);
+        kafka.wait_authorized(AGENT, AGENT_PASSWORD);
         eprintln!(
             "Apache Kafka cluster {} up in {:.1} s (PLAINTEXT {})",
             kafka.cluster_id,
@@ -575,13 +576,61 @@ impl Kafka {
     /// Gives `principal` (a user name) the ACLs the README lists for the agent: DESCRIBE,
     /// WRITE, READ and CREATE on topics named `cc-heartbeat…`, DESCRIBE and READ on its own
     /// groups (`cc-heartbeat-…`).
+    /// The group ACL goes first: a broker that applied the topic ACL has applied it too (see
+    /// [`Kafka::wait_authorized`]).
     pub fn grant_agent_acls(&self, user: &str) {
-        self.admin(&format!(
-            "acl-add User:{user} topic prefixed cc-heartbeat describe,write,read,create"
-        ));
         self.admin(&format!(
             "acl-add User:{user} group prefixed cc-heartbeat- describe,read"
         ));
+        self.admin(&format!(
+            "acl-add User:{user} topic prefixed cc-heartbeat describe,write,read,create"
+        ));
+    }
+
+    /// Waits until every broker authenticates `user` (SCRAM-SHA-512 on the SASL listener) and
+    /// lets it describe topics named `cc-heartbeat…`. Credentials and ACLs reach each broker
+    /// through the metadata log a moment after the admin call that set them returns; a test of
+    /// what a principal may do must not measure that moment instead. Set the credential, then
+    /// the ACLs, topic ACL last: brokers apply the log in order.
+    pub fn wait_authorized(&self, user: &str, password: &str) {
+        use rdkafka::consumer::{BaseConsumer, Consumer as _};
+        use rdkafka::types::RDKafkaRespErr;
+        let probe = format!("cc-heartbeat-acl-probe-{}", uuid::Uuid::new_v4().simple());
+        for node in &self.nodes {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                // A fresh client each time: its first request goes to its only bootstrap broker.
+                let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+                    .set(
+                        "bootstrap.servers",
+                        format!("127.0.0.1:{}", node.ports.sasl),
+                    )
+                    .set("security.protocol", "SASL_PLAINTEXT")
+                    .set("sasl.mechanism", "SCRAM-SHA-512")
+                    .set("sasl.username", user)
+                    .set("sasl.password", password)
+                    .set("log_level", "0")
+                    .create()
+                    .expect("a SASL client");
+                let answer = consumer.fetch_metadata(Some(&probe), Duration::from_secs(5));
+                let allowed = answer.as_ref().is_ok_and(|m| {
+                    m.topics().first().is_some_and(|t| {
+                        t.error()
+                            != Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED)
+                    })
+                });
+                if allowed {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "broker {} still refuses {user} after 30 s: {:?}",
+                    node.id,
+                    answer.map(|m| m.topics().first().and_then(|t| t.error()))
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
     }
 
     /// Everything node `id` logged (the end of it), for a failing test's message.
