@@ -3,7 +3,8 @@
 //! glibc keeps the pages of freed allocations for reuse, so a process's RSS stays at its
 //! high-water mark: after a collector outage the delta buffer's megabytes would stay resident
 //! for the life of the agent. `malloc_trim` returns every whole free page of every arena.
-//! With `kafka/native/`, the only code with `unsafe`: one foreign call, no pointers.
+//! With `kafka/native/` and `signal.rs`, the only code with `unsafe`: one foreign call, no
+//! pointers.
 #![allow(unsafe_code)]
 
 /// Returns the heap's free pages to the system; a no-op where the C library is not glibc.

@@ -603,3 +603,45 @@ async fn healthcheck_exits_0_only_when_healthz_answers_200() {
 fn text_of(out: &std::process::Output) -> String {
     format!("{}{}", text(&out.stdout), text(&out.stderr))
 }
+
+/// A second signal while the agent waits on its final export (here a collector that never
+/// answers) ends it at once, with the status a shell gives a process ended by SIGINT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_ends_the_agent_at_once() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let collector = support::local::silent_listener();
+    let agent = AgentProcess::start(
+        &format!(
+            "clusters:\n  - name: away\n    bootstrap_servers: '127.0.0.1:{}'\n\
+             export: {{otlp: {{endpoint: 'http://{collector}'}}}}\n\
+             http: {{listen: '127.0.0.1:{}'}}\n",
+            free_port(),
+            free_port()
+        ),
+        &[],
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    agent.signal(nix::sys::signal::Signal::SIGTERM);
+    // The final export waits for the silent collector (up to 5 s).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        agent.output().contains("SIGTERM received.") && !agent.output().contains("Final metric"),
+        "still exporting:\n{}",
+        agent.output()
+    );
+    let started = std::time::Instant::now();
+    agent.signal(nix::sys::signal::Signal::SIGINT);
+    let (status, output) = agent.wait_exit(Duration::from_secs(10)).await;
+    // Without it: the rest of the 5 s export bound, 3.5 s from here.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}:\n{output}",
+        started.elapsed()
+    );
+    assert_eq!(status.code(), Some(130), "{status:?}:\n{output}");
+    assert_eq!(status.signal(), None);
+    assert!(
+        output.contains("Second signal: exiting now") && output.contains("signal=\"SIGINT\""),
+        "{output}"
+    );
+}

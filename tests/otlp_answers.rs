@@ -430,13 +430,7 @@ async fn the_delta_buffers_memory_is_returned_after_the_flush() {
 /// exit is delayed by one export timeout (5 s), not one per signal (15 s when in turn).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_that_never_answers_delays_the_exit_once_not_per_signal() {
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = silent.local_addr().unwrap();
-    // Holds every connection open, unread, until the test ends.
-    std::thread::spawn(move || {
-        let held: Vec<_> = silent.incoming().collect();
-        drop(held);
-    });
+    let address = support::local::silent_listener();
     let mock = MockKafka::new(1);
     let topic = unique_topic("silent");
     mock.create_topic(&topic, 1);

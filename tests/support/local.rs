@@ -71,3 +71,15 @@ fn spawn_dying_with_parent(cmd: &mut Command) -> std::io::Result<Child> {
     }
     cmd.spawn()
 }
+
+/// A server that takes connections and never reads or answers (a frozen collector, a proxy
+/// that black-holes): its address. It holds every connection until the test process ends.
+pub fn silent_listener() -> std::net::SocketAddr {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a silent listener");
+    let address = silent.local_addr().expect("its address");
+    std::thread::spawn(move || {
+        let held: Vec<_> = silent.incoming().collect();
+        drop(held);
+    });
+    address
+}

@@ -163,9 +163,18 @@ impl AgentProcess {
     }
 
     /// Sends SIGTERM and waits for the exit status.
-    pub async fn terminate(mut self, timeout: Duration) -> (ExitStatus, String) {
+    pub async fn terminate(self, timeout: Duration) -> (ExitStatus, String) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.wait_exit(timeout).await
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        nix::sys::signal::kill(pid, signal).expect("signal the agent");
+    }
+
+    /// Waits for the exit status; fails after `timeout`, killing the agent.
+    pub async fn wait_exit(mut self, timeout: Duration) -> (ExitStatus, String) {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -174,7 +183,7 @@ impl AgentProcess {
             if tokio::time::Instant::now() > deadline {
                 let _ = self.child.kill();
                 panic!(
-                    "agent did not exit within {timeout:?} of SIGTERM:\n{}",
+                    "agent did not exit within {timeout:?} of the signal:\n{}",
                     self.output()
                 );
             }
