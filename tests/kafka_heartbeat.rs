@@ -182,8 +182,11 @@ async fn the_first_heartbeats_after_a_start_are_measured_like_the_others() {
             "partition {p}: the first round trip ({first:?}) is longer than the path it took ({:?}, by the witness)",
             witnessed.latency
         );
+        // The artefact this rules out is a connection set up first (200 ms here, by the
+        // proxy); the margin covers a loaded machine's scheduling (36 ms against a median of
+        // 12 ms seen with both cores busy).
         assert!(
-            first <= typical * 2 + Duration::from_millis(10),
+            first <= typical * 2 + Duration::from_millis(30),
             "partition {p}: the first round trip ({first:?}) is a start-up artefact next to {typical:?}"
         );
     }
@@ -381,6 +384,8 @@ async fn produce_samples_name_the_broker_that_led_when_leaders_move() {
     let Witnessed {
         heartbeats: on_topic,
         duplicates,
+        out_of_order,
+        order,
         ..
     } = blocking({
         let topic = topic.clone();
@@ -394,9 +399,30 @@ async fn produce_samples_name_the_broker_that_led_when_leaders_move() {
         ledger.failed.len(),
         ledger.written_after_all(&on_topic).len()
     );
-    for metric in [name::MESSAGES_LOST, name::MESSAGES_OUT_OF_ORDER] {
-        assert_eq!(counter(&metrics, metric, &[]), 0, "{metric}");
-    }
+    assert_eq!(counter(&metrics, name::MESSAGES_LOST, &[]), 0, "lost");
+    // Out of order as the topic holds them, in offset order, not as a read happened to go.
+    let read_order = |p: i32| -> Vec<u64> {
+        observations
+            .iter()
+            .filter_map(|o| match o {
+                Observation::RoundTrip { partition, seq, .. } if *partition == p => Some(*seq),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        counter(&metrics, name::MESSAGES_OUT_OF_ORDER, &[]),
+        out_of_order,
+        "out of order: on the topic {order:?}; read back {:?}; recreations {}",
+        (0..3).map(read_order).collect::<Vec<_>>(),
+        counter(&metrics, name::TOPIC_RECREATIONS, &[])
+    );
+    // Leaders moving is not the topic starting over.
+    assert_eq!(
+        counter(&metrics, name::TOPIC_RECREATIONS, &[]),
+        0,
+        "recreations"
+    );
     // A heartbeat the consumer reads twice while leaders move (the same record again) is a
     // re-read, not a duplicate: duplicates are extra copies on the topic, as Kafka's consumer
     // sees them.

@@ -51,6 +51,11 @@ pub struct Witnessed {
     pub duplicates: u64,
     /// The `traceparent` header each heartbeat carried, if any.
     pub traceparents: std::collections::BTreeMap<(i32, u64), String>,
+    /// The agent's heartbeats found after one with a higher sequence number on their partition
+    /// (first copies only), in offset order.
+    pub out_of_order: u64,
+    /// Each partition's sequence numbers in offset order.
+    pub order: std::collections::BTreeMap<i32, Vec<u64>>,
 }
 
 /// One node's ports.
@@ -561,8 +566,13 @@ impl Kafka {
                 continue;
             };
             let heartbeat = (p.parse().expect("partition"), s.parse().expect("sequence"));
+            let order = witnessed.order.entry(heartbeat.0).or_default();
+            let highest = order.iter().max().copied();
+            order.push(heartbeat.1);
             if !witnessed.heartbeats.insert(heartbeat) {
                 witnessed.duplicates += 1;
+            } else if highest.is_some_and(|h| h > heartbeat.1) {
+                witnessed.out_of_order += 1;
             }
             if let Some(traceparent) = parts.next() {
                 witnessed
