@@ -140,9 +140,9 @@ impl ClusterView {
     }
 
     /// Copies racks from a DescribeCluster answer onto the brokers.
-    pub fn with_racks(mut self, racks: &std::collections::BTreeMap<i32, String>) -> Self {
+    pub fn with_racks(mut self, racks: &std::collections::BTreeMap<i32, Option<String>>) -> Self {
         for b in &mut self.brokers {
-            if let Some(rack) = racks.get(&b.id) {
+            if let Some(Some(rack)) = racks.get(&b.id) {
                 b.rack = Some(rack.clone());
             }
         }

@@ -68,10 +68,11 @@ pub struct MetadataWatch {
     usable: Option<Condition>,
     create_topic: Option<Wake>,
     brokers_changed: Option<Wake>,
-    /// Every broker's rack as DescribeCluster last gave it, kept while the broker is out of
-    /// the metadata: a broker back from an outage has its rack from its first view on, so
-    /// its series never start again without it.
-    racks: BTreeMap<i32, String>,
+    /// Every broker DescribeCluster has named in this run, with its rack if it has one, kept
+    /// while the broker is out of the metadata: a broker back from an outage has its rack from
+    /// its first view on, so its series never start again without it. A broker not in here
+    /// is new to the agent (see `probe_once`).
+    racks: BTreeMap<i32, Option<String>>,
     /// Refreshes left before DescribeCluster, and DescribeTopics, are tried again.
     describe_skip: u32,
     topic_id_skip: u32,
@@ -216,10 +217,11 @@ impl MetadataWatch {
         match cluster {
             Some(Ok(description)) => {
                 let racks = description.racks();
-                if self.racks.is_empty() && !racks.is_empty() {
+                if !self.racks.values().any(Option::is_some) && !racks.is_empty() {
                     RacksLearned { racks: &racks }.emit();
                 }
-                self.racks.extend(racks);
+                self.racks
+                    .extend(description.nodes.iter().map(|n| (n.id, n.rack.clone())));
                 described.controller = described.controller.or(description.controller);
                 described = described.with_racks(&self.racks);
             }
@@ -301,9 +303,10 @@ impl Probe for MetadataWatch {
                 return Err(error);
             }
         };
-        // Racks known so far carry over. A broker whose rack is not known yet (at start, or
-        // a new broker) waits for DescribeCluster before the view is published, so that its
-        // series start with their rack rather than begin again with it a moment later.
+        // Racks known so far carry over. A broker DescribeCluster has not named yet (at start,
+        // or a new broker) waits for it before the view is published, so that its series start
+        // with their rack rather than begin again with it a moment later. Brokers without a
+        // rack are named all the same: a cluster without racks is not described first.
         let mut view = fetched.with_racks(&self.racks);
         let describe_first =
             self.describe_skip == 0 && view.brokers.iter().any(|b| !self.racks.contains_key(&b.id));

@@ -251,6 +251,22 @@ impl Scrape {
 /// How long shutdown waits for the final export.
 const SHUTDOWN_EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A final flush's outcome.
+type Flushed = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// Starts a blocking final flush off the async threads at once; its outcome when awaited.
+fn flush(
+    shutdown: impl FnOnce() -> opentelemetry_sdk::error::OTelSdkResult + Send + 'static,
+) -> impl std::future::Future<Output = Flushed> {
+    let task = tokio::task::spawn_blocking(shutdown);
+    async move {
+        match task.await {
+            Ok(result) => result.map_err(Into::into),
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
 impl Telemetry {
     /// Builds a provider for the OTLP reader when export is enabled, one for the Prometheus
     /// endpoint when on, and one for `extra`. Must run inside the tokio runtime.
@@ -376,39 +392,30 @@ impl Telemetry {
     /// does not answer delays the exit by that once, not once per signal and reader. Blocking
     /// work runs off the async threads.
     pub async fn shutdown(self) {
-        let traces = self.instruments.traces.clone();
-        let logs = self.logs;
-        let mut flushes = tokio::task::JoinSet::new();
-        flushes.spawn_blocking(move || ("trace", traces.shutdown(SHUTDOWN_EXPORT_TIMEOUT)));
-        flushes.spawn_blocking(move || ("log", logs.shutdown(SHUTDOWN_EXPORT_TIMEOUT)));
-        for provider in self.providers {
-            flushes.spawn_blocking(move || {
-                (
-                    "metric",
-                    provider.shutdown_with_timeout(SHUTDOWN_EXPORT_TIMEOUT),
-                )
-            });
-        }
-        let mut metrics: Result<(), Box<dyn std::error::Error + Send + Sync>> = Ok(());
-        while let Some(flushed) = flushes.join_next().await {
-            match flushed {
-                Ok(("metric", result)) => {
-                    // Each reader's final collection; the first error is the one reported.
-                    if metrics.is_ok() {
-                        metrics = result.map_err(Into::into);
-                    }
-                }
-                Ok((signal, Err(error))) => FinalExport {
+        // Every flush starts here, before any is awaited.
+        let (traces, logs) = (self.instruments.traces.clone(), self.logs);
+        let spans = flush(move || traces.shutdown(SHUTDOWN_EXPORT_TIMEOUT));
+        let records = flush(move || logs.shutdown(SHUTDOWN_EXPORT_TIMEOUT));
+        let readers: Vec<_> = self
+            .providers
+            .into_iter()
+            .map(|p| flush(move || p.shutdown_with_timeout(SHUTDOWN_EXPORT_TIMEOUT)))
+            .collect();
+        for (signal, flushed) in [("trace", spans.await), ("log", records.await)] {
+            if let Err(error) = flushed {
+                FinalExport {
                     signal,
-                    error: Some(&error),
+                    error: Some(&*error),
                 }
-                .emit(),
-                Ok((_, Ok(()))) => {}
-                Err(error) => {
-                    if metrics.is_ok() {
-                        metrics = Err(error.into());
-                    }
-                }
+                .emit();
+            }
+        }
+        // Each reader's final collection; the first error is the one reported.
+        let mut metrics: Flushed = Ok(());
+        for flushed in readers {
+            let result = flushed.await;
+            if metrics.is_ok() {
+                metrics = result;
             }
         }
         FinalExport {

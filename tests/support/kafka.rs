@@ -560,18 +560,24 @@ impl Kafka {
             records,
             ..Witnessed::default()
         };
+        let mut highest = std::collections::BTreeMap::<i32, u64>::new();
         for word in words {
             let mut parts = word.splitn(3, ':');
             let (Some(p), Some(s)) = (parts.next(), parts.next()) else {
                 continue;
             };
             let heartbeat = (p.parse().expect("partition"), s.parse().expect("sequence"));
-            let order = witnessed.order.entry(heartbeat.0).or_default();
-            let highest = order.iter().max().copied();
-            order.push(heartbeat.1);
+            witnessed
+                .order
+                .entry(heartbeat.0)
+                .or_default()
+                .push(heartbeat.1);
+            let highest = highest.entry(heartbeat.0).or_insert(heartbeat.1);
+            let after_higher = *highest > heartbeat.1;
+            *highest = (*highest).max(heartbeat.1);
             if !witnessed.heartbeats.insert(heartbeat) {
                 witnessed.duplicates += 1;
-            } else if highest.is_some_and(|h| h > heartbeat.1) {
+            } else if after_higher {
                 witnessed.out_of_order += 1;
             }
             if let Some(traceparent) = parts.next() {
